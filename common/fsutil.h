@@ -1,0 +1,24 @@
+/* fsutil.h - file-system operations kiln needs in several places: whole-file
+ * reads, atomic writes (a reader sees the old file or the new one, never a
+ * torn one), recursive mkdir and removal. */
+#ifndef KILN_COMMON_FSUTIL_H
+#define KILN_COMMON_FSUTIL_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "buf.h"
+#include "error.h"
+
+int kiln_read_file (const char *path, struct kiln_buf *out, kiln_error **err);
+/* Writes data to path through a temporary file in the same directory, fsync
+ * and rename. */
+int kiln_write_file_atomic (const char *path, const void *data, size_t len, mode_t mode, kiln_error **err);
+/* mkdir -p; existing directories are fine. */
+int kiln_mkdir_p (const char *path, mode_t mode, kiln_error **err);
+/* rm -rf without following symbolic links; a missing path is fine. */
+int kiln_remove_tree (const char *path, kiln_error **err);
+/* A new directory under $TMPDIR (or /tmp) named prefix-XXXXXX; malloc'd path. */
+int kiln_make_temp_dir (const char *prefix, char **out, kiln_error **err);
+
+#endif

@@ -1,0 +1,110 @@
+/* s3_client.h - the few S3 operations kiln needs, over http_client, sigv4 and
+ * aws_config.
+ *
+ * GetObject into a local file, PutObject from a local file (single request,
+ * up to 5 GiB, payload signed with the file's real SHA-256), HeadObject and
+ * ListObjectsV2 (every page).  Requests are signed with SigV4 (header form);
+ * credentials, region and endpoint come from aws_config (service id "s3").
+ *
+ * Addressing: path style (https://endpoint/bucket/key) whenever the endpoint is
+ * configured rather than AWS's own (an emulator, MinIO), when force_path_style
+ * is set, or when the bucket name has a '.' (which would break the TLS
+ * wildcard certificate); virtual-host style (https://bucket.s3.region...)
+ * otherwise.
+ *
+ * Errors name the operation and the object ("S3 GetObject s3://b/k: ...") and
+ * carry S3's <Code> and <Message>; a missing object or bucket is
+ * KILN_ERR_NOT_FOUND, other S3 errors KILN_ERR_REMOTE.  Credentials never
+ * appear in messages. */
+#ifndef KILN_COMMON_S3_CLIENT_H
+#define KILN_COMMON_S3_CLIENT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "aws_config.h"
+#include "error.h"
+
+/* Largest object a single PutObject may carry. */
+#define KILN_S3_MAX_PUT_SIZE (5ULL * 1024 * 1024 * 1024)
+
+struct kiln_s3_options {
+  const struct kiln_aws_env *env;    /* NULL: the process environment */
+  const char *profile;               /* NULL: AWS_PROFILE or "default" */
+  const char *region;                /* NULL: configured region, else us-east-1 */
+  const char *endpoint_url;          /* explicit endpoint (wins over configuration) */
+  /* Account id sent as x-amz-expected-bucket-owner on every request, so a
+   * bucket that changed hands is refused by S3 rather than written to. */
+  const char *expected_bucket_owner;
+  bool force_path_style;
+  bool insecure;                     /* ignore TLS certificate errors */
+  long timeout_seconds;              /* per request; 0: no overall limit */
+};
+
+struct kiln_s3_client;
+
+/* Resolves credentials, region and endpoint now, so a misconfiguration is
+ * reported before any transfer. */
+int kiln_s3_client_new (const struct kiln_s3_options *opts, struct kiln_s3_client **out, kiln_error **err);
+void kiln_s3_client_free (struct kiln_s3_client *c);
+
+/* The endpoint in use ("https://s3.eu-west-1.amazonaws.com") and whether
+ * requests are path-style for ordinary bucket names. */
+const char *kiln_s3_client_endpoint (const struct kiln_s3_client *c);
+bool kiln_s3_client_path_style (const struct kiln_s3_client *c);
+
+struct kiln_s3_object_info {
+  uint64_t size;
+  char *etag;              /* as S3 sends it, quotes included */
+  char *last_modified;     /* HTTP date (HEAD) or ISO 8601 (list) */
+  char *content_type;      /* HEAD only; NULL when absent */
+};
+
+void kiln_s3_object_info_release (struct kiln_s3_object_info *info);
+
+/* Downloads the object to dest_path (written beside it, renamed into place on
+ * success; an existing file is replaced). */
+int kiln_s3_get_object (struct kiln_s3_client *c, const char *bucket, const char *key, const char *dest_path,
+                        kiln_error **err);
+
+/* Uploads src_path as the object.  content_type NULL: application/octet-stream. */
+int kiln_s3_put_object (struct kiln_s3_client *c, const char *bucket, const char *key, const char *src_path,
+                        const char *content_type, kiln_error **err);
+
+/* KILN_ERR_NOT_FOUND when there is no such object (or bucket). */
+int kiln_s3_head_object (struct kiln_s3_client *c, const char *bucket, const char *key,
+                         struct kiln_s3_object_info *out, kiln_error **err);
+
+struct kiln_s3_object {
+  char *key;
+  struct kiln_s3_object_info info;
+};
+
+struct kiln_s3_listing {
+  struct kiln_s3_object *objects;   /* in S3's order (UTF-8 binary order of keys) */
+  size_t n;
+};
+
+void kiln_s3_listing_release (struct kiln_s3_listing *l);
+
+/* Every object whose key starts with prefix (NULL or "": all), following
+ * continuation tokens to the end. */
+int kiln_s3_list_objects (struct kiln_s3_client *c, const char *bucket, const char *prefix,
+                          struct kiln_s3_listing *out, kiln_error **err);
+
+/* Splits "s3://bucket/key/with/slashes" into bucket and key ("" for
+ * "s3://bucket" or "s3://bucket/").  Both malloc'd.  KILN_ERR_INVALID for
+ * anything else, naming the URI. */
+int kiln_s3_parse_uri (const char *uri, char **bucket, char **key, kiln_error **err);
+
+/* ---- Pieces exposed for tests ---- */
+
+/* Decodes the five XML entities and numeric character references (&#65;
+ * &#x41;) into a malloc'd string; -1 on a malformed or unknown reference. */
+int kiln_s3_xml_unescape (const char *s, size_t len, char **out);
+
+/* Reads S3's error document: *code and *message (malloc'd, NULL when absent). */
+void kiln_s3_parse_error (const char *xml, char **code, char **message);
+
+#endif
