@@ -101,6 +101,8 @@ component_run (int argc, char **argv)
     }
 
   /* Load and validate every document before anything runs. */
+  _cleanup_error_ kiln_error *e = NULL;
+  _cleanup_free_ char *summary = NULL;
   struct kiln_component **docs = NULL;
   size_t n_docs = 0;
   int status = KILN_EXIT_FAILED;
@@ -109,7 +111,6 @@ component_run (int argc, char **argv)
   for (char *tok = strtok_r (list, ",", &save); tok; tok = strtok_r (NULL, ",", &save))
     {
       struct kiln_component *c = NULL;
-      _cleanup_error_ kiln_error *e = NULL;
       if (kiln_component_load (tok, NULL, &c, &e) < 0)
         {
           fprintf (stderr, "%s\n", kiln_error_message (e));
@@ -120,7 +121,6 @@ component_run (int argc, char **argv)
     }
 
   struct kiln_target *target = NULL;
-  _cleanup_error_ kiln_error *e = NULL;
   if (kiln_target_local_open (&target, &e) < 0)
     {
       fprintf (stderr, "kiln: %s\n", kiln_error_message (e));
@@ -144,7 +144,7 @@ component_run (int argc, char **argv)
       fprintf (stderr, "%s\n", kiln_error_message (e));
       goto out;
     }
-  _cleanup_free_ char *summary = json_dumps (res.summary, JSON_INDENT (2) | JSON_PRESERVE_ORDER);
+  summary = json_dumps (res.summary, JSON_INDENT (2) | JSON_PRESERVE_ORDER);
   printf ("%s\n", summary ? summary : "{}");
   if (res.failure_message)
     fprintf (stderr, "kiln: %s\n", res.failure_message);

@@ -766,9 +766,11 @@ check_expressions (struct parser *ps)
 /* ---- ExecuteDocument children ------------------------------------------ */
 
 /* Resolves a document reference relative to the directory of the document
- * that names it.  Only local files are supported. */
+ * that names it.  Only local files are supported.  *shown is the path as
+ * built (for messages, stable across machines), *real its canonical form
+ * (for cycle detection). */
 static int
-resolve_document_path (struct parser *ps, const struct kiln_yaml_node *ref, char **out)
+resolve_document_path (struct parser *ps, const struct kiln_yaml_node *ref, char **shown, char **real)
 {
   const char *p = ref->value;
   if (strncmp (p, "s3://", 5) == 0 || strncmp (p, "arn:", 4) == 0 || strstr (p, "://"))
@@ -779,13 +781,17 @@ resolve_document_path (struct parser *ps, const struct kiln_yaml_node *ref, char
   else
     {
       _cleanup_free_ char *copy = xstrdup (ps->c->path);
-      if (asprintf (&joined, "%s/%s", dirname (copy), p) < 0)
+      const char *dir = dirname (copy);
+      if (strcmp (dir, ".") == 0)
+        joined = xstrdup (p);
+      else if (asprintf (&joined, "%s/%s", dir, p) < 0)
         abort ();
     }
-  char *real = realpath (joined, NULL);
-  if (real == NULL)
+  char *r = realpath (joined, NULL);
+  if (r == NULL)
     return FAIL (ps, ref, "document '%s' (%s): %s", p, joined, strerror (errno));
-  *out = real;
+  *real = r;
+  *shown = kiln_steal_pointer (&joined);
   return 0;
 }
 
@@ -800,7 +806,8 @@ load_child (struct parser *ps, const struct kiln_step *s)
   if (depth >= KILN_DOCUMENT_MAX_DEPTH)
     return FAIL (ps, doc_ref, "ExecuteDocument nests documents deeper than %d levels", KILN_DOCUMENT_MAX_DEPTH - 1);
   _cleanup_free_ char *path = NULL;
-  if (resolve_document_path (ps, doc_ref, &path) < 0)
+  _cleanup_free_ char *shown = NULL;
+  if (resolve_document_path (ps, doc_ref, &shown, &path) < 0)
     return -1;
 
   /* The chain of documents above the child: ours and our ancestors. */
@@ -825,14 +832,12 @@ load_child (struct parser *ps, const struct kiln_step *s)
       struct kiln_component_load_opts child_opts = {.depth = depth + 1, .ancestors = chain};
       struct kiln_component *child = NULL;
       _cleanup_error_ kiln_error *e = NULL;
-      if (kiln_component_load (path, &child_opts, &child, &e) < 0)
+      if (kiln_component_load (shown, &child_opts, &child, &e) < 0)
         return FAIL (ps, doc_ref, "in document '%s': %s", doc_ref->value, kiln_error_message (e));
       struct kiln_component *c = ps->c;
       c->children = realloc (c->children, (c->n_children + 1) * sizeof *c->children);
       if (c->children == NULL)
         abort ();
-      free (child->path);
-      child->path = xstrdup (path);
       c->children[c->n_children++] = child;
     }
   struct kiln_component *child = kiln_component_child_for (ps->c, path);
@@ -1048,7 +1053,10 @@ struct kiln_component *
 kiln_component_child_for (const struct kiln_component *c, const char *resolved_path)
 {
   for (size_t i = 0; i < c->n_children; i++)
-    if (strcmp (c->children[i]->path, resolved_path) == 0)
-      return c->children[i];
+    {
+      _cleanup_free_ char *real = realpath (c->children[i]->path, NULL);
+      if (real && strcmp (real, resolved_path) == 0)
+        return c->children[i];
+    }
   return NULL;
 }

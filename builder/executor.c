@@ -654,11 +654,12 @@ run_attempt (struct step_env *env, json_t *values, size_t first, int attempt, st
           bool rerun = strcmp (s->action->name, "Reboot") != 0;
           json_t *partial = json_deep_copy (merged);
           merge_outputs (partial, o.outputs);
-          json_t *position = json_pack ("{s:I, s:s, s:s, s:I, s:b, s:O, s:o}", "document",
+          json_t *position = json_pack ("{s:I, s:s, s:s, s:I, s:b, s:O, s:o, s:[i,i,i]}", "document",
                                         (json_int_t) env->dr->doc_index, "phase",
                                         env->dr->c->phases[env->phase_index].name, "step", s->name, "iteration",
                                         (json_int_t) i, "rerun", rerun, "records", env->dr->records, "outputs",
-                                        rerun ? json_deep_copy (merged) : partial);
+                                        rerun ? json_deep_copy (merged) : partial, "counts", env->dr->executed,
+                                        env->dr->failed, env->dr->ignored);
           if (rerun)
             json_decref (partial);
           if (++reboots > MAX_REBOOTS_PER_STEP)
@@ -720,6 +721,8 @@ run_step (struct step_env *env, json_t *resume_pos, struct step_report *rep)
 {
   struct kiln_executor *ex = env->dr->ex;
   const struct kiln_step *s = env->step;
+  _cleanup_json_ json_t *values = NULL;
+  _cleanup_json_ json_t *last_inputs = NULL;
   rep->inputs = json_array ();
   rep->outputs = json_object ();
   rep->exit_code = -1;
@@ -751,7 +754,6 @@ run_step (struct step_env *env, json_t *resume_pos, struct step_report *rep)
         }
     }
 
-  _cleanup_json_ json_t *values = NULL;
   if (s->loop)
     {
       _cleanup_error_ kiln_error *e = NULL;
@@ -764,7 +766,6 @@ run_step (struct step_env *env, json_t *resume_pos, struct step_report *rep)
     }
 
   size_t first = 0;
-  _cleanup_json_ json_t *last_inputs = NULL;
   for (int attempt = 1; attempt <= s->max_attempts; attempt++)
     {
       json_t *merged = json_object ();
@@ -789,6 +790,9 @@ run_step (struct step_env *env, json_t *resume_pos, struct step_report *rep)
                 rep->status == STEP_FAILED && rep->failure ? rep->failure : "");
       if (rep->status == STEP_SUCCESS)
         {
+          /* Earlier attempts' failures are history, not the step's outcome. */
+          free (rep->failure);
+          rep->failure = NULL;
           json_decref (rep->outputs);
           rep->outputs = merged;
           break;
@@ -1258,8 +1262,9 @@ kiln_executor_run (struct kiln_component *const *docs, size_t n_docs, const stru
   struct kiln_executor ex = {.opts = opts, .docs = docs, .n_docs = n_docs};
   int rc = -1;
   _cleanup_json_ json_t *state = NULL;
-  json_t *values[n_docs > 0 ? n_docs : 1];
-  memset (values, 0, sizeof values);
+  json_t **values = calloc (n_docs + 1, sizeof *values);
+  if (values == NULL)
+    abort ();
 
   if (opts->execution_id && !valid_execution_id (opts->execution_id))
     {
@@ -1359,9 +1364,11 @@ kiln_executor_run (struct kiln_component *const *docs, size_t n_docs, const stru
         {
           dr.detail = doc_json;
           dr.records = json_deep_copy (json_object_get (pos, "records"));
-          dr.executed = (int) json_integer_value (json_object_get (doc_json, "executedStepCount"));
-          dr.failed = (int) json_integer_value (json_object_get (doc_json, "failedStepCount"));
-          dr.ignored = (int) json_integer_value (json_object_get (doc_json, "ignoredFailedStepCount"));
+          /* Counts as they stood when the step asked for the reboot. */
+          json_t *counts = json_object_get (pos, "counts");
+          dr.executed = (int) json_integer_value (json_array_get (counts, 0));
+          dr.failed = (int) json_integer_value (json_array_get (counts, 1));
+          dr.ignored = (int) json_integer_value (json_array_get (counts, 2));
         }
       else
         {
@@ -1440,6 +1447,7 @@ kiln_executor_run (struct kiln_component *const *docs, size_t n_docs, const stru
 out:
   for (size_t i = 0; i < n_docs; i++)
     json_decref (values[i]);
+  free (values);
   for (size_t i = 0; i < ex.n_loaded; i++)
     kiln_component_free (ex.loaded[i]);
   free (ex.loaded);

@@ -31,7 +31,10 @@
 #include "error.h"
 
 /* Where environment variables come from.  A NULL struct pointer, or a NULL
- * getenv member, means the process environment. */
+ * getenv member, means the process environment.  Most variables are read once
+ * by kiln_aws_config_load, but AWS_ENDPOINT_URL_<SERVICE> is looked up when an
+ * endpoint is asked for, so the callback and its opaque data must stay valid
+ * as long as the loaded configuration. */
 struct kiln_aws_env {
   /* The variable's value, or NULL when unset. */
   const char *(*getenv) (const char *name, void *opaque);

@@ -243,8 +243,9 @@ kiln_s3_client_new (const struct kiln_s3_options *opts, struct kiln_s3_client **
       kiln_error_prefix (err, "S3");
       goto out;
     }
-  /* S3 answers in any region for signing purposes of an emulator, and AWS's
-   * global default is us-east-1: use it rather than fail when none is set. */
+  /* S3 needs a region only for the signing scope and the default endpoint;
+   * with none configured, use us-east-1 as the AWS CLI does for S3 rather
+   * than fail (emulators accept any region). */
   const char *region = opts->region && *opts->region ? opts->region : kiln_aws_config_region (cfg);
   c->region = xstrdup (region ? region : "us-east-1");
   if (kiln_aws_config_endpoint (cfg, "s3", opts->endpoint_url, c->region, &ep, err) < 0)

@@ -579,6 +579,46 @@ compute (const struct sign_input *in, struct kiln_sigv4_result *out, kiln_error 
   return 0;
 }
 
+int
+kiln_sigv4_compute (const struct kiln_sigv4_request *req, char *const *signed_headers,
+                    const char *secret_access_key, const char *amz_date, const char *region, const char *service,
+                    struct kiln_sigv4_result *out, kiln_error **err)
+{
+  memset (out, 0, sizeof *out);
+  struct sign_input in = {
+    .method = req->method,
+    .path = req->path,
+    .flags = req->flags,
+    .query = req->query,
+    .n_query = req->n_query,
+    .headers = req->headers,
+    .n_headers = req->n_headers,
+    .only_headers = signed_headers,
+    .payload_hash = req->payload_hash ? req->payload_hash : KILN_SIGV4_EMPTY_SHA256,
+    .secret = secret_access_key,
+    .amz_date = amz_date,
+    .region = region,
+    .service = service,
+  };
+  return compute (&in, out, err);
+}
+
+void
+kiln_sigv4_chunk_signature (const unsigned char signing_key[KILN_SHA256_LEN], const char *amz_date,
+                            const char *credential_scope, const char *previous_signature,
+                            const char *chunk_sha256_hex, char out[KILN_SHA256_LEN * 2 + 1])
+{
+  char *sts = NULL;
+  if (asprintf (&sts, KILN_SIGV4_ALGORITHM "-PAYLOAD\n%s\n%s\n%s\n" KILN_SIGV4_EMPTY_SHA256 "\n%s", amz_date,
+                credential_scope, previous_signature, chunk_sha256_hex)
+      < 0)
+    abort ();
+  unsigned char mac[KILN_SHA256_LEN];
+  kiln_hmac_sha256 (signing_key, KILN_SHA256_LEN, sts, strlen (sts), mac);
+  kiln_hex_encode (mac, sizeof mac, out);
+  free (sts);
+}
+
 static const char *
 find_header (const struct kiln_sigv4_pair *headers, size_t n, const char *lname)
 {
@@ -663,12 +703,13 @@ kiln_sigv4_presign (const struct kiln_sigv4_request *req, const struct kiln_sigv
                               KILN_SIGV4_MAX_EXPIRES);
   if (find_header (req->headers, req->n_headers, "host") == NULL)
     return kiln_fail_invalid (err, "SigV4: the request has no host header to sign");
+  static const char *const reserved[] = {"X-Amz-Algorithm",     "X-Amz-Credential", "X-Amz-Date",
+                                         "X-Amz-Expires",       "X-Amz-SignedHeaders", "X-Amz-Signature",
+                                         "X-Amz-Security-Token"};
   for (size_t i = 0; i < req->n_query; i++)
-    if (req->query[i].name && strncasecmp (req->query[i].name, "X-Amz-", 6) == 0
-        && (strcasecmp (req->query[i].name, "X-Amz-Signature") == 0
-            || strcasecmp (req->query[i].name, "X-Amz-Credential") == 0
-            || strcasecmp (req->query[i].name, "X-Amz-Date") == 0))
-      return kiln_fail_invalid (err, "SigV4: query parameter '%s' is set by presigning", req->query[i].name);
+    for (size_t k = 0; req->query[i].name && k < sizeof reserved / sizeof reserved[0]; k++)
+      if (strcasecmp (req->query[i].name, reserved[k]) == 0)
+        return kiln_fail_invalid (err, "SigV4: query parameter '%s' is set by presigning", req->query[i].name);
 
   /* The signed header list is part of the query being signed, so work it out
    * first. */

@@ -41,6 +41,8 @@
 
 #define KILN_SIGV4_ALGORITHM "AWS4-HMAC-SHA256"
 #define KILN_SIGV4_UNSIGNED_PAYLOAD "UNSIGNED-PAYLOAD"
+/* Payload hash of an aws-chunked body whose chunks are signed one by one. */
+#define KILN_SIGV4_STREAMING_PAYLOAD "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"
 /* SHA-256 of the empty string: the payload hash of a request with no body. */
 #define KILN_SIGV4_EMPTY_SHA256 "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 /* Length of an X-Amz-Date value, YYYYMMDDTHHMMSSZ. */
@@ -178,6 +180,25 @@ int kiln_sigv4_parse_presigned (const struct kiln_sigv4_pair *query, size_t n_qu
  * error reply; the caller releases it either way. */
 int kiln_sigv4_verify (const struct kiln_sigv4_request *req, const struct kiln_sigv4_auth *auth,
                        const char *secret_access_key, struct kiln_sigv4_result *out, kiln_error **err);
+
+/* The primitive under kiln_sigv4_verify, for servers with their own policy:
+ * computes the canonical request, string to sign and signature of req signed
+ * at amz_date for region/service, using only the headers named in
+ * signed_headers (lowercase, NULL-terminated; NULL: all of req->headers) and
+ * req->query as given.  req->payload_hash NULL means the empty-body hash.
+ * out->authorization is left NULL. */
+int kiln_sigv4_compute (const struct kiln_sigv4_request *req, char *const *signed_headers,
+                        const char *secret_access_key, const char *amz_date, const char *region,
+                        const char *service, struct kiln_sigv4_result *out, kiln_error **err);
+
+/* aws-chunked bodies (payload hash KILN_SIGV4_STREAMING_PAYLOAD): chunk n is
+ * signed over "AWS4-HMAC-SHA256-PAYLOAD", the date, the credential scope, the
+ * signature of chunk n-1 (the request's own signature for the first chunk),
+ * the empty-string hash and the chunk data's SHA-256 (hex; the final chunk is
+ * empty).  signing_key comes from kiln_sigv4_signing_key. */
+void kiln_sigv4_chunk_signature (const unsigned char signing_key[KILN_SHA256_LEN], const char *amz_date,
+                                 const char *credential_scope, const char *previous_signature,
+                                 const char *chunk_sha256_hex, char out[KILN_SHA256_LEN * 2 + 1]);
 
 /* ---- Building blocks ---- */
 

@@ -181,7 +181,8 @@ load_mapping (struct loader *l, struct kiln_yaml_node *map)
       if (r < 0)
         return -1;
       if (key->kind != KILN_YAML_SCALAR)
-        return error_at (l, &key_mark, "mapping keys must be scalars, not a %s", kiln_yaml_kind_name (key->kind));
+        return error_at (l, &key_mark, "mapping keys must be scalars, not a %s%s", kiln_yaml_kind_name (key->kind),
+                         key->kind == KILN_YAML_MAPPING ? " (a value starting with '{' must be quoted)" : "");
       for (size_t i = 0; i < map->n_pairs; i++)
         if (map->pairs[i].key->len == key->len && memcmp (map->pairs[i].key->value, key->value, key->len) == 0)
           return error_at (l, &key_mark, "duplicate key '%s' (first at line %d)", key->value,

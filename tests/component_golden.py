@@ -15,6 +15,9 @@ Documents under run/ may declare these parameters, which the runner fills:
   Work       a fresh empty directory (the only place a document should write)
   HttpBase   http://127.0.0.1:PORT of a server the runner starts on
              tests/data/component/www
+  S3Bucket   a bucket on tests/s3_fixture.py, which the runner starts; kiln
+             runs with AWS_ENDPOINT_URL pointing at it and access key/secret
+             test/test (bucket owner account 123456789012)
 Paths of the work directory are replaced by @WORK@ (and the HTTP port by
 @PORT@) in results before comparing, so expectations are stable.
 
@@ -107,7 +110,7 @@ def expectation_from(detail, status):
 
 def declared_parameters(path):
     text = open(path, encoding="utf-8", errors="replace").read()
-    return set(re.findall(r"^\s*-\s*(Work|HttpBase)\s*:", text, re.M))
+    return set(re.findall(r"^\s*-\s*(Work|HttpBase|S3Bucket)\s*:", text, re.M))
 
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -122,7 +125,46 @@ def start_http(root):
     return server
 
 
-def run_case(kiln, data, name, http_port):
+S3_BUCKET = "kiln-test"
+S3_ACCOUNT = "123456789012"
+
+
+class S3Fixture:
+    """tests/s3_fixture.py, started on first use and stopped at the end."""
+
+    def __init__(self, script):
+        self.script = script
+        self.proc = None
+        self.root = None
+        self.port = None
+
+    def endpoint(self):
+        if self.proc is None:
+            self.root = tempfile.mkdtemp(prefix="kiln-golden-s3-")
+            self.proc = subprocess.Popen([sys.executable, self.script, "--root", self.root, "--port", "0",
+                                          "--bucket", S3_BUCKET, "--account", S3_ACCOUNT],
+                                         stdout=subprocess.PIPE, text=True)
+            self.port = int(self.proc.stdout.readline().strip())
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self):
+        if self.proc:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+def kiln_environment(s3_endpoint):
+    """kiln's environment: isolated from the machine's own AWS setup."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update({"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1",
+                "AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null"})
+    if s3_endpoint:
+        env["AWS_ENDPOINT_URL"] = s3_endpoint
+    return env
+
+
+def run_case(kiln, data, name, http_port, s3):
     src = os.path.join(data, "run", name + ".yml")
     expected_path = os.path.join(data, "run", name + ".expected.json")
     work = tempfile.mkdtemp(prefix="kiln-golden-")
@@ -134,6 +176,10 @@ def run_case(kiln, data, name, http_port):
             params.append(f"Work={work}")
         if "HttpBase" in wanted:
             params.append(f"HttpBase=http://127.0.0.1:{http_port}")
+        s3_endpoint = None
+        if "S3Bucket" in wanted:
+            s3_endpoint = s3.endpoint()
+            params.append(f"S3Bucket={S3_BUCKET}")
         extra_path = os.path.join(data, "run", name + ".params")
         if os.path.exists(extra_path):
             params += [l.strip() for l in open(extra_path) if l.strip()]
@@ -148,7 +194,8 @@ def run_case(kiln, data, name, http_port):
         # would after rebooting, to resume it.
         statuses = []
         for _ in range(5):
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=work)
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=work,
+                                  env=kiln_environment(s3_endpoint))
             statuses.append(proc.returncode)
             if proc.returncode != 194:
                 break
@@ -215,16 +262,17 @@ def main():
     for kind in ("invalid", "valid", "run"):
         folder = os.path.join(data, kind)
         for f in sorted(os.listdir(folder)):
-            if f.endswith(".yml") and (only is None or only in f):
+            if f.endswith(".yml") and (only is None or only in f"{kind}/{f}"):
                 cases.append((kind, f[:-4]))
     server = start_http(os.path.join(data, "www"))
+    s3 = S3Fixture(os.path.join(os.path.dirname(os.path.abspath(__file__)), "s3_fixture.py"))
     port = server.server_address[1]
     print(f"TAP version 13\n1..{len(cases)}", flush=True)
     failures = 0
     for i, (kind, name) in enumerate(cases, 1):
         try:
             if kind == "run":
-                problem = run_case(kiln, data, name, port)
+                problem = run_case(kiln, data, name, port, s3)
             else:
                 problem = validate_case(kiln, data, kind, name)
         except subprocess.TimeoutExpired as e:
@@ -238,6 +286,7 @@ def main():
             print(f"ok {i} - {kind}/{name}")
         sys.stdout.flush()
     server.shutdown()
+    s3.stop()
     return 1 if failures else 0
 
 

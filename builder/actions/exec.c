@@ -133,10 +133,12 @@ static int
 run_and_finish (struct kiln_action_ctx *ctx, char *const *argv, const char *what, kiln_error **err)
 {
   struct kiln_target_result res = {.exit_code = -1, .out = KILN_BUF_INIT, .err = KILN_BUF_INIT};
+  /* A command that cannot start fails with the target's message, which
+   * names the program ("execute 'bash': No such file or directory"). */
   if (kiln_action_run_command (ctx, argv, NULL, &res, err) < 0)
     {
       kiln_target_result_release (&res);
-      return kiln_error_prefix (err, "run %s", what);
+      return -1;
     }
   int r = finish_command (ctx, what, &res, err);
   kiln_target_result_release (&res);

@@ -100,16 +100,16 @@ is_utf8 (const struct encoding *e)
 }
 
 /* Converts len bytes of in from one iconv encoding to another, appending to
- * out.  `what` names the data in errors ("'/etc/x'", "content"), `shown` the
- * source encoding as the user wrote it.  Also used from UTF-8 to UTF-8, which
+ * out.  `shown` names the source encoding as the user wrote it; callers say
+ * which file or text was converted.  Also used from UTF-8 to UTF-8, which
  * validates. */
 static int
-convert (const char *from, const char *to, const char *in, size_t len, struct kiln_buf *out, const char *what,
-         const char *shown, kiln_error **err)
+convert (const char *from, const char *to, const char *in, size_t len, struct kiln_buf *out, const char *shown,
+         kiln_error **err)
 {
   iconv_t cd = iconv_open (to, from);
   if (cd == (iconv_t) -1)
-    return kiln_error_set (err, KILN_ERR_UNSUPPORTED, errno, "convert %s from %s to %s", what, from, to);
+    return kiln_error_set (err, KILN_ERR_UNSUPPORTED, errno, "convert from %s to %s", from, to);
   char *inp = (char *) in;
   size_t inleft = len;
   char chunk[4096];
@@ -131,11 +131,11 @@ convert (const char *from, const char *to, const char *in, size_t len, struct ki
         continue;
       size_t at = (size_t) (inp - in);
       if (saved == EILSEQ)
-        r = kiln_fail_invalid (err, "%s is not valid %s: bad sequence at byte %zu", what, shown, at);
+        r = kiln_fail_invalid (err, "not valid %s: bad sequence at byte %zu", shown, at);
       else if (saved == EINVAL)
-        r = kiln_fail_invalid (err, "%s is not valid %s: it ends inside a character (byte %zu)", what, shown, at);
+        r = kiln_fail_invalid (err, "not valid %s: it ends inside a character (byte %zu)", shown, at);
       else
-        r = kiln_fail_errno (err, saved, "convert %s from %s", what, shown);
+        r = kiln_fail_errno (err, saved, "convert from %s", shown);
       break;
     }
   iconv_close (cd);
@@ -146,7 +146,9 @@ convert (const char *from, const char *to, const char *in, size_t len, struct ki
 static int
 encode_content (const char *text, size_t len, const struct encoding *enc, struct kiln_buf *out, kiln_error **err)
 {
-  return convert ("UTF-8", enc->iconv_name, text, len, out, "content", "utf8", err);
+  if (convert ("UTF-8", enc->iconv_name, text, len, out, "utf8", err) < 0)
+    return kiln_error_prefix (err, "content");
+  return 0;
 }
 
 /* ---- small helpers ------------------------------------------------------- */
@@ -467,9 +469,9 @@ create_file_one (struct kiln_action_ctx *ctx, json_t *entry, kiln_error **err)
   struct kiln_target_stat st;
   int r = resolve_file (ctx, path, &real, &st, err);
   if (r == 0 && st.exists && st.is_dir)
-    r = kiln_fail (err, "'%s' is a folder", path);
+    r = kiln_fail (err, "it is a folder");
   else if (r == 0 && st.exists && !overwrite)
-    r = kiln_fail (err, "'%s' exists and overwrite is false", path);
+    r = kiln_fail (err, "the file exists and overwrite is false");
   else if (r == 0)
     {
       /* An existing file keeps its mode unless permissions are given, as
@@ -552,10 +554,9 @@ transfer_one (struct kiln_action_ctx *ctx, bool move, const char *from, const ch
   if (stat_path (ctx, to, &st, err) < 0)
     return -1;
   if (st.exists && st.is_dir)
-    return kiln_fail (err, "the destination '%s' is a folder (end it with '/' to %s into it)", to,
-                      move ? "move" : "copy");
+    return kiln_fail (err, "the destination is a folder (end it with '/' to %s into it)", move ? "move" : "copy");
   if (st.exists && !overwrite)
-    return kiln_fail (err, "the destination '%s' exists and overwrite is false", to);
+    return kiln_fail (err, "the destination exists and overwrite is false");
   char *cp[] = {(char *) "cp", (char *) "--", (char *) from, (char *) to, NULL};
   char *mv[] = {(char *) "mv", (char *) "-f", (char *) "--", (char *) from, (char *) to, NULL};
   return run (ctx, move ? mv : cp, err);
@@ -710,12 +711,9 @@ read_file_one (struct kiln_action_ctx *ctx, json_t *entry, kiln_error **err)
     return kiln_fail (err, "read '%s': it is a folder", path);
 
   struct kiln_buf raw = KILN_BUF_INIT, text = KILN_BUF_INIT;
-  _cleanup_free_ char *what = NULL;
-  if (asprintf (&what, "'%s'", path) < 0)
-    abort ();
   int r = kiln_target_get_data (ctx->target, path, &raw, err);
   if (r == 0)
-    r = convert (enc->iconv_name, "UTF-8", kiln_buf_str (&raw), raw.len, &text, what, enc->name, err);
+    r = convert (enc->iconv_name, "UTF-8", kiln_buf_str (&raw), raw.len, &text, enc->name, err);
   if (r == 0)
     {
       const char *s = kiln_buf_str (&text);
@@ -769,13 +767,18 @@ list_files_one (struct kiln_action_ctx *ctx, json_t *entry, kiln_error **err)
   if (asprintf (&start, "%s%s/.", folder[0] == '-' ? "./" : "", strcmp (folder, "/") == 0 ? "" : folder) < 0)
     abort ();
 
+  /* "PATH/." is a folder, or PATH is missing or something else. */
   struct kiln_target_stat st;
   if (stat_path (ctx, start, &st, err) < 0)
     return -1;
-  if (!st.exists)
-    return kiln_error_set (err, KILN_ERR_NOT_FOUND, 0, "list '%s': no such folder", path);
-  if (!st.is_dir)
-    return kiln_fail (err, "list '%s': not a folder", path);
+  if (!st.exists || !st.is_dir)
+    {
+      if (stat_path (ctx, folder, &st, err) < 0)
+        return -1;
+      if (!st.exists)
+        return kiln_error_set (err, KILN_ERR_NOT_FOUND, 0, "list '%s': no such folder", path);
+      return kiln_fail (err, "list '%s': not a folder", path);
+    }
 
   _cleanup_free_ char *abs = NULL;
   if (folder[0] == '/')
@@ -838,9 +841,11 @@ list_files_one (struct kiln_action_ctx *ctx, json_t *entry, kiln_error **err)
     {
       /* find printed START + "/rest". */
       const char *rest = strncmp (found[i], start, skip) == 0 ? found[i] + skip : found[i];
-      free (found[i]);
-      if (asprintf (&found[i], "%s%s", abs, rest) < 0)
+      char *full = NULL;
+      if (asprintf (&full, "%s%s", abs, rest) < 0)
         abort ();
+      free (found[i]);
+      found[i] = full;
     }
   qsort (found, count, sizeof *found, qsort_strcmp);
   for (size_t i = 0; i < count; i++)
@@ -879,12 +884,9 @@ set_file_encoding_one (struct kiln_action_ctx *ctx, json_t *entry, kiln_error **
     return kiln_fail (err, "set the encoding of '%s': not a regular file", path);
 
   struct kiln_buf raw = KILN_BUF_INIT, converted = KILN_BUF_INIT;
-  _cleanup_free_ char *what = NULL;
-  if (asprintf (&what, "'%s'", path) < 0)
-    abort ();
   int r = kiln_target_get_data (ctx->target, real, &raw, err);
   if (r == 0)
-    r = convert ("UTF-8", enc->iconv_name, kiln_buf_str (&raw), raw.len, &converted, what, "utf8", err);
+    r = convert ("UTF-8", enc->iconv_name, kiln_buf_str (&raw), raw.len, &converted, "utf8", err);
   if (r == 0 && !is_utf8 (enc))
     r = replace_file (ctx, real, kiln_buf_str (&converted), converted.len, st.mode, &st, err);
   kiln_buf_release (&raw);

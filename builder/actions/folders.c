@@ -317,9 +317,9 @@ transfer_folder (struct kiln_action_ctx *ctx, bool move, const char *from, const
   if (stat_folder (ctx, to, &st, &is_folder, err) < 0)
     return -1;
   if (st.exists && !is_folder)
-    return kiln_fail (err, "the destination '%s' exists and is not a folder", to);
+    return kiln_fail (err, "the destination exists and is not a folder");
   if (st.exists && !overwrite)
-    return kiln_fail (err, "the destination folder '%s' exists and overwrite is false", to);
+    return kiln_fail (err, "the destination folder exists and overwrite is false");
 
   /* "FROM/." names the folder's contents: cp -R copies them into an existing
    * TO (a merge) or makes TO as a copy of FROM. */

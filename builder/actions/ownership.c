@@ -73,7 +73,7 @@ require_path (struct kiln_action_ctx *ctx, const char *path, bool folder, bool *
   if (kiln_target_stat (ctx->target, path, &st, err) < 0)
     return -1;
   if (!st.exists)
-    return kiln_error_set (err, KILN_ERR_NOT_FOUND, 0, "no such %s '%s'", folder ? "folder" : "file", path);
+    return kiln_error_set (err, KILN_ERR_NOT_FOUND, 0, "no such %s", folder ? "folder" : "file");
   *is_symlink = st.is_symlink;
   if (!folder)
     return 0;
@@ -89,7 +89,7 @@ require_path (struct kiln_action_ctx *ctx, const char *path, bool folder, bool *
       is_dir = through.exists && through.is_dir;
     }
   if (!is_dir)
-    return kiln_fail (err, "'%s' is not a folder", path);
+    return kiln_fail (err, "not a folder");
   return 0;
 }
 
@@ -120,25 +120,29 @@ set_owner_one (struct kiln_action_ctx *ctx, json_t *entry, bool folder, kiln_err
   if (require_path (ctx, path, folder, &is_symlink, err) < 0)
     return kiln_error_prefix (err, "set the owner of '%s'", path);
 
+  /* `id -g OWNER` both checks that the user exists (a clearer message than
+   * chown's, in any locale) and gives its login group, the default group.
+   * A numeric owner id unknown to id is left for chown to take as is. */
+  bool numeric = strspn (owner, "0123456789") == strlen (owner);
+  char *id[] = {(char *) "id", (char *) "-g", (char *) "--", (char *) owner, NULL};
+  struct kiln_buf gid = KILN_BUF_INIT;
+  _cleanup_error_ kiln_error *id_failed = NULL;
+  bool known = kiln_target_run_checked (ctx->target, id, ctx->timeout_seconds, &gid, &id_failed) == 0;
+  while (gid.len > 0 && gid.data[gid.len - 1] == '\n')
+    gid.data[--gid.len] = '\0';
+  if (!known && !numeric)
+    {
+      kiln_buf_release (&gid);
+      return kiln_error_set (err, KILN_ERR_NOT_FOUND, 0, "set the owner of '%s': unknown user '%s'", path, owner);
+    }
+
   struct kiln_buf spec = KILN_BUF_INIT;
   kiln_buf_puts (&spec, owner);
   if (group && *group)
     kiln_buf_printf (&spec, ":%s", group);
-  else
-    {
-      /* The owner's login group; an unknown name fails in chown below. */
-      char *id[] = {(char *) "id", (char *) "-g", (char *) "--", (char *) owner, NULL};
-      struct kiln_buf gid = KILN_BUF_INIT;
-      _cleanup_error_ kiln_error *ignored = NULL;
-      if (kiln_target_run_checked (ctx->target, id, ctx->timeout_seconds, &gid, &ignored) == 0)
-        {
-          while (gid.len > 0 && gid.data[gid.len - 1] == '\n')
-            gid.data[--gid.len] = '\0';
-          if (gid.len > 0 && strspn (kiln_buf_str (&gid), "0123456789") == gid.len)
-            kiln_buf_printf (&spec, ":%s", kiln_buf_str (&gid));
-        }
-      kiln_buf_release (&gid);
-    }
+  else if (known && gid.len > 0 && strspn (kiln_buf_str (&gid), "0123456789") == gid.len)
+    kiln_buf_printf (&spec, ":%s", kiln_buf_str (&gid));
+  kiln_buf_release (&gid);
 
   char *argv[6];
   size_t k = 0;
