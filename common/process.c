@@ -18,7 +18,11 @@
  * child has gone; output is read for at most DRAIN_AFTER_EXIT_MS after the
  * exit, then the group is killed and the loop ends regardless.  A process that
  * left the group (setsid) is out of reach of that kill: we only stop waiting
- * for it. */
+ * for it.
+ *
+ * kiln_process_spawn() shares the child setup and its exec report, adds
+ * PR_SET_PDEATHSIG, and returns as soon as the program runs; its caller
+ * watches and reaps the child with kiln_process_wait_exit(). */
 #include "process.h"
 
 #include <errno.h>
@@ -29,6 +33,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -153,10 +158,21 @@ child_fail (int report_fd, int stage)
 /* Runs in the forked child: only async-signal-safe calls from here on, since
  * the parent may have other threads holding locks we would inherit. */
 static void __attribute__ ((noreturn))
-exec_child (const struct kiln_process_spec *spec, char **env, int stdin_fd, int out_fd, int err_fd,
-            int report_fd)
+exec_child (char *const *argv, const char *cwd, char **env, int stdin_fd, int out_fd, int err_fd,
+            int report_fd, pid_t die_with)
 {
   setpgid (0, 0);
+
+  /* A long-running child of a kiln that is SIGKILLed must not outlive it.
+   * The parent may have died between fork() and prctl(): then getppid() no
+   * longer names it and we give up at once. */
+  if (die_with > 0)
+    {
+      if (prctl (PR_SET_PDEATHSIG, SIGKILL) < 0)
+        child_fail (report_fd, STAGE_SETUP);
+      if (getppid () != die_with)
+        _exit (127);
+    }
 
   /* Ignored signals survive exec; a program should start with the defaults
    * and an empty mask whatever the caller did with its own (SIGPIPE above all). */
@@ -183,14 +199,43 @@ exec_child (const struct kiln_process_spec *spec, char **env, int stdin_fd, int 
     if (dup2 (sources[i], i) < 0)
       child_fail (report_fd, STAGE_SETUP);
 
-  if (spec->cwd && chdir (spec->cwd) < 0)
+  if (cwd && chdir (cwd) < 0)
     child_fail (report_fd, STAGE_CHDIR);
 
   /* execvp searches the PATH of environ, so point environ at the child's
    * environment: a PATH override then also decides where argv[0] is found. */
   environ = env;
-  execvp (spec->argv[0], spec->argv);
+  execvp (argv[0], argv);
   child_fail (report_fd, STAGE_EXEC);
+}
+
+/* Waits for the child's report (the close-on-exec pipe closes on a
+ * successful exec with nothing written).  Returns 0 when the child is running
+ * the program; else reaps it, zeroes *pid and fails naming the step. */
+static int
+check_exec_report (int report_read, pid_t *pid, const char *program, const char *cwd, kiln_error **err)
+{
+  struct child_failure failure;
+  ssize_t n;
+  do
+    n = read (report_read, &failure, sizeof failure);
+  while (n < 0 && errno == EINTR);
+  if (n != (ssize_t) sizeof failure)
+    return 0;
+  int status;
+  while (waitpid (*pid, &status, 0) < 0 && errno == EINTR)
+    ;
+  *pid = 0;
+  int code = failure.errnum == ENOENT ? KILN_ERR_NOT_FOUND : KILN_ERR_IO;
+  switch (failure.stage)
+    {
+    case STAGE_CHDIR:
+      return kiln_error_set (err, code, failure.errnum, "change directory to '%s'", cwd);
+    case STAGE_EXEC:
+      return kiln_error_set (err, code, failure.errnum, "execute '%s'", program);
+    default:
+      return kiln_error_set (err, KILN_ERR_IO, failure.errnum, "set up the process for '%s'", program);
+    }
 }
 
 /* The state of one run's poll loop. */
@@ -524,7 +569,7 @@ kiln_process_run (const struct kiln_process_spec *spec, struct kiln_process_resu
   if (pid < 0)
     return kiln_fail_errno (err, errno, "fork for '%s'", program);
   if (pid == 0)
-    exec_child (spec, env, stdin_read, out_write, err_write, report_write);
+    exec_child (spec->argv, spec->cwd, env, stdin_read, out_write, err_write, report_write, 0);
 
   /* Also from this side, so the group exists before we might signal it. */
   setpgid (pid, pid);
@@ -533,27 +578,8 @@ kiln_process_run (const struct kiln_process_spec *spec, struct kiln_process_resu
   close_fd (&err_write);
   close_fd (&report_write);
 
-  struct child_failure failure;
-  ssize_t n;
-  do
-    n = read (report_read, &failure, sizeof failure);
-  while (n < 0 && errno == EINTR);
-  if (n == (ssize_t) sizeof failure)
-    {
-      int status;
-      reap (pid, &status);
-      pid = 0;
-      int code = failure.errnum == ENOENT ? KILN_ERR_NOT_FOUND : KILN_ERR_IO;
-      switch (failure.stage)
-        {
-        case STAGE_CHDIR:
-          return kiln_error_set (err, code, failure.errnum, "change directory to '%s'", spec->cwd);
-        case STAGE_EXEC:
-          return kiln_error_set (err, code, failure.errnum, "execute '%s'", program);
-        default:
-          return kiln_error_set (err, KILN_ERR_IO, failure.errnum, "set up the process for '%s'", program);
-        }
-    }
+  if (check_exec_report (report_read, &pid, program, spec->cwd, err) < 0)
+    return -1;
 
   if (set_nonblocking (out_read) < 0 || set_nonblocking (err_read) < 0
       || (stdin_write >= 0 && set_nonblocking (stdin_write) < 0))
@@ -606,6 +632,99 @@ kiln_process_result_release (struct kiln_process_result *result)
 {
   kiln_buf_release (&result->out);
   kiln_buf_release (&result->err);
+}
+
+/* Opens what a spawned child gets as stream fd: /dev/null when path is NULL,
+ * else path (read-only for stdin; created and appended to for output, so
+ * stdout and stderr may name the same file). */
+static int
+open_spawn_stream (int fd, const char *path, int *out, kiln_error **err)
+{
+  int flags = fd == 0 ? O_RDONLY : O_WRONLY | O_CREAT | O_APPEND;
+  const char *name = path ? path : "/dev/null";
+  *out = open (name, flags | O_CLOEXEC | O_NOCTTY, 0644);
+  if (*out < 0)
+    return kiln_fail_errno (err, errno, "open '%s' for the child's %s", name,
+                            fd == 0 ? "stdin" : fd == 1 ? "stdout" : "stderr");
+  return 0;
+}
+
+int
+kiln_process_spawn (const struct kiln_process_spawn_spec *spec, pid_t *pid_out, kiln_error **err)
+{
+  *pid_out = 0;
+  if (spec->argv == NULL || spec->argv[0] == NULL || spec->argv[0][0] == '\0')
+    return kiln_fail_invalid (err, "start a process: empty command line");
+  const char *program = spec->argv[0];
+
+  _cleanup_free_ char **env = NULL;
+  if (build_environment (spec->env, &env, err) < 0)
+    return -1;
+
+  _cleanup_close_ int in_fd = -1;
+  _cleanup_close_ int out_fd = -1;
+  _cleanup_close_ int err_fd = -1;
+  _cleanup_close_ int report_read = -1;
+  _cleanup_close_ int report_write = -1;
+  if (open_spawn_stream (0, spec->stdin_path, &in_fd, err) < 0
+      || open_spawn_stream (1, spec->stdout_path, &out_fd, err) < 0
+      || open_spawn_stream (2, spec->stderr_path, &err_fd, err) < 0)
+    return kiln_error_prefix (err, "start '%s'", program);
+  if (make_pipe (&report_read, &report_write, "exec status", err) < 0)
+    return -1;
+
+  /* Read before fork: the child compares it with getppid() after prctl(). */
+  pid_t parent = getpid ();
+  pid_t pid = fork ();
+  if (pid < 0)
+    return kiln_fail_errno (err, errno, "fork for '%s'", program);
+  if (pid == 0)
+    exec_child (spec->argv, spec->cwd, env, in_fd, out_fd, err_fd, report_write, parent);
+
+  setpgid (pid, pid);
+  close_fd (&report_write);
+  if (check_exec_report (report_read, &pid, program, spec->cwd, err) < 0)
+    return -1;
+  *pid_out = pid;
+  return 0;
+}
+
+int
+kiln_process_wait_exit (pid_t pid, int timeout_ms, int *status)
+{
+  int dummy;
+  if (status == NULL)
+    status = &dummy;
+  int64_t deadline = timeout_ms > 0 ? now_ms () + timeout_ms : 0;
+  _cleanup_close_ int pidfd = timeout_ms != 0 ? open_pidfd (pid) : -1;
+  for (;;)
+    {
+      pid_t r = waitpid (pid, status, WNOHANG);
+      if (r == pid)
+        return 1;
+      if (r < 0 && errno != EINTR)
+        return -1;
+      if (timeout_ms == 0)
+        return 0;
+      int64_t now = now_ms ();
+      if (timeout_ms > 0 && now >= deadline)
+        return 0;
+      /* Without a pidfd, look again every few milliseconds. */
+      int wait = pidfd >= 0 ? -1 : EXIT_POLL_MS;
+      if (timeout_ms > 0)
+        wait = min_timeout (wait, deadline, now);
+      if (pidfd >= 0)
+        {
+          struct pollfd pfd = {.fd = pidfd, .events = POLLIN};
+          if (poll (&pfd, 1, wait) < 0 && errno != EINTR)
+            return -1;
+        }
+      else
+        {
+          struct timespec ts = {wait / 1000, (long) (wait % 1000) * 1000000};
+          nanosleep (&ts, NULL);
+        }
+    }
 }
 
 static char *

@@ -5,7 +5,10 @@
  * to both streams never blocks on a full pipe.  The child leads its own process
  * group; on timeout (or when the caller's cancel flag is raised) the whole group
  * is sent SIGTERM, then SIGKILL after a grace period, and reaped.  Nothing the
- * child started is left running when this returns. */
+ * child started is left running when this returns.
+ *
+ * kiln_process_spawn() starts a long-running child (a VM, a server) that
+ * dies with kiln, and kiln_process_wait_exit() waits for it with a deadline. */
 #ifndef KILN_COMMON_PROCESS_H
 #define KILN_COMMON_PROCESS_H
 
@@ -53,6 +56,31 @@ int kiln_process_run (const struct kiln_process_spec *spec, struct kiln_process_
                       kiln_error **err);
 
 void kiln_process_result_release (struct kiln_process_result *result);
+
+/* A long-running child: QEMU, a server under test.  It is not waited for
+ * here; the caller watches it with kiln_process_wait_exit() and stops it. */
+struct kiln_process_spawn_spec {
+  char *const *argv;        /* argv[0] is looked up in PATH */
+  char *const *env;         /* extra "NAME=VALUE" entries over the current environment, or NULL */
+  const char *cwd;          /* NULL: inherit */
+  const char *stdin_path;   /* NULL: /dev/null */
+  const char *stdout_path;  /* NULL: /dev/null; else created (0644) and appended to */
+  const char *stderr_path;  /* likewise; may name the same file as stdout_path */
+};
+
+/* Starts the child in its own process group and returns its pid once it is
+ * running the program; a chdir or exec that fails is an error here, not an
+ * exit status later.  The child gets PR_SET_PDEATHSIG = SIGKILL, so it dies
+ * when kiln dies, however kiln dies.  Linux ties that signal to the *thread*
+ * that forked: spawn from a thread that lives as long as the child should.
+ * The caller owns the child: it must reap it (kiln_process_wait_exit). */
+int kiln_process_spawn (const struct kiln_process_spawn_spec *spec, pid_t *pid, kiln_error **err);
+
+/* Waits up to timeout_ms (0: only look; < 0: without limit) for the child
+ * pid to exit, and reaps it.  Returns 1 when it has exited (*status, when
+ * non-NULL, holds its wait status), 0 when it is still running at the
+ * deadline, -1 with errno set when pid is not a child of ours (ECHILD). */
+int kiln_process_wait_exit (pid_t pid, int timeout_ms, int *status);
 
 /* Builds a NULL-terminated argv/env vector from strings (copies). */
 char **kiln_strv_new (const char *first, ...) __attribute__ ((sentinel));

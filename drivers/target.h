@@ -11,6 +11,7 @@
 #ifndef KILN_DRIVERS_TARGET_H
 #define KILN_DRIVERS_TARGET_H
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -77,6 +78,9 @@ struct kiln_target {
   void *priv;
   /* Directory on the target for the executor's scratch files (scripts, uploads). */
   char *scratch_dir;
+  /* When non-NULL and raised (by a signal handler), operations that wait
+   * stop and fail with KILN_ERR_CANCELLED. */
+  volatile sig_atomic_t *cancel;
 };
 
 /* Dispatchers: check the slot, call it, add the target's name to errors. */

@@ -722,7 +722,7 @@ read_file_one (struct kiln_action_ctx *ctx, json_t *entry, kiln_error **err)
         s += 3, len -= 3;
       json_object_set_new (ctx->outputs, "content", json_stringn (s, len));
       if (print)
-        kiln_action_note (ctx, "%.*s", (int) len, s);
+        kiln_action_note (ctx, "%.*s", (int) (len > 0 && s[len - 1] == '\n' ? len - 1 : len), s);
     }
   kiln_buf_release (&raw);
   kiln_buf_release (&text);

@@ -152,8 +152,9 @@ file_url_path (const char *url, kiln_error **err)
   return decoded;
 }
 
-static bool
-valid_checksum_length (const char *algorithm, size_t len)
+/* The number of hex digits of the algorithm's digests, 0 when unknown. */
+static size_t
+digest_hex_length (const char *algorithm)
 {
   static const struct {
     const char *name;
@@ -161,8 +162,8 @@ valid_checksum_length (const char *algorithm, size_t len)
   } lengths[] = {{"MD5", 32}, {"SHA1", 40}, {"SHA256", 64}, {"SHA512", 128}};
   for (size_t i = 0; i < sizeof lengths / sizeof lengths[0]; i++)
     if (strcasecmp (algorithm, lengths[i].name) == 0)
-      return len == lengths[i].hex_len;
-  return true; /* an unknown algorithm is reported on its own */
+      return lengths[i].hex_len;
+  return 0;
 }
 
 static bool
@@ -242,14 +243,17 @@ fetch_http (struct kiln_action_ctx *ctx, const char *url, bool insecure, const c
                           status >= 200 && status < 300 ? " (only 200 is accepted)" : "");
         }
 
-      bool out_of_time = deadline > 0 && now_seconds () + (double) wait_ms / 1000 >= deadline;
+      /* Another attempt needs the wait plus a second of the step's time. */
+      bool out_of_time = retry && deadline > 0 && now_seconds () + (double) wait_ms / 1000 + 1 > deadline;
       if (!retry || attempt == MAX_ATTEMPTS || out_of_time)
         {
-          if (attempt == 1 && !retry)
+          if (attempt == 1 && !out_of_time)
             kiln_error_move (err, &e);
+          else if (out_of_time && attempt < MAX_ATTEMPTS)
+            kiln_error_set (err, KILN_ERR_TIMEOUT, 0, "%s (%d attempt%s, then the step's %d seconds ran out)",
+                            kiln_error_message (e), attempt, attempt > 1 ? "s" : "", ctx->timeout_seconds);
           else
-            kiln_error_set (err, e->code, 0, "%s (%d attempt%s%s)", kiln_error_message (e), attempt,
-                            attempt > 1 ? "s" : "", out_of_time && attempt < MAX_ATTEMPTS ? ", no time left" : "");
+            kiln_error_set (err, e->code, 0, "%s (%d attempts)", kiln_error_message (e), attempt);
           return -1;
         }
       kiln_action_note (ctx, "WebDownload: attempt %d of %d failed (%s); retrying in %.1f s", attempt, MAX_ATTEMPTS,
@@ -466,10 +470,10 @@ web_download_check (const struct kiln_action_check_ctx *ctx, kiln_error **err)
         {
           if (!is_hex (v->value))
             return kiln_yaml_error (err, ctx->doc, v, "checksum '%s' must be hexadecimal digits", v->value);
-          if (alg && !valid_checksum_length (alg->value, strlen (v->value)))
-            return kiln_yaml_error (err, ctx->doc, v, "checksum '%s' has %zu digits, which is not the length of a %s "
-                                    "digest",
-                                    v->value, strlen (v->value), alg->value);
+          size_t want = alg ? digest_hex_length (alg->value) : 0;
+          if (want && strlen (v->value) != want)
+            return kiln_yaml_error (err, ctx->doc, v, "checksum '%s' has %zu hex digits; %s digests have %zu",
+                                    v->value, strlen (v->value), alg->value, want);
         }
     }
   return 0;

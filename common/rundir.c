@@ -1,0 +1,203 @@
+/* rundir.c - run directories with a lock, and reaping those of dead kiln
+ * commands (see rundir.h). */
+#include "rundir.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "buf.h"
+#include "cleanup.h"
+#include "fsutil.h"
+#include "log.h"
+
+int
+kiln_rundir_base (char **out, kiln_error **err)
+{
+  /* Run directories hold instance disks (overlays grow with what a build
+   * installs), so they live on disk, not on a tmpfs like /run. */
+  const char *env = getenv ("KILN_RUNTIME_DIR");
+  char *base = NULL;
+  if (env && *env)
+    base = strdup (env);
+  else if (geteuid () == 0)
+    base = strdup ("/var/tmp/kiln/run");
+  else if (asprintf (&base, "/var/tmp/kiln-%u/run", (unsigned) geteuid ()) < 0)
+    abort ();
+  if (kiln_mkdir_p (base, 0700, err) < 0)
+    {
+      free (base);
+      return kiln_error_prefix (err, "runtime directory");
+    }
+  *out = base;
+  return 0;
+}
+
+int
+kiln_rundir_create (const char *label, struct kiln_rundir **out, kiln_error **err)
+{
+  _cleanup_free_ char *base = NULL;
+  if (kiln_rundir_base (&base, err) < 0)
+    return -1;
+  struct kiln_rundir *rd = calloc (1, sizeof *rd);
+  if (rd == NULL)
+    abort ();
+  rd->lock_fd = -1;
+  if (asprintf (&rd->path, "%s/%s-%d-XXXXXX", base, label, (int) getpid ()) < 0)
+    abort ();
+  if (mkdtemp (rd->path) == NULL)
+    {
+      kiln_fail_errno (err, errno, "create run directory under '%s'", base);
+      free (rd->path);
+      free (rd);
+      return -1;
+    }
+  _cleanup_free_ char *lock = NULL;
+  if (asprintf (&lock, "%s/lock", rd->path) < 0)
+    abort ();
+  rd->lock_fd = open (lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (rd->lock_fd < 0 || flock (rd->lock_fd, LOCK_EX | LOCK_NB) < 0)
+    {
+      kiln_fail_errno (err, errno, "lock '%s'", lock);
+      kiln_rundir_release (rd, false);
+      return -1;
+    }
+  dprintf (rd->lock_fd, "%d\n", (int) getpid ());
+  *out = rd;
+  return 0;
+}
+
+void
+kiln_rundir_release (struct kiln_rundir *rd, bool keep)
+{
+  if (rd == NULL)
+    return;
+  if (!keep && rd->path)
+    {
+      _cleanup_error_ kiln_error *e = NULL;
+      if (kiln_remove_tree (rd->path, &e) < 0)
+        kiln_log_warn ("remove run directory: %s", kiln_error_message (e));
+    }
+  if (rd->lock_fd >= 0)
+    close (rd->lock_fd);
+  free (rd->path);
+  free (rd);
+}
+
+/* True when /proc/PID/cmdline mentions dir: the process is still the one
+ * this run directory started. */
+static bool
+process_mentions (pid_t pid, const char *dir)
+{
+  _cleanup_free_ char *path = NULL;
+  if (asprintf (&path, "/proc/%d/cmdline", (int) pid) < 0)
+    abort ();
+  struct kiln_buf b = KILN_BUF_INIT;
+  if (kiln_read_file (path, &b, NULL) < 0)
+    return false;
+  for (size_t i = 0; i < b.len; i++)
+    if (b.data[i] == '\0')
+      b.data[i] = ' ';
+  bool found = memmem (b.data, b.len, dir, strlen (dir)) != NULL;
+  kiln_buf_release (&b);
+  return found;
+}
+
+/* Kills what the pid files below dir name. */
+static void
+kill_recorded (const char *dir)
+{
+  DIR *d = opendir (dir);
+  if (d == NULL)
+    return;
+  struct dirent *de;
+  while ((de = readdir (d)) != NULL)
+    {
+      if (de->d_name[0] == '.')
+        continue;
+      _cleanup_free_ char *child = NULL;
+      if (asprintf (&child, "%s/%s", dir, de->d_name) < 0)
+        abort ();
+      struct stat st;
+      if (lstat (child, &st) < 0)
+        continue;
+      if (S_ISDIR (st.st_mode))
+        {
+          kill_recorded (child);
+          continue;
+        }
+      size_t n = strlen (de->d_name);
+      if (n < 4 || strcmp (de->d_name + n - 4, ".pid") != 0)
+        continue;
+      struct kiln_buf b = KILN_BUF_INIT;
+      if (kiln_read_file (child, &b, NULL) == 0)
+        {
+          pid_t pid = (pid_t) atoi (kiln_buf_str (&b));
+          if (pid > 1 && process_mentions (pid, dir))
+            {
+              kiln_log_info ("reaping process %d left by a dead kiln (%s)", (int) pid, child);
+              kill (pid, SIGKILL);
+              /* Not our child: wait for it to be gone from /proc. */
+              for (int i = 0; i < 500 && process_mentions (pid, dir); i++)
+                usleep (10000);
+            }
+        }
+      kiln_buf_release (&b);
+    }
+  closedir (d);
+}
+
+int
+kiln_rundir_reap_stale (kiln_error **err)
+{
+  _cleanup_free_ char *base = NULL;
+  if (kiln_rundir_base (&base, err) < 0)
+    return -1;
+  DIR *d = opendir (base);
+  if (d == NULL)
+    return kiln_fail_errno (err, errno, "open '%s'", base);
+  int reaped = 0;
+  struct dirent *de;
+  while ((de = readdir (d)) != NULL)
+    {
+      if (de->d_name[0] == '.')
+        continue;
+      _cleanup_free_ char *dir = NULL;
+      _cleanup_free_ char *lock = NULL;
+      if (asprintf (&dir, "%s/%s", base, de->d_name) < 0 || asprintf (&lock, "%s/lock", dir) < 0)
+        abort ();
+      int fd = open (lock, O_RDWR | O_CLOEXEC);
+      if (fd < 0)
+        {
+          /* A directory without a lock is one whose creation was cut short,
+           * unless it is brand new (its creator may be between the two steps). */
+          struct stat st;
+          if (errno == ENOENT && stat (dir, &st) == 0 && S_ISDIR (st.st_mode) && time (NULL) - st.st_mtime > 60)
+            {
+              kiln_remove_tree (dir, NULL);
+              reaped++;
+            }
+          continue;
+        }
+      if (flock (fd, LOCK_EX | LOCK_NB) == 0)
+        {
+          kill_recorded (dir);
+          _cleanup_error_ kiln_error *e = NULL;
+          if (kiln_remove_tree (dir, &e) < 0)
+            kiln_log_warn ("reap '%s': %s", dir, kiln_error_message (e));
+          else
+            reaped++;
+        }
+      close (fd);
+    }
+  closedir (d);
+  return reaped;
+}

@@ -1,0 +1,164 @@
+/* driver.c - the driver registry and the instance dispatchers (see
+ * driver.h).  The dispatchers are the only callers of driver slots: they
+ * check that an optional slot exists, keep the started/destroyed state, and
+ * put the driver's and instance's names in front of errors. */
+#include "driver.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "buf.h"
+#include "cleanup.h"
+#include "log.h"
+
+extern const struct kiln_driver kiln_driver_fake;
+extern const struct kiln_driver kiln_driver_qemu;
+
+static const struct kiln_driver *const drivers[] = {
+  &kiln_driver_qemu,
+  &kiln_driver_fake,
+  NULL,
+};
+
+const struct kiln_driver *
+kiln_driver_find (const char *name)
+{
+  for (const struct kiln_driver *const *d = drivers; *d; d++)
+    if (strcmp ((*d)->name, name) == 0)
+      return *d;
+  return NULL;
+}
+
+const char *
+kiln_driver_names (void)
+{
+  static char *names;
+  if (names == NULL)
+    {
+      struct kiln_buf b = KILN_BUF_INIT;
+      for (const struct kiln_driver *const *d = drivers; *d; d++)
+        kiln_buf_printf (&b, "%s%s", d == drivers ? "" : ", ", (*d)->name);
+      names = kiln_buf_steal (&b);
+    }
+  return names;
+}
+
+static int
+unsupported (struct kiln_instance *inst, const char *what, kiln_error **err)
+{
+  return kiln_error_set (err, KILN_ERR_UNSUPPORTED, 0, "driver '%s' does not support %s", inst->driver->name, what);
+}
+
+int
+kiln_instance_create (const struct kiln_driver *driver, const struct kiln_instance_spec *spec,
+                      struct kiln_instance **out, kiln_error **err)
+{
+  struct kiln_instance *inst = calloc (1, sizeof *inst);
+  if (inst == NULL)
+    abort ();
+  inst->driver = driver;
+  inst->name = strdup (spec->name ? spec->name : "instance");
+  if (driver->priv_size)
+    {
+      inst->priv = calloc (1, driver->priv_size);
+      if (inst->priv == NULL)
+        abort ();
+    }
+  inst->target.ops = driver->target_ops;
+  inst->target.priv = inst;
+  inst->target.cancel = spec->cancel;
+  if (driver->create (inst, spec, err) < 0)
+    {
+      kiln_error_prefix (err, "%s: create %s instance", driver->name, inst->name);
+      kiln_instance_destroy (inst);
+      return -1;
+    }
+  *out = inst;
+  return 0;
+}
+
+int
+kiln_instance_start (struct kiln_instance *inst, int timeout_seconds, kiln_error **err)
+{
+  if (inst->driver->start (inst, timeout_seconds, err) < 0)
+    return kiln_error_prefix (err, "%s: start %s instance", inst->driver->name, inst->name);
+  inst->started = true;
+  return 0;
+}
+
+struct kiln_target *
+kiln_instance_target (struct kiln_instance *inst)
+{
+  return &inst->target;
+}
+
+int
+kiln_instance_shutdown (struct kiln_instance *inst, int timeout_seconds, kiln_error **err)
+{
+  if (inst->driver->shutdown == NULL)
+    return unsupported (inst, "shutting an instance down", err);
+  if (inst->driver->shutdown (inst, timeout_seconds, err) < 0)
+    return kiln_error_prefix (err, "%s: shut down %s instance", inst->driver->name, inst->name);
+  inst->started = false;
+  return 0;
+}
+
+int
+kiln_instance_capture (struct kiln_instance *inst, const struct kiln_capture_spec *spec, kiln_error **err)
+{
+  if (inst->driver->capture == NULL)
+    return unsupported (inst, "capturing an image", err);
+  if (inst->driver->capture (inst, spec, err) < 0)
+    return kiln_error_prefix (err, "%s: capture %s instance", inst->driver->name, inst->name);
+  return 0;
+}
+
+char *
+kiln_instance_console_tail (struct kiln_instance *inst, size_t max_bytes)
+{
+  if (inst->driver->console_tail == NULL)
+    return NULL;
+  return inst->driver->console_tail (inst, max_bytes);
+}
+
+void
+kiln_instance_destroy (struct kiln_instance *inst)
+{
+  if (inst == NULL)
+    return;
+  if (!inst->destroyed && inst->driver->destroy (inst) < 0)
+    kiln_log_warn ("%s: destroying %s instance did not complete", inst->driver->name, inst->name);
+  inst->destroyed = true;
+  free (inst->target.scratch_dir);
+  free (inst->priv);
+  free (inst->name);
+  free (inst->id);
+  free (inst);
+}
+
+static const char *const format_names[] = {"qcow2", "raw", "vmdk", "vhd", "vhdx"};
+
+const char *
+kiln_image_format_name (enum kiln_image_format f)
+{
+  return format_names[f];
+}
+
+const char *
+kiln_image_format_extension (enum kiln_image_format f)
+{
+  return format_names[f];
+}
+
+int
+kiln_image_format_parse (const char *name, enum kiln_image_format *out, kiln_error **err)
+{
+  for (size_t i = 0; i < sizeof format_names / sizeof format_names[0]; i++)
+    if (strcmp (format_names[i], name) == 0)
+      {
+        *out = (enum kiln_image_format) i;
+        return 0;
+      }
+  return kiln_fail_invalid (err, "unknown image format '%s' (expected qcow2, raw, vmdk, vhd or vhdx)", name);
+}

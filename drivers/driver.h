@@ -1,0 +1,116 @@
+/* driver.h - the driver table: how kiln makes, drives and captures the
+ * machines a build runs on (QEMU guests, libvirt domains, EC2 instances, and
+ * a fake for tests).
+ *
+ * One `struct kiln_driver` per driver, filled by field name, with the size of
+ * its private instance state, the way libvirt's hypervisor drivers and QEMU's
+ * BlockDriver are written.  Callers never call a slot directly: the
+ * kiln_instance_* dispatchers check optional slots and report "driver 'X'
+ * does not support Y", and keep the bookkeeping every driver would otherwise
+ * repeat.  Nothing above drivers/ names a particular driver; kiln_driver_find()
+ * is the one place that picks one by name.
+ *
+ * Life of an instance:
+ *   create (from a parent image; nothing runs yet)
+ *   → start (boot, wait until the agent answers)
+ *   → the target operations (drivers/target.h), reboot included
+ *   → shutdown (clean guest power-off)
+ *   → capture (the instance's disk as a new image)
+ *   → destroy (always; idempotent; also what signal-driven cleanup calls).
+ * destroy must be safe at any point after create, including twice, and must
+ * leave no process, socket or temporary file behind. */
+#ifndef KILN_DRIVERS_DRIVER_H
+#define KILN_DRIVERS_DRIVER_H
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "error.h"
+#include "target.h"
+
+struct kiln_instance;
+
+struct kiln_instance_spec {
+  const char *name;            /* short label for logs ("build", "test") */
+  const char *image;           /* parent image: a file path, or a driver's image id */
+  const char *image_format;    /* "qcow2", "raw", or NULL to detect */
+  int vcpus;                   /* 0: driver default */
+  uint64_t memory_mib;         /* 0: driver default */
+  uint64_t disk_size_bytes;    /* grow the instance's disk to this size; 0: as the parent */
+  bool network;                /* give the guest a (user-mode) network */
+  const char *user_data;       /* passed to the guest where the driver can, or NULL */
+  const char *work_dir;        /* an existing directory the instance may fill (overlays,
+                                  sockets, logs); removed by the caller after destroy */
+  const char *console_log;     /* where the guest's serial console is written, or NULL */
+  /* Raised by a signal handler when the user interrupts kiln: long waits
+   * (boot, agent, commands) poll it and give up with KILN_ERR_CANCELLED.
+   * Also copied into the instance's target. */
+  volatile sig_atomic_t *cancel;
+};
+
+enum kiln_image_format {
+  KILN_IMAGE_QCOW2,
+  KILN_IMAGE_RAW,
+  KILN_IMAGE_VMDK,
+  KILN_IMAGE_VHD,   /* qemu-img's "vpc" */
+  KILN_IMAGE_VHDX,
+};
+
+struct kiln_capture_spec {
+  const char *output;          /* file to write (a temporary name: the caller publishes it) */
+  enum kiln_image_format format;
+  bool compress;               /* qcow2 only */
+};
+
+struct kiln_driver {
+  const char *name;
+  size_t priv_size;            /* bytes of zeroed private state per instance */
+
+  /* Required. */
+  int (*create) (struct kiln_instance *inst, const struct kiln_instance_spec *spec, kiln_error **err);
+  int (*start) (struct kiln_instance *inst, int timeout_seconds, kiln_error **err);
+  int (*destroy) (struct kiln_instance *inst);
+  /* The operations of the instance as a target (run, files, stat, reboot). */
+  const struct kiln_target_ops *target_ops;
+
+  /* Optional. */
+  int (*shutdown) (struct kiln_instance *inst, int timeout_seconds, kiln_error **err);
+  int (*capture) (struct kiln_instance *inst, const struct kiln_capture_spec *spec, kiln_error **err);
+  /* Console output so far (for error messages), malloc'd; NULL if none. */
+  char *(*console_tail) (struct kiln_instance *inst, size_t max_bytes);
+};
+
+struct kiln_instance {
+  const struct kiln_driver *driver;
+  void *priv;                  /* driver->priv_size bytes */
+  char *name;
+  char *id;                    /* the driver's id for it (pid, domain name, i-...) once known */
+  struct kiln_target target;   /* ops = driver->target_ops, priv = the instance */
+  bool started;
+  bool destroyed;
+};
+
+/* The driver registered under name, or NULL. */
+const struct kiln_driver *kiln_driver_find (const char *name);
+/* "qemu, fake" for messages. */
+const char *kiln_driver_names (void);
+
+/* Dispatchers.  Each names the driver and instance in its errors. */
+int kiln_instance_create (const struct kiln_driver *driver, const struct kiln_instance_spec *spec,
+                          struct kiln_instance **out, kiln_error **err);
+int kiln_instance_start (struct kiln_instance *inst, int timeout_seconds, kiln_error **err);
+struct kiln_target *kiln_instance_target (struct kiln_instance *inst);
+int kiln_instance_shutdown (struct kiln_instance *inst, int timeout_seconds, kiln_error **err);
+int kiln_instance_capture (struct kiln_instance *inst, const struct kiln_capture_spec *spec, kiln_error **err);
+char *kiln_instance_console_tail (struct kiln_instance *inst, size_t max_bytes);
+/* Destroys (once) and frees.  Safe on NULL. */
+void kiln_instance_destroy (struct kiln_instance *inst);
+
+const char *kiln_image_format_name (enum kiln_image_format f);     /* "qcow2", "vhd" ... */
+int kiln_image_format_parse (const char *name, enum kiln_image_format *out, kiln_error **err);
+/* The file extension kiln publishes a format under: "qcow2", "raw", "vmdk", "vhd", "vhdx". */
+const char *kiln_image_format_extension (enum kiln_image_format f);
+
+#endif
