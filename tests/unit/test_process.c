@@ -1,4 +1,5 @@
-/* test_process.c - kiln_process_run and the strv helpers (TAP output).
+/* test_process.c - kiln_process_run, kiln_process_spawn, kiln_process_wait_exit
+ * and the strv helpers (TAP output).
  *
  * Children that need exact output are this program itself, re-executed
  * through /proc/self/exe with a "--child-..." first argument, so the test
@@ -9,7 +10,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -518,6 +521,158 @@ test_strv (void)
   return true;
 }
 
+/* --- kiln_process_spawn and kiln_process_wait_exit ---------------------- */
+
+static bool
+file_equals (const char *path, const char *expected)
+{
+  char buf[4096];
+  FILE *f = fopen (path, "r");
+  if (f == NULL)
+    return false;
+  size_t n = fread (buf, 1, sizeof buf - 1, f);
+  fclose (f);
+  buf[n] = '\0';
+  if (strcmp (buf, expected) != 0)
+    {
+      printf ("# %s holds '%s'\n", path, buf);
+      return false;
+    }
+  return true;
+}
+
+static bool
+test_spawn_streams_env_cwd (void)
+{
+  char dir[] = "/tmp/kiln-test-spawn-XXXXXX";
+  CHECK (mkdtemp (dir) != NULL);
+  _cleanup_free_ char *in_path = NULL, *out_path = NULL;
+  CHECK (asprintf (&in_path, "%s/in", dir) > 0 && asprintf (&out_path, "%s/out", dir) > 0);
+  FILE *f = fopen (in_path, "w");
+  CHECK (f != NULL);
+  fputs ("from stdin\n", f);
+  fclose (f);
+
+  char *argv[] = {"sh", "-c", "cat; echo \"$KILN_SPAWN_VAR\"; pwd; echo err >&2; exit 3", NULL};
+  char *env[] = {"KILN_SPAWN_VAR=value", NULL};
+  struct kiln_process_spawn_spec spec = {
+    .argv = argv, .env = env, .cwd = "/", .stdin_path = in_path, .stdout_path = out_path, .stderr_path = out_path};
+  _cleanup_error_ kiln_error *err = NULL;
+  pid_t pid = 0;
+  CHECK (kiln_process_spawn (&spec, &pid, &err) == 0 && pid > 0);
+  CHECK (getpgid (pid) == pid || getpgid (pid) < 0);
+  int status = 0;
+  CHECK (kiln_process_wait_exit (pid, 10000, &status) == 1);
+  CHECK (WIFEXITED (status) && WEXITSTATUS (status) == 3);
+  bool ok = file_equals (out_path, "from stdin\nvalue\n/\nerr\n");
+  /* Reaped: a second wait says it is not our child. */
+  CHECK (kiln_process_wait_exit (pid, 0, NULL) < 0 && errno == ECHILD);
+  unlink (in_path);
+  unlink (out_path);
+  rmdir (dir);
+  return ok;
+}
+
+static bool
+test_spawn_failures (void)
+{
+  char *argv[] = {"kiln-no-such-program", NULL};
+  struct kiln_process_spawn_spec spec = {.argv = argv};
+  _cleanup_error_ kiln_error *err = NULL;
+  pid_t pid = 1234;
+  CHECK (kiln_process_spawn (&spec, &pid, &err) < 0 && pid == 0);
+  printf ("# %s\n", kiln_error_message (err));
+  CHECK (strcmp (err->message, "execute 'kiln-no-such-program': No such file or directory") == 0);
+
+  char *pwd[] = {"pwd", NULL};
+  struct kiln_process_spawn_spec in_missing = {.argv = pwd, .cwd = "/nonexistent-kiln-dir"};
+  kiln_error_freep (&err);
+  CHECK (kiln_process_spawn (&in_missing, &pid, &err) < 0);
+  CHECK (strcmp (err->message, "change directory to '/nonexistent-kiln-dir': No such file or directory") == 0);
+
+  struct kiln_process_spawn_spec bad_out = {.argv = pwd, .stdout_path = "/nonexistent-kiln-dir/out"};
+  kiln_error_freep (&err);
+  CHECK (kiln_process_spawn (&bad_out, &pid, &err) < 0);
+  printf ("# %s\n", kiln_error_message (err));
+  CHECK (strstr (err->message, "/nonexistent-kiln-dir/out") != NULL);
+
+  char *empty[] = {NULL};
+  struct kiln_process_spawn_spec none = {.argv = empty};
+  kiln_error_freep (&err);
+  CHECK (kiln_process_spawn (&none, &pid, &err) < 0 && err->code == KILN_ERR_INVALID);
+  return true;
+}
+
+static bool
+test_wait_exit_timeout (void)
+{
+  char *argv[] = {"sleep", "30", NULL};
+  struct kiln_process_spawn_spec spec = {.argv = argv};
+  _cleanup_error_ kiln_error *err = NULL;
+  pid_t pid = 0;
+  CHECK (kiln_process_spawn (&spec, &pid, &err) == 0);
+  CHECK (kiln_process_wait_exit (pid, 0, NULL) == 0);
+  double start = seconds_now ();
+  int r = kiln_process_wait_exit (pid, 300, NULL);
+  double elapsed = seconds_now () - start;
+  printf ("# wait_exit with 300 ms on a sleeper returned %d after %.2f s\n", r, elapsed);
+  kill (pid, SIGTERM);
+  int status = 0;
+  start = seconds_now ();
+  CHECK (kiln_process_wait_exit (pid, -1, &status) == 1);
+  double reaped = seconds_now () - start;
+  CHECK (WIFSIGNALED (status) && WTERMSIG (status) == SIGTERM);
+  return r == 0 && elapsed >= 0.28 && elapsed < 2.0 && reaped < 1.0;
+}
+
+static bool
+test_spawn_dies_with_parent (void)
+{
+  /* A middle process spawns a sleeper and is SIGKILLed: PR_SET_PDEATHSIG
+   * must take the sleeper down.  We become a subreaper so the orphan is
+   * handed to us and its end can be observed with waitpid. */
+  CHECK (prctl (PR_SET_CHILD_SUBREAPER, 1) == 0);
+  int fds[2];
+  CHECK (pipe (fds) == 0);
+  pid_t middle = fork ();
+  CHECK (middle >= 0);
+  if (middle == 0)
+    {
+      close (fds[0]);
+      char *argv[] = {"sleep", "30", NULL};
+      struct kiln_process_spawn_spec spec = {.argv = argv};
+      pid_t pid = 0;
+      if (kiln_process_spawn (&spec, &pid, NULL) < 0)
+        _exit (1);
+      if (write (fds[1], &pid, sizeof pid) != (ssize_t) sizeof pid)
+        _exit (1);
+      pause ();
+      _exit (0);
+    }
+  close (fds[1]);
+  pid_t sleeper = 0;
+  ssize_t n = read (fds[0], &sleeper, sizeof sleeper);
+  close (fds[0]);
+  kill (middle, SIGKILL);
+  waitpid (middle, NULL, 0);
+  bool ok = false;
+  if (n == (ssize_t) sizeof sleeper && sleeper > 0)
+    {
+      int status = 0;
+      double start = seconds_now ();
+      int r = kiln_process_wait_exit (sleeper, 5000, &status);
+      printf ("# orphaned sleeper: wait %d after %.2f s\n", r, seconds_now () - start);
+      ok = r == 1 && WIFSIGNALED (status) && WTERMSIG (status) == SIGKILL;
+      if (r == 0)
+        {
+          kill (sleeper, SIGKILL);
+          kiln_process_wait_exit (sleeper, -1, NULL);
+        }
+    }
+  prctl (PR_SET_CHILD_SUBREAPER, 0);
+  return ok;
+}
+
 int
 main (int argc, char **argv)
 {
@@ -545,6 +700,10 @@ main (int argc, char **argv)
   report (test_empty_argv (), "empty argv is rejected");
   report (test_sigpipe_ignored_by_caller (), "children start with SIGPIPE at its default");
   report (test_strv (), "strv helpers");
+  report (test_spawn_streams_env_cwd (), "spawn: stdin/stdout/stderr files, env, cwd, exit status");
+  report (test_spawn_failures (), "spawn: exec, chdir and open failures are reported");
+  report (test_wait_exit_timeout (), "wait_exit: timeout, then reap");
+  report (test_spawn_dies_with_parent (), "spawn: the child dies with a SIGKILLed parent");
 
   printf ("1..%d\n", test_count);
   return failure_count ? 1 : 0;
