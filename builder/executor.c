@@ -645,7 +645,7 @@ run_attempt (struct step_env *env, json_t *values, size_t first, int attempt, st
             set_failure (rep, "%s", o.failure ? o.failure : "failed");
           free (o.failure);
           if (deadline > 0 && now_seconds () >= deadline && values)
-            set_failure (rep, "loop run timed out after %d s", s->timeout_seconds);
+            set_failure (rep, "step timed out after %d s (loop run)", s->timeout_seconds);
           rep->status = STEP_FAILED;
           return;
         }
