@@ -11,6 +11,8 @@ extern volatile sig_atomic_t kiln_cli_signal;
 
 int kiln_cmd_validate (int argc, char **argv);
 int kiln_cmd_component (int argc, char **argv);
+int kiln_cmd_build (int argc, char **argv);
+int kiln_cmd_image (int argc, char **argv);
 
 /* Exit statuses shared by the subcommands. */
 #define KILN_EXIT_OK 0

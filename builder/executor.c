@@ -1292,8 +1292,11 @@ kiln_executor_run (struct kiln_component *const *docs, size_t n_docs, const stru
       }
   }
   for (size_t i = 0; i < n_docs; i++)
-    if (document_values (docs[i], opts->parameters, &values[i], err) < 0)
-      goto out;
+    {
+      json_t *given = opts->document_parameters ? opts->document_parameters[i] : opts->parameters;
+      if (document_values (docs[i], given, &values[i], err) < 0)
+        goto out;
+    }
 
   if (opts->state_directory)
     {

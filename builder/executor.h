@@ -19,7 +19,10 @@
 struct kiln_executor_opts {
   struct kiln_target *target;
   const char *phases;          /* comma-separated phase names; NULL: all */
-  json_t *parameters;          /* object: name -> string, from the user */
+  json_t *parameters;          /* object: name -> string, from the user, for every document */
+  json_t *const *document_parameters; /* per document (n_docs entries), used instead of
+                                         `parameters` when non-NULL (recipes give each
+                                         component its own) */
   const char *log_directory;   /* parent of the TOE_ folder; NULL: "." */
   const char *state_directory; /* where a deferred reboot saves state; NULL: none */
   const char *execution_id;    /* NULL: a fresh random id */

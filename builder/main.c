@@ -28,6 +28,11 @@ usage (FILE *out)
          "  component run --documents F[,F...] [--parameters k=v[,k=v...]] [--phases p[,p...]]\n"
          "                [--log-directory DIR] [--state-directory DIR] [--execution-id ID]\n"
          "                              run component documents on this host, as awstoe run does\n"
+         "  build RECIPE [--driver qemu] [--output DIR] [--format qcow2|raw|vmdk|vhd|vhdx]\n"
+         "               [--keep-on-failure] [--json]\n"
+         "                              build an image from an Image Builder recipe\n"
+         "  image bootstrap NAME [--output FILE]\n"
+         "                              build a base image from images/NAME\n"
          "  version                     print kiln's version\n"
          "\n"
          "Set KILN_LOG=debug|info|warn|error for more or fewer diagnostics.\n",
@@ -81,6 +86,10 @@ main (int argc, char **argv)
     return kiln_cmd_validate (sub_argc, sub_argv);
   if (strcmp (cmd, "component") == 0)
     return kiln_cmd_component (sub_argc, sub_argv);
+  if (strcmp (cmd, "build") == 0)
+    return kiln_cmd_build (sub_argc, sub_argv);
+  if (strcmp (cmd, "image") == 0)
+    return kiln_cmd_image (sub_argc, sub_argv);
   if (strcmp (cmd, "version") == 0)
     {
       puts ("kiln " KILN_VERSION);

@@ -187,6 +187,15 @@ kiln_rundir_reap_stale (kiln_error **err)
             }
           continue;
         }
+      _cleanup_free_ char *keep = NULL;
+      if (asprintf (&keep, "%s/keep", dir) < 0)
+        abort ();
+      if (access (keep, F_OK) == 0)
+        {
+          /* Kept on purpose (--keep-on-failure): the user removes it. */
+          close (fd);
+          continue;
+        }
       if (flock (fd, LOCK_EX | LOCK_NB) == 0)
         {
           kill_recorded (dir);

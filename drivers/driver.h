@@ -48,6 +48,9 @@ struct kiln_instance_spec {
    * (boot, agent, commands) poll it and give up with KILN_ERR_CANCELLED.
    * Also copied into the instance's target. */
   volatile sig_atomic_t *cancel;
+  /* The instance may outlive kiln (--keep-on-failure): the driver must not
+   * tie its life to kiln's process. */
+  bool detach;
 };
 
 enum kiln_image_format {

@@ -1,0 +1,438 @@
+/* build.c - the build pipeline (see build.h).
+ *
+ * Everything a build starts lives in one run directory (common/rundir.h):
+ * instance work directories (overlays, sockets, QEMU's pid file) and the
+ * captured disk.  Whatever the ending, instances are destroyed and the run
+ * directory removed before returning; a kiln killed outright leaves the run
+ * directory unlocked, and the next kiln command reaps it. */
+#include "build.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cleanup.h"
+#include "digest.h"
+#include "disk_image.h"
+#include "executor.h"
+#include "fsutil.h"
+#include "log.h"
+#include "rundir.h"
+
+#define DEFAULT_BOOT_TIMEOUT 600
+#define SHUTDOWN_TIMEOUT 300
+
+struct build {
+  const struct kiln_plan *plan;
+  const struct kiln_build_opts *opts;
+  struct kiln_rundir *rd;
+  char *logs_dir;
+  json_t *stages;            /* [{name, status, seconds, instance?}] */
+  struct kiln_instance *inst; /* the instance alive now, if any */
+  bool keep;                 /* keep the run directory (keep_on_failure) */
+};
+
+static void say (struct build *b, const char *fmt, ...) __attribute__ ((format (printf, 2, 3)));
+
+static void
+say (struct build *b, const char *fmt, ...)
+{
+  if (b->opts->progress == NULL)
+    return;
+  va_list ap;
+  va_start (ap, fmt);
+  vfprintf (b->opts->progress, fmt, ap);
+  va_end (ap);
+  fputc ('\n', b->opts->progress);
+  fflush (b->opts->progress);
+}
+
+static double
+now (void)
+{
+  struct timespec ts;
+  clock_gettime (CLOCK_MONOTONIC, &ts);
+  return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
+}
+
+static void
+utc_stamp (char *out, size_t n, const char *fmt)
+{
+  time_t t = time (NULL);
+  struct tm tm;
+  gmtime_r (&t, &tm);
+  strftime (out, n, fmt, &tm);
+}
+
+static bool
+cancelled (struct build *b)
+{
+  return b->opts->cancel && *b->opts->cancel;
+}
+
+static int
+check_cancel (struct build *b, kiln_error **err)
+{
+  if (cancelled (b))
+    return kiln_error_set (err, KILN_ERR_CANCELLED, 0, "interrupted");
+  return 0;
+}
+
+static void
+stage_done (struct build *b, const char *name, const char *status, double t0, json_t *extra)
+{
+  json_t *st = json_pack ("{s:s, s:s, s:f}", "name", name, "status", status, "seconds", now () - t0);
+  if (extra)
+    {
+      json_object_update (st, extra);
+      json_decref (extra);
+    }
+  json_array_append_new (b->stages, st);
+  say (b, "[%s] %s (%.1f s)", name, status, now () - t0);
+}
+
+/* Boots an instance from image and waits for its agent. */
+static int
+boot (struct build *b, const char *label, const char *image, const char *format, uint64_t disk_size,
+      kiln_error **err)
+{
+  _cleanup_free_ char *work = NULL;
+  _cleanup_free_ char *console = NULL;
+  if (asprintf (&work, "%s/%s", b->rd->path, label) < 0 || asprintf (&console, "%s/%s-console.log", b->logs_dir, label) < 0)
+    abort ();
+  if (mkdir (work, 0700) < 0)
+    return kiln_fail_errno (err, errno, "create '%s'", work);
+  struct kiln_instance_spec spec = {
+    .name = label,
+    .image = image,
+    .image_format = format,
+    .vcpus = b->opts->vcpus,
+    .memory_mib = b->opts->memory_mib,
+    .disk_size_bytes = disk_size,
+    .network = b->opts->network,
+    .user_data = b->plan->user_data,
+    .work_dir = work,
+    .console_log = console,
+    .cancel = b->opts->cancel,
+    .detach = b->opts->keep_on_failure && strcmp (label, "build") == 0,
+  };
+  say (b, "[%s] creating a %s instance from %s", label, b->opts->driver->name, image);
+  if (kiln_instance_create (b->opts->driver, &spec, &b->inst, err) < 0)
+    return -1;
+  say (b, "[%s] booting and waiting for the guest agent", label);
+  int timeout = b->opts->boot_timeout_seconds > 0 ? b->opts->boot_timeout_seconds : DEFAULT_BOOT_TIMEOUT;
+  if (kiln_instance_start (b->inst, timeout, err) < 0)
+    return -1;
+  say (b, "[%s] instance %s is up", label, b->inst->id ? b->inst->id : "");
+  if (b->plan->working_directory)
+    {
+      /* The recipe's workingDirectory is where the executor's files go. */
+      struct kiln_target *t = kiln_instance_target (b->inst);
+      char *argv[] = {(char *) "mkdir", (char *) "-p", b->plan->working_directory, NULL};
+      if (kiln_target_run_checked (t, argv, 60, NULL, err) < 0)
+        return kiln_error_prefix (err, "workingDirectory '%s'", b->plan->working_directory);
+      free (t->scratch_dir);
+      t->scratch_dir = strdup (b->plan->working_directory);
+    }
+  return 0;
+}
+
+static void
+drop_instance (struct build *b)
+{
+  kiln_instance_destroy (b->inst);
+  b->inst = NULL;
+}
+
+/* Runs the given phases of every component on the live instance. */
+static int
+run_components (struct build *b, const char *stage, const char *phases, kiln_error **err)
+{
+  const struct kiln_plan *p = b->plan;
+  struct kiln_component **docs = calloc (p->n_components, sizeof *docs);
+  json_t **params = calloc (p->n_components, sizeof *params);
+  size_t n = 0;
+  for (size_t i = 0; i < p->n_components; i++)
+    {
+      /* Only components that have one of these phases take part. */
+      bool has = false;
+      for (size_t j = 0; j < p->components[i].doc->n_phases; j++)
+        has |= strstr (phases, p->components[i].doc->phases[j].name) != NULL;
+      if (!has)
+        continue;
+      docs[n] = p->components[i].doc;
+      params[n] = p->components[i].parameters;
+      n++;
+    }
+  int r = 0;
+  if (n > 0)
+    {
+      _cleanup_free_ char *log_dir = NULL;
+      if (asprintf (&log_dir, "%s/%s", b->logs_dir, stage) < 0)
+        abort ();
+      struct kiln_executor_opts eo = {
+        .target = kiln_instance_target (b->inst),
+        .phases = phases,
+        .document_parameters = params,
+        .log_directory = log_dir,
+        .progress = b->opts->progress,
+        .cancel = b->opts->cancel,
+      };
+      struct kiln_run_result res;
+      r = kiln_executor_run (docs, n, &eo, &res, err);
+      if (r == 0)
+        {
+          if (res.status == KILN_RUN_CANCELLED)
+            r = kiln_error_set (err, KILN_ERR_CANCELLED, 0, "interrupted");
+          else if (res.status != KILN_RUN_SUCCESS)
+            r = kiln_fail (err, "%s (logs: %s)", res.failure_message ? res.failure_message : "failed",
+                           res.run_directory ? res.run_directory : log_dir);
+          kiln_run_result_release (&res);
+        }
+    }
+  free (docs);
+  free (params);
+  return r;
+}
+
+static bool
+plan_has_phase (const struct kiln_plan *p, const char *phase)
+{
+  for (size_t i = 0; i < p->n_components; i++)
+    if (kiln_component_phase (p->components[i].doc, phase))
+      return true;
+  return false;
+}
+
+/* Moves or copies src to dst (dst on the output's file system). */
+static int
+place_file (const char *src, const char *dst, volatile sig_atomic_t *cancel, kiln_error **err)
+{
+  if (rename (src, dst) == 0)
+    return 0;
+  if (errno != EXDEV)
+    return kiln_fail_errno (err, errno, "rename '%s' to '%s'", src, dst);
+  /* Another file system: qemu-img copies sparsely. */
+  return kiln_disk_convert (src, dst, "qcow2", false, cancel, err);
+}
+
+static json_t *
+components_json (const struct kiln_plan *p)
+{
+  json_t *a = json_array ();
+  for (size_t i = 0; i < p->n_components; i++)
+    {
+      const struct kiln_recipe_component *rc = &p->components[i];
+      json_array_append_new (a, json_pack ("{s:s, s:s, s:s?, s:s?, s:s, s:O}", "componentArn", rc->arn, "path",
+                                           rc->path, "name", rc->doc->name, "description", rc->doc->description,
+                                           "sha256", rc->doc->sha256, "parameters", rc->parameters));
+    }
+  return a;
+}
+
+static int
+publish (struct build *b, const char *captured, struct kiln_build_result *res, const char *started, kiln_error **err)
+{
+  const struct kiln_plan *p = b->plan;
+  const char *ext = kiln_image_format_extension (b->opts->format);
+  _cleanup_json_ json_t *plan_json = kiln_plan_to_json (p);
+  const char *base = json_string_value (json_object_get (plan_json, "output"));
+  _cleanup_free_ char *final = NULL;
+  _cleanup_free_ char *tmp = NULL;
+  _cleanup_free_ char *manifest_final = NULL;
+  _cleanup_free_ char *manifest_tmp = NULL;
+  if (asprintf (&final, "%s/%s.%s", b->opts->output_dir, base, ext) < 0
+      || asprintf (&tmp, "%s/.%s.%s.tmp-%d", b->opts->output_dir, base, ext, (int) getpid ()) < 0
+      || asprintf (&manifest_final, "%s/%s.manifest.json", b->opts->output_dir, base) < 0
+      || asprintf (&manifest_tmp, "%s/.%s.manifest.json.tmp-%d", b->opts->output_dir, base, (int) getpid ()) < 0)
+    abort ();
+
+  double t0 = now ();
+  int r;
+  if (b->opts->format == KILN_IMAGE_QCOW2)
+    r = place_file (captured, tmp, b->opts->cancel, err);
+  else
+    r = kiln_disk_convert (captured, tmp, kiln_image_format_name (b->opts->format), false, b->opts->cancel, err);
+  char hex[KILN_DIGEST_HEX_MAX] = "";
+  if (r == 0)
+    r = kiln_digest_file_hex ("SHA256", tmp, hex, err);
+  struct stat st = {0};
+  if (r == 0 && stat (tmp, &st) < 0)
+    r = kiln_fail_errno (err, errno, "stat '%s'", tmp);
+  if (r < 0)
+    {
+      unlink (tmp);
+      return kiln_error_prefix (err, "publish");
+    }
+
+  char ended[32];
+  utc_stamp (ended, sizeof ended, "%Y-%m-%dT%H:%M:%SZ");
+  stage_done (b, "publish", "success", t0, NULL);
+  json_t *parent = json_pack ("{s:s}", "image", p->parent_image);
+  json_t *m = json_pack ("{s:s, s:s, s:s?, s:s, s:{s:s, s:s, s:O}, s:o, s:o, s:s, s:{s:s, s:s, s:s, s:I}, s:O, s:s, "
+                         "s:s}",
+                         "name", p->name, "version", p->version, "description", p->description, "kilnVersion",
+                         KILN_VERSION, "recipe", "path", p->recipe_path, "sha256", p->recipe_sha256, "content",
+                         p->recipe, "parentImage", parent, "components", components_json (p), "driver",
+                         b->opts->driver->name, "output", "path", final, "format",
+                         kiln_image_format_name (b->opts->format), "sha256", hex, "size", (json_int_t) st.st_size,
+                         "stages", b->stages, "startTime", started, "endTime", ended);
+  _cleanup_free_ char *text = json_dumps (m, JSON_INDENT (2) | JSON_PRESERVE_ORDER);
+  if (kiln_write_file_atomic (manifest_tmp, text, strlen (text), 0644, err) < 0)
+    {
+      unlink (tmp);
+      json_decref (m);
+      return kiln_error_prefix (err, "publish");
+    }
+  /* The image first, the manifest last: a manifest names a complete image. */
+  if (rename (tmp, final) < 0)
+    {
+      int saved = errno;
+      unlink (tmp);
+      unlink (manifest_tmp);
+      json_decref (m);
+      return kiln_fail_errno (err, saved, "publish '%s'", final);
+    }
+  if (rename (manifest_tmp, manifest_final) < 0)
+    {
+      int saved = errno;
+      unlink (final);
+      unlink (manifest_tmp);
+      json_decref (m);
+      return kiln_fail_errno (err, saved, "publish '%s'", manifest_final);
+    }
+  res->manifest = m;
+  res->image_path = kiln_steal_pointer (&final);
+  res->manifest_path = kiln_steal_pointer (&manifest_final);
+  return 0;
+}
+
+static int
+run_stages (struct build *b, struct kiln_build_result *res, kiln_error **err)
+{
+  const struct kiln_plan *p = b->plan;
+  char started[32];
+  utc_stamp (started, sizeof started, "%Y-%m-%dT%H:%M:%SZ");
+
+  /* Build: build and validate phases on an instance of the parent. */
+  double t0 = now ();
+  if (boot (b, "build", p->parent_image, NULL, p->disk_size_bytes, err) < 0
+      || run_components (b, "build", "build,validate", err) < 0 || check_cancel (b, err) < 0)
+    {
+      stage_done (b, "build", "failed", t0, NULL);
+      return kiln_error_prefix (err, "build stage");
+    }
+  json_t *build_extra = json_pack ("{s:s}", "instance", b->inst->id ? b->inst->id : "");
+  say (b, "[build] shutting the instance down");
+  if (kiln_instance_shutdown (b->inst, SHUTDOWN_TIMEOUT, err) < 0)
+    {
+      json_decref (build_extra);
+      stage_done (b, "build", "failed", t0, NULL);
+      return kiln_error_prefix (err, "build stage");
+    }
+  stage_done (b, "build", "success", t0, build_extra);
+
+  /* Capture: the build instance's disk as a standalone image. */
+  t0 = now ();
+  _cleanup_free_ char *captured = NULL;
+  if (asprintf (&captured, "%s/image.qcow2", b->rd->path) < 0)
+    abort ();
+  struct kiln_capture_spec cs = {.output = captured, .format = KILN_IMAGE_QCOW2,
+                                 .compress = b->opts->format == KILN_IMAGE_QCOW2};
+  say (b, "[capture] writing the build instance's disk");
+  if (kiln_instance_capture (b->inst, &cs, err) < 0 || check_cancel (b, err) < 0)
+    {
+      stage_done (b, "capture", "failed", t0, NULL);
+      return kiln_error_prefix (err, "capture stage");
+    }
+  drop_instance (b);
+  stage_done (b, "capture", "success", t0, NULL);
+
+  /* Test: test phases on a fresh instance of the new image. */
+  t0 = now ();
+  if (plan_has_phase (p, "test"))
+    {
+      if (boot (b, "test", captured, "qcow2", 0, err) < 0 || run_components (b, "test", "test", err) < 0
+          || check_cancel (b, err) < 0)
+        {
+          stage_done (b, "test", "failed", t0, NULL);
+          return kiln_error_prefix (err, "test stage");
+        }
+      json_t *extra = json_pack ("{s:s}", "instance", b->inst->id ? b->inst->id : "");
+      drop_instance (b);
+      stage_done (b, "test", "success", t0, extra);
+    }
+  else
+    stage_done (b, "test", "skipped (no component has a test phase)", t0, NULL);
+
+  return publish (b, captured, res, started, err);
+}
+
+int
+kiln_build_run (const struct kiln_plan *plan, const struct kiln_build_opts *opts, struct kiln_build_result *res,
+                kiln_error **err)
+{
+  memset (res, 0, sizeof *res);
+  struct build b = {.plan = plan, .opts = opts, .stages = json_array ()};
+  int r = -1;
+
+  if (kiln_mkdir_p (opts->output_dir, 0755, err) < 0)
+    {
+      kiln_error_prefix (err, "output directory");
+      goto out;
+    }
+  char stamp[32];
+  utc_stamp (stamp, sizeof stamp, "%Y%m%dT%H%M%SZ");
+  if (asprintf (&b.logs_dir, "%s/logs/%s-%s-%s", opts->output_dir, plan->name, plan->version, stamp) < 0)
+    abort ();
+  for (char *c = b.logs_dir + strlen (opts->output_dir); *c; c++)
+    if (*c == ' ')
+      *c = '_';
+  if (kiln_mkdir_p (b.logs_dir, 0755, err) < 0)
+    goto out;
+  res->logs_dir = strdup (b.logs_dir);
+  if (kiln_rundir_create ("build", &b.rd, err) < 0)
+    goto out;
+
+  r = run_stages (&b, res, err);
+  if (r < 0 && opts->keep_on_failure && b.inst && !cancelled (&b))
+    {
+      /* Leave the failed instance as it is, with its run directory, for
+       * inspection; mark it so the reaper leaves it alone too. */
+      _cleanup_free_ char *mark = NULL;
+      if (asprintf (&mark, "%s/keep", b.rd->path) < 0)
+        abort ();
+      kiln_write_file_atomic (mark, "kept\n", 5, 0644, NULL);
+      if (asprintf (&res->kept, "instance %s (%s driver), files in %s", b.inst->id ? b.inst->id : b.inst->name,
+                    opts->driver->name, b.rd->path)
+          < 0)
+        abort ();
+      b.keep = true;
+      /* Forget the instance without destroying it. */
+      b.inst = NULL;
+    }
+
+out:
+  drop_instance (&b);
+  kiln_rundir_release (b.rd, b.keep);
+  json_decref (b.stages);
+  free (b.logs_dir);
+  res->ok = r == 0;
+  return r;
+}
+
+void
+kiln_build_result_release (struct kiln_build_result *res)
+{
+  json_decref (res->manifest);
+  free (res->image_path);
+  free (res->manifest_path);
+  free (res->logs_dir);
+  free (res->kept);
+  memset (res, 0, sizeof *res);
+}

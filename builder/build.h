@@ -1,0 +1,55 @@
+/* build.h - the image build pipeline: a plan run on a driver, as EC2 Image
+ * Builder runs a recipe.
+ *
+ *   build instance from the parent → build and validate phases of every
+ *   component, in recipe order → clean shutdown → capture the disk →
+ *   a fresh test instance from the capture → test phases → publish.
+ *
+ * Publishing writes DIR/<name>-<version>.<ext> and its .manifest.json; the
+ * manifest is written last and is the mark of a complete build, and a
+ * failed or interrupted build publishes neither.  Every instance, overlay and
+ * temporary file is gone when kiln_build_run returns, whatever the ending,
+ * unless keep_on_failure keeps a failed build's instance for inspection.
+ * The executor's logs of every instance are kept under DIR/logs/. */
+#ifndef KILN_BUILDER_BUILD_H
+#define KILN_BUILDER_BUILD_H
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+
+#include <jansson.h>
+
+#include "driver.h"
+#include "error.h"
+#include "recipe.h"
+
+struct kiln_build_opts {
+  const struct kiln_driver *driver;
+  const char *output_dir;
+  enum kiln_image_format format;
+  bool keep_on_failure;
+  int vcpus;                 /* 0: driver default */
+  uint64_t memory_mib;       /* 0: driver default */
+  bool network;              /* give instances a network */
+  int boot_timeout_seconds;  /* 0: 600 */
+  FILE *progress;            /* stage and step progress; NULL: none */
+  volatile sig_atomic_t *cancel;
+};
+
+struct kiln_build_result {
+  bool ok;
+  json_t *manifest;          /* the published manifest, on success */
+  char *image_path;          /* published image, on success */
+  char *manifest_path;
+  char *logs_dir;            /* the executor logs of this build */
+  char *kept;                /* what keep_on_failure kept, for the user */
+};
+
+/* Returns 0 when the build succeeded and was published; -1 otherwise, with
+ * err naming the stage, component, step and the step's output. */
+int kiln_build_run (const struct kiln_plan *plan, const struct kiln_build_opts *opts, struct kiln_build_result *res,
+                    kiln_error **err);
+void kiln_build_result_release (struct kiln_build_result *res);
+
+#endif

@@ -1,0 +1,184 @@
+/* cmd_build.c - `kiln build RECIPE`: plan the recipe, run the pipeline on a
+ * driver, publish.  Progress goes to stderr; --json prints the manifest on
+ * stdout.  Exit status: 0 published, 1 failed, 2 usage, 128+N on signal N. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "build.h"
+#include "cleanup.h"
+#include "cli.h"
+#include "driver.h"
+#include "recipe.h"
+#include "rundir.h"
+
+static void
+build_usage (FILE *out)
+{
+  fprintf (out,
+           "usage: kiln build RECIPE [--driver NAME] [--output DIR] [--format qcow2|raw|vmdk|vhd|vhdx]\n"
+           "                  [--keep-on-failure] [--json] [--vcpus N] [--memory MIB] [--network]\n"
+           "                  [--boot-timeout SECONDS] [--plan]\n"
+           "--plan prints the build plan (JSON) and builds nothing.\n"
+           "drivers: %s (default qemu); output directory default: kiln-output\n",
+           kiln_driver_names ());
+}
+
+int
+kiln_cmd_build (int argc, char **argv)
+{
+  static const struct option options[] = {
+    {"driver", required_argument, NULL, 'd'},
+    {"output", required_argument, NULL, 'o'},
+    {"format", required_argument, NULL, 'f'},
+    {"keep-on-failure", no_argument, NULL, 'k'},
+    {"json", no_argument, NULL, 'j'},
+    {"vcpus", required_argument, NULL, 'c'},
+    {"memory", required_argument, NULL, 'm'},
+    {"network", no_argument, NULL, 'n'},
+    {"boot-timeout", required_argument, NULL, 't'},
+    {"plan", no_argument, NULL, 'p'},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+  };
+  const char *driver_name = "qemu", *output = "kiln-output", *format = "qcow2";
+  bool keep = false, json_out = false, network = false, plan_only = false;
+  long vcpus = 0, memory = 0, boot_timeout = 0;
+  int opt;
+  optind = 1;
+  while ((opt = getopt_long (argc, argv, "d:o:f:h", options, NULL)) != -1)
+    {
+      char *end = NULL;
+      switch (opt)
+        {
+        case 'd':
+          driver_name = optarg;
+          break;
+        case 'o':
+          output = optarg;
+          break;
+        case 'f':
+          format = optarg;
+          break;
+        case 'k':
+          keep = true;
+          break;
+        case 'j':
+          json_out = true;
+          break;
+        case 'n':
+          network = true;
+          break;
+        case 'p':
+          plan_only = true;
+          break;
+        case 'c':
+        case 'm':
+        case 't':
+          {
+            long v = strtol (optarg, &end, 10);
+            if (*optarg == '\0' || *end != '\0' || v <= 0)
+              {
+                fprintf (stderr, "kiln build: --%s takes a positive number, not '%s'\n",
+                         opt == 'c' ? "vcpus" : opt == 'm' ? "memory" : "boot-timeout", optarg);
+                return KILN_EXIT_USAGE;
+              }
+            *(opt == 'c' ? &vcpus : opt == 'm' ? &memory : &boot_timeout) = v;
+            break;
+          }
+        case 'h':
+          build_usage (stdout);
+          return KILN_EXIT_OK;
+        default:
+          build_usage (stderr);
+          return KILN_EXIT_USAGE;
+        }
+    }
+  if (optind != argc - 1)
+    {
+      build_usage (stderr);
+      return KILN_EXIT_USAGE;
+    }
+  const char *recipe = argv[optind];
+
+  _cleanup_error_ kiln_error *e = NULL;
+  const struct kiln_driver *driver = kiln_driver_find (driver_name);
+  if (driver == NULL)
+    {
+      fprintf (stderr, "kiln build: unknown driver '%s' (known: %s)\n", driver_name, kiln_driver_names ());
+      return KILN_EXIT_USAGE;
+    }
+  enum kiln_image_format fmt;
+  if (kiln_image_format_parse (format, &fmt, &e) < 0)
+    {
+      fprintf (stderr, "kiln build: %s\n", kiln_error_message (e));
+      return KILN_EXIT_USAGE;
+    }
+
+  /* Clean up after kiln commands that were killed outright. */
+  if (kiln_rundir_reap_stale (&e) < 0)
+    {
+      fprintf (stderr, "kiln: warning: %s\n", kiln_error_message (e));
+      kiln_error_freep (&e);
+    }
+
+  struct kiln_plan *plan = NULL;
+  if (kiln_plan_make (recipe, &plan, &e) < 0)
+    {
+      fprintf (stderr, "%s\n", kiln_error_message (e));
+      return KILN_EXIT_FAILED;
+    }
+  if (plan_only)
+    {
+      _cleanup_json_ json_t *pj = kiln_plan_to_json (plan);
+      _cleanup_free_ char *text = json_dumps (pj, JSON_INDENT (2) | JSON_PRESERVE_ORDER);
+      printf ("%s\n", text);
+      kiln_plan_free (plan);
+      return KILN_EXIT_OK;
+    }
+  if (!plan->parent_is_file && strcmp (driver->name, "qemu") == 0)
+    {
+      fprintf (stderr, "kiln build: parentImage '%s' is not a disk image file, which the %s driver needs\n",
+               plan->parent_image, driver->name);
+      kiln_plan_free (plan);
+      return KILN_EXIT_FAILED;
+    }
+
+  struct kiln_build_opts bo = {
+    .driver = driver,
+    .output_dir = output,
+    .format = fmt,
+    .keep_on_failure = keep,
+    .vcpus = (int) vcpus,
+    .memory_mib = (uint64_t) memory,
+    .network = network,
+    .boot_timeout_seconds = (int) boot_timeout,
+    .progress = stderr,
+    .cancel = &kiln_cli_cancel,
+  };
+  struct kiln_build_result res;
+  int r = kiln_build_run (plan, &bo, &res, &e);
+  int status = KILN_EXIT_OK;
+  if (r < 0)
+    {
+      fprintf (stderr, "kiln build: %s failed: %s\n", plan->name, kiln_error_message (e));
+      if (res.logs_dir)
+        fprintf (stderr, "kiln build: logs are in %s\n", res.logs_dir);
+      if (res.kept)
+        fprintf (stderr, "kiln build: kept %s\n", res.kept);
+      status = kiln_cli_cancel ? 128 + (kiln_cli_signal ? kiln_cli_signal : 2) : KILN_EXIT_FAILED;
+    }
+  else
+    {
+      fprintf (stderr, "kiln build: published %s\n", res.image_path);
+      if (json_out)
+        {
+          _cleanup_free_ char *text = json_dumps (res.manifest, JSON_INDENT (2) | JSON_PRESERVE_ORDER);
+          printf ("%s\n", text);
+        }
+    }
+  kiln_build_result_release (&res);
+  kiln_plan_free (plan);
+  return status;
+}

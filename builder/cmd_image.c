@@ -1,0 +1,261 @@
+/* cmd_image.c - `kiln image ...`: base images.
+ *
+ * `kiln image bootstrap NAME [--output FILE] [--rebuild]` turns the
+ * definition images/NAME/ into a bootable qcow2 by running its build.sh (as
+ * images/README.md describes: `build.sh OUTPUT`, with KILN_IMAGE_WORKDIR and
+ * KILN_IMAGE_CACHE in its environment).  Without --output the image goes to
+ * the cache ($XDG_CACHE_HOME/kiln/images, ~/.cache/kiln/images) under a name
+ * that carries a hash of the definition, and an image already there is
+ * reused: building debian-12 takes minutes.  The path is printed on stdout. */
+#include <dirent.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "buf.h"
+#include "cleanup.h"
+#include "cli.h"
+#include "digest.h"
+#include "fsutil.h"
+#include "process.h"
+#include "rundir.h"
+
+static void
+image_usage (FILE *out)
+{
+  fputs ("usage: kiln image bootstrap NAME [--output FILE.qcow2] [--rebuild]\n"
+         "       kiln image list\n",
+         out);
+}
+
+/* Where image definitions are: $KILN_IMAGES_DIR, the source tree this kiln
+ * was built from, or the installed data directory. */
+static const char *
+images_dir (void)
+{
+  const char *env = getenv ("KILN_IMAGES_DIR");
+  if (env && *env)
+    return env;
+  if (access (KILN_SOURCE_DIR "/images", R_OK) == 0)
+    return KILN_SOURCE_DIR "/images";
+  return KILN_DATA_DIR "/images";
+}
+
+static int
+cache_dir (char **out, kiln_error **err)
+{
+  const char *xdg = getenv ("XDG_CACHE_HOME");
+  const char *home = getenv ("HOME");
+  char *dir = NULL;
+  if (xdg && *xdg)
+    {
+      if (asprintf (&dir, "%s/kiln", xdg) < 0)
+        abort ();
+    }
+  else if (asprintf (&dir, "%s/.cache/kiln", home && *home ? home : "/var/cache") < 0)
+    abort ();
+  if (kiln_mkdir_p (dir, 0755, err) < 0)
+    {
+      free (dir);
+      return -1;
+    }
+  *out = dir;
+  return 0;
+}
+
+/* SHA-256 over the definition's files (and the shared lib.sh), so a changed
+ * definition gets a new cache name. */
+static int
+definition_hash (const char *dir, char out[17], kiln_error **err)
+{
+  struct kiln_buf all = KILN_BUF_INIT;
+  _cleanup_free_ char *lib = NULL;
+  if (asprintf (&lib, "%s/../lib.sh", dir) < 0)
+    abort ();
+  struct dirent **names = NULL;
+  int n = scandir (dir, &names, NULL, alphasort);
+  if (n < 0)
+    return kiln_fail_errno (err, errno, "read image definition '%s'", dir);
+  for (int i = 0; i < n; i++)
+    {
+      if (names[i]->d_name[0] != '.')
+        {
+          _cleanup_free_ char *path = NULL;
+          if (asprintf (&path, "%s/%s", dir, names[i]->d_name) < 0)
+            abort ();
+          struct stat st;
+          if (stat (path, &st) == 0 && S_ISREG (st.st_mode))
+            {
+              kiln_buf_printf (&all, "%s\n", names[i]->d_name);
+              kiln_read_file (path, &all, NULL);
+            }
+        }
+      free (names[i]);
+    }
+  free (names);
+  kiln_read_file (lib, &all, NULL);
+  char hex[65];
+  kiln_sha256_hex (all.data ? all.data : "", all.len, hex);
+  kiln_buf_release (&all);
+  memcpy (out, hex, 16);
+  out[16] = '\0';
+  return 0;
+}
+
+static void
+stream_to_stderr (void *opaque, enum kiln_stream stream, const char *data, size_t len)
+{
+  (void) opaque;
+  (void) stream;
+  fwrite (data, 1, len, stderr);
+}
+
+static int
+bootstrap (int argc, char **argv)
+{
+  static const struct option options[] = {
+    {"output", required_argument, NULL, 'o'},
+    {"rebuild", no_argument, NULL, 'r'},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+  };
+  const char *output = NULL;
+  bool rebuild = false;
+  int opt;
+  optind = 1;
+  while ((opt = getopt_long (argc, argv, "o:h", options, NULL)) != -1)
+    switch (opt)
+      {
+      case 'o':
+        output = optarg;
+        break;
+      case 'r':
+        rebuild = true;
+        break;
+      case 'h':
+        image_usage (stdout);
+        return KILN_EXIT_OK;
+      default:
+        image_usage (stderr);
+        return KILN_EXIT_USAGE;
+      }
+  if (optind != argc - 1)
+    {
+      image_usage (stderr);
+      return KILN_EXIT_USAGE;
+    }
+  const char *name = argv[optind];
+  _cleanup_error_ kiln_error *e = NULL;
+  _cleanup_free_ char *def = NULL;
+  _cleanup_free_ char *script = NULL;
+  if (strchr (name, '/') || name[0] == '.' || asprintf (&def, "%s/%s", images_dir (), name) < 0
+      || asprintf (&script, "%s/build.sh", def) < 0 || access (script, R_OK) < 0)
+    {
+      fprintf (stderr, "kiln image bootstrap: no image definition '%s' (in %s)\n", name, images_dir ());
+      return KILN_EXIT_FAILED;
+    }
+
+  _cleanup_free_ char *cache = NULL;
+  _cleanup_free_ char *cached = NULL;
+  _cleanup_free_ char *debs = NULL;
+  char hash[17];
+  if (cache_dir (&cache, &e) < 0 || definition_hash (def, hash, &e) < 0)
+    {
+      fprintf (stderr, "kiln image bootstrap: %s\n", kiln_error_message (e));
+      return KILN_EXIT_FAILED;
+    }
+  if (asprintf (&debs, "%s/debs", cache) < 0)
+    abort ();
+  kiln_mkdir_p (debs, 0755, NULL);
+  if (output == NULL)
+    {
+      _cleanup_free_ char *dir = NULL;
+      if (asprintf (&dir, "%s/images", cache) < 0 || asprintf (&cached, "%s/%s-%s.qcow2", dir, name, hash) < 0)
+        abort ();
+      if (kiln_mkdir_p (dir, 0755, &e) < 0)
+        {
+          fprintf (stderr, "kiln image bootstrap: %s\n", kiln_error_message (e));
+          return KILN_EXIT_FAILED;
+        }
+      output = cached;
+      if (!rebuild && access (output, R_OK) == 0)
+        {
+          fprintf (stderr, "kiln image bootstrap: %s is cached\n", name);
+          printf ("%s\n", output);
+          return KILN_EXIT_OK;
+        }
+    }
+
+  kiln_rundir_reap_stale (NULL);
+  struct kiln_rundir *rd = NULL;
+  if (kiln_rundir_create ("image", &rd, &e) < 0)
+    {
+      fprintf (stderr, "kiln image bootstrap: %s\n", kiln_error_message (e));
+      return KILN_EXIT_FAILED;
+    }
+  _cleanup_free_ char *work = NULL;
+  _cleanup_free_ char *env_work = NULL;
+  _cleanup_free_ char *env_cache = NULL;
+  if (asprintf (&work, "%s/work", rd->path) < 0 || asprintf (&env_work, "KILN_IMAGE_WORKDIR=%s", work) < 0
+      || asprintf (&env_cache, "KILN_IMAGE_CACHE=%s", debs) < 0)
+    abort ();
+  mkdir (work, 0755);
+  char *env[] = {env_work, env_cache, NULL};
+  char *cmd[] = {(char *) "sh", script, (char *) output, NULL};
+  struct kiln_process_spec spec = {
+    .argv = cmd,
+    .env = env,
+    .cwd = def,
+    .on_output = stream_to_stderr,
+    .capture_limit = 1,
+    .cancel = &kiln_cli_cancel,
+  };
+  fprintf (stderr, "kiln image bootstrap: building %s with %s\n", name, script);
+  struct kiln_process_result res = {0};
+  int r = kiln_process_run (&spec, &res, &e);
+  int status = KILN_EXIT_OK;
+  if (r < 0)
+    {
+      fprintf (stderr, "kiln image bootstrap: %s\n", kiln_error_message (e));
+      status = kiln_cli_cancel ? 128 + (kiln_cli_signal ? kiln_cli_signal : 2) : KILN_EXIT_FAILED;
+    }
+  else if (res.exit_code != 0)
+    {
+      fprintf (stderr, "kiln image bootstrap: %s failed (%s %d)\n", script, res.exit_code < 0 ? "signal" : "status",
+               res.exit_code < 0 ? res.term_signal : res.exit_code);
+      status = KILN_EXIT_FAILED;
+    }
+  else
+    printf ("%s\n", output);
+  kiln_process_result_release (&res);
+  kiln_rundir_release (rd, false);
+  return status;
+}
+
+int
+kiln_cmd_image (int argc, char **argv)
+{
+  if (argc >= 2 && strcmp (argv[1], "bootstrap") == 0)
+    return bootstrap (argc - 1, argv + 1);
+  if (argc >= 2 && strcmp (argv[1], "list") == 0)
+    {
+      struct dirent **names = NULL;
+      int n = scandir (images_dir (), &names, NULL, alphasort);
+      for (int i = 0; i < n; i++)
+        {
+          _cleanup_free_ char *script = NULL;
+          if (asprintf (&script, "%s/%s/build.sh", images_dir (), names[i]->d_name) < 0)
+            abort ();
+          if (names[i]->d_name[0] != '.' && access (script, R_OK) == 0)
+            printf ("%s\n", names[i]->d_name);
+          free (names[i]);
+        }
+      free (names);
+      return n < 0 ? KILN_EXIT_FAILED : KILN_EXIT_OK;
+    }
+  image_usage (stderr);
+  return KILN_EXIT_USAGE;
+}

@@ -1,0 +1,95 @@
+/* disk_image.c - qemu-img info and convert (see disk_image.h). */
+#include "disk_image.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "cleanup.h"
+#include "process.h"
+
+static int
+run_qemu_img (char *const *argv, const char *subject, volatile sig_atomic_t *cancel, struct kiln_process_result *res, kiln_error **err)
+{
+  struct kiln_process_spec spec = {.argv = argv, .cancel = cancel, .capture_limit = 16 * 1024 * 1024};
+  if (kiln_process_run (&spec, res, err) < 0)
+    return kiln_error_prefix (err, "qemu-img %s", argv[1]);
+  if (res->exit_code != 0)
+    {
+      size_t n = res->err.len;
+      while (n > 0 && res->err.data[n - 1] == '\n')
+        n--;
+      return kiln_fail (err, "qemu-img %s '%s' failed: %.*s", argv[1], subject, (int) n,
+                        n ? res->err.data : "no message");
+    }
+  return 0;
+}
+
+int
+kiln_disk_info (const char *path, struct kiln_disk_info *out, kiln_error **err)
+{
+  memset (out, 0, sizeof *out);
+  char *argv[] = {(char *) "qemu-img", (char *) "info", (char *) "--output=json", (char *) path, NULL};
+  struct kiln_process_result res = {0};
+  if (run_qemu_img (argv, path, NULL, &res, err) < 0)
+    {
+      kiln_process_result_release (&res);
+      return -1;
+    }
+  json_error_t je;
+  _cleanup_json_ json_t *j = json_loads (kiln_buf_str (&res.out), 0, &je);
+  kiln_process_result_release (&res);
+  if (j == NULL)
+    return kiln_fail (err, "qemu-img info '%s': unreadable output: %s", path, je.text);
+  const char *fmt = json_string_value (json_object_get (j, "format"));
+  const char *backing = json_string_value (json_object_get (j, "backing-filename"));
+  out->format = strdup (fmt ? fmt : "unknown");
+  out->virtual_size = (uint64_t) json_integer_value (json_object_get (j, "virtual-size"));
+  out->actual_size = (uint64_t) json_integer_value (json_object_get (j, "actual-size"));
+  out->backing_file = backing ? strdup (backing) : NULL;
+  return 0;
+}
+
+void
+kiln_disk_info_release (struct kiln_disk_info *info)
+{
+  free (info->format);
+  free (info->backing_file);
+  memset (info, 0, sizeof *info);
+}
+
+const char *
+kiln_disk_qemu_format (const char *kiln_format)
+{
+  return strcmp (kiln_format, "vhd") == 0 ? "vpc" : kiln_format;
+}
+
+int
+kiln_disk_convert (const char *in, const char *out, const char *format, bool compress, volatile sig_atomic_t *cancel,
+                   kiln_error **err)
+{
+  const char *qfmt = kiln_disk_qemu_format (format);
+  char *argv[16];
+  int n = 0;
+  argv[n++] = (char *) "qemu-img";
+  argv[n++] = (char *) "convert";
+  argv[n++] = (char *) "-O";
+  argv[n++] = (char *) qfmt;
+  if (compress && strcmp (qfmt, "qcow2") == 0)
+    argv[n++] = (char *) "-c";
+  if (strcmp (qfmt, "vpc") == 0 || strcmp (qfmt, "vhdx") == 0)
+    {
+      /* Dynamic (sparse) disks: what Hyper-V and Azure tools expect by default. */
+      argv[n++] = (char *) "-o";
+      argv[n++] = (char *) "subformat=dynamic";
+    }
+  argv[n++] = (char *) in;
+  argv[n++] = (char *) out;
+  argv[n] = NULL;
+  struct kiln_process_result res = {0};
+  int r = run_qemu_img (argv, in, cancel, &res, err);
+  kiln_process_result_release (&res);
+  return r;
+}
