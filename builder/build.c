@@ -60,13 +60,17 @@ now (void)
   return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
 }
 
+/* Now in UTC: ISO 8601 for manifests, or compact for folder names. */
 static void
-utc_stamp (char *out, size_t n, const char *fmt)
+utc_stamp (char *out, size_t n, bool compact)
 {
   time_t t = time (NULL);
   struct tm tm;
   gmtime_r (&t, &tm);
-  strftime (out, n, fmt, &tm);
+  if (compact)
+    strftime (out, n, "%Y%m%dT%H%M%SZ", &tm);
+  else
+    strftime (out, n, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
 static bool
@@ -271,7 +275,7 @@ publish (struct build *b, const char *captured, struct kiln_build_result *res, c
     }
 
   char ended[32];
-  utc_stamp (ended, sizeof ended, "%Y-%m-%dT%H:%M:%SZ");
+  utc_stamp (ended, sizeof ended, false);
   stage_done (b, "publish", "success", t0, NULL);
   json_t *parent = json_pack ("{s:s}", "image", p->parent_image);
   json_t *m = json_pack ("{s:s, s:s, s:s?, s:s, s:{s:s, s:s, s:O}, s:o, s:o, s:s, s:{s:s, s:s, s:s, s:I}, s:O, s:s, "
@@ -317,7 +321,7 @@ run_stages (struct build *b, struct kiln_build_result *res, kiln_error **err)
 {
   const struct kiln_plan *p = b->plan;
   char started[32];
-  utc_stamp (started, sizeof started, "%Y-%m-%dT%H:%M:%SZ");
+  utc_stamp (started, sizeof started, false);
 
   /* Build: build and validate phases on an instance of the parent. */
   double t0 = now ();
@@ -387,7 +391,7 @@ kiln_build_run (const struct kiln_plan *plan, const struct kiln_build_opts *opts
       goto out;
     }
   char stamp[32];
-  utc_stamp (stamp, sizeof stamp, "%Y%m%dT%H%M%SZ");
+  utc_stamp (stamp, sizeof stamp, true);
   if (asprintf (&b.logs_dir, "%s/logs/%s-%s-%s", opts->output_dir, plan->name, plan->version, stamp) < 0)
     abort ();
   for (char *c = b.logs_dir + strlen (opts->output_dir); *c; c++)

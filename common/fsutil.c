@@ -1,4 +1,5 @@
-/* fsutil.c - whole-file reads, atomic writes, mkdir -p, rm -rf (see fsutil.h). */
+/* fsutil.c - whole-file reads, complete and atomic writes, mkdir -p, rm -rf,
+ * temporary directories and scope-bound temporary files (see fsutil.h). */
 #include "fsutil.h"
 
 #include <dirent.h>
@@ -35,17 +36,18 @@ kiln_read_file (const char *path, struct kiln_buf *out, kiln_error **err)
   return 0;
 }
 
-static int
-write_all (int fd, const char *data, size_t len)
+int
+kiln_write_all (int fd, const void *data, size_t len)
 {
+  const char *p = data;
   while (len > 0)
     {
-      ssize_t n = write (fd, data, len);
+      ssize_t n = write (fd, p, len);
       if (n < 0 && errno == EINTR)
         continue;
       if (n < 0)
         return -1;
-      data += n;
+      p += n;
       len -= (size_t) n;
     }
   return 0;
@@ -60,7 +62,7 @@ kiln_write_file_atomic (const char *path, const void *data, size_t len, mode_t m
   _cleanup_close_ int fd = mkostemp (tmp, O_CLOEXEC);
   if (fd < 0)
     return kiln_fail_errno (err, errno, "create temporary file for '%s'", path);
-  if (fchmod (fd, mode) < 0 || write_all (fd, data, len) < 0 || fsync (fd) < 0)
+  if (fchmod (fd, mode) < 0 || kiln_write_all (fd, data, len) < 0 || fsync (fd) < 0)
     {
       int saved = errno;
       unlink (tmp);
@@ -168,4 +170,16 @@ kiln_make_temp_dir (const char *prefix, char **out, kiln_error **err)
     }
   *out = path;
   return 0;
+}
+
+void
+kiln_unlink_freep (char **path)
+{
+  if (*path)
+    {
+      int saved = errno;
+      unlink (*path);
+      errno = saved;
+      free (*path);
+    }
 }

@@ -1,6 +1,7 @@
 /* fsutil.h - file-system operations kiln needs in several places: whole-file
- * reads, atomic writes (a reader sees the old file or the new one, never a
- * torn one), recursive mkdir and removal. */
+ * reads, complete writes to a descriptor, atomic writes (a reader sees the old
+ * file or the new one, never a torn one), recursive mkdir and removal, and
+ * temporary files removed when their variable goes out of scope. */
 #ifndef KILN_COMMON_FSUTIL_H
 #define KILN_COMMON_FSUTIL_H
 
@@ -11,6 +12,9 @@
 #include "error.h"
 
 int kiln_read_file (const char *path, struct kiln_buf *out, kiln_error **err);
+/* Writes all len bytes of data to fd, going on after short writes and EINTR.
+ * Returns 0, or -1 with errno set by the write(2) that failed. */
+int kiln_write_all (int fd, const void *data, size_t len);
 /* Writes data to path through a temporary file in the same directory, fsync
  * and rename. */
 int kiln_write_file_atomic (const char *path, const void *data, size_t len, mode_t mode, kiln_error **err);
@@ -20,5 +24,12 @@ int kiln_mkdir_p (const char *path, mode_t mode, kiln_error **err);
 int kiln_remove_tree (const char *path, kiln_error **err);
 /* A new directory under $TMPDIR (or /tmp) named prefix-XXXXXX; malloc'd path. */
 int kiln_make_temp_dir (const char *prefix, char **out, kiln_error **err);
+
+/* For `_cleanup_unlink_ char *path = NULL;`: when the variable goes out of
+ * scope holding a path, that file is unlinked (errors ignored, errno kept) and
+ * the string freed.  To keep the file, take the path out with
+ * kiln_steal_pointer() (cleanup.h). */
+void kiln_unlink_freep (char **path);
+#define _cleanup_unlink_ __attribute__ ((cleanup (kiln_unlink_freep)))
 
 #endif

@@ -85,22 +85,6 @@ kiln_target_close (struct kiln_target *t)
   free (t);
 }
 
-/* A local temporary file that is unlinked when the variable goes out of
- * scope, whatever path the function takes out. */
-static void
-unlink_tempp (char **path)
-{
-  if (*path)
-    {
-      int saved = errno;
-      unlink (*path);
-      errno = saved;
-      free (*path);
-    }
-}
-
-#define _cleanup_unlink_ __attribute__ ((cleanup (unlink_tempp)))
-
 /* Creates an empty file under $TMPDIR (or /tmp); returns its open descriptor
  * and its malloc'd path in *path. */
 static int
@@ -123,22 +107,6 @@ make_temp_file (const char *purpose, char **path, kiln_error **err)
   return fd;
 }
 
-static int
-write_all (int fd, const char *data, size_t len)
-{
-  while (len > 0)
-    {
-      ssize_t n = write (fd, data, len);
-      if (n < 0 && errno == EINTR)
-        continue;
-      if (n < 0)
-        return -1;
-      data += n;
-      len -= (size_t) n;
-    }
-  return 0;
-}
-
 int
 kiln_target_put_data (struct kiln_target *t, const void *data, size_t len, const char *path, mode_t mode,
                       kiln_error **err)
@@ -147,7 +115,7 @@ kiln_target_put_data (struct kiln_target *t, const void *data, size_t len, const
   _cleanup_close_ int fd = make_temp_file ("put", &local, err);
   if (fd < 0)
     return -1;
-  if (write_all (fd, data, len) < 0)
+  if (kiln_write_all (fd, data, len) < 0)
     return kiln_fail_errno (err, errno, "write '%s'", local);
   if (close (kiln_steal_fd (&fd)) < 0)
     return kiln_fail_errno (err, errno, "write '%s'", local);

@@ -294,21 +294,37 @@ kiln_new_uuid() {
 	cat /proc/sys/kernel/random/uuid
 }
 
-# kiln_grub_core GRUBDIR OUT.img UUID: a GRUB core image for BIOS that finds
-# the file system with UUID and reads /boot/grub/grub.cfg from it. All the
+# kiln_grub_core OUT.img UUID [CHROOT]: a GRUB core image for BIOS that
+# finds the file system with UUID and reads /boot/grub/grub.cfg from it. The
 # modules that file needs are built in, so the disk needs no
-# /boot/grub/i386-pc directory.
+# /boot/grub/i386-pc directory. With CHROOT, the GRUB installed there
+# (grub-pc-bin) makes it; otherwise this host's.
 kiln_grub_core() {
-	local gdir=$1 out=$2 uuid=$3 mkimage=${4:-grub-mkimage}
-	cat >"$KILN_WORK/grub-early.cfg" <<EOF
+	local out=$1 uuid=$2 chroot_dir=${3:-} tmp
+	local modules="biosdisk part_msdos ext2 search_fs_uuid normal linux linux16 boot configfile echo test serial terminal sleep"
+	if [ -n "$chroot_dir" ]; then
+		tmp=$(mktemp -d "$chroot_dir/tmp/grub.XXXXXX")
+	else
+		tmp=$(mktemp -d "$KILN_WORK/grub.XXXXXX")
+	fi
+	cat >"$tmp/early.cfg" <<EOF
 search.fs_uuid $uuid root
 set prefix=(\$root)/boot/grub
 EOF
-	$mkimage -O i386-pc -d "$gdir" -o "$out" -c "$KILN_WORK/grub-early.cfg" \
-		-p /boot/grub \
-		biosdisk part_msdos ext2 search_fs_uuid normal linux boot configfile \
-		echo test serial terminal sleep ||
-		kiln_die "grub-mkimage failed"
+	if [ -n "$chroot_dir" ]; then
+		local t=${tmp#"$chroot_dir"}
+		# shellcheck disable=SC2086
+		chroot "$chroot_dir" grub-mkimage -O i386-pc -d /usr/lib/grub/i386-pc \
+			-o "$t/core.img" -c "$t/early.cfg" -p /boot/grub $modules ||
+			kiln_die "grub-mkimage (in $chroot_dir) failed"
+	else
+		# shellcheck disable=SC2086
+		grub-mkimage -O i386-pc -d /usr/lib/grub/i386-pc \
+			-o "$tmp/core.img" -c "$tmp/early.cfg" -p /boot/grub $modules ||
+			kiln_die "grub-mkimage failed"
+	fi
+	mv "$tmp/core.img" "$out"
+	rm -rf "$tmp"
 }
 
 # kiln_make_disk RAW SIZE_MIB ROOTDIR UUID LABEL BOOT_IMG CORE_IMG

@@ -15,6 +15,7 @@ KILN_REGENERATE=1 rewrites the expectations from what kiln does now.
 """
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -87,8 +88,11 @@ def build_case(kiln, root, name):
         else:
             # The last line names the stage, component and step that failed.
             lines = [l for l in proc.stderr.splitlines() if l.startswith("kiln build: ") and "failed:" in l]
-            outcome["error"] = lines[-1].replace(out, "@OUT@") if lines else proc.stderr[-500:]
+            error = lines[-1] if lines else proc.stderr[-500:]
+            outcome["error"] = re.sub(r"\(logs: [^)]*\)", "(logs: @LOGS@)", error)
         text = open(transcript).read() if os.path.exists(transcript) else ""
+        # Script names carry kiln's pid.
+        text = re.sub(r"-\d+-(\d+)\.sh", r"-PID-\1.sh", text)
         problems = [compare(base + ".transcript", text),
                     compare(base + ".outcome", json.dumps(outcome, indent=2) + "\n")]
         problems = [p for p in problems if p]

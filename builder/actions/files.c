@@ -46,7 +46,6 @@
 
 #include "actions.h"
 #include "cleanup.h"
-#include "template.h"
 
 #define DEFAULT_FILE_MODE 0644 /* 0666 & ~022 */
 /* How many paths one rm command gets when deleting wildcard matches. */
@@ -153,85 +152,10 @@ encode_content (const char *text, size_t len, const struct encoding *enc, struct
 
 /* ---- small helpers ------------------------------------------------------- */
 
-/* Parses permissions written as 1 to 4 octal digits ("644", "0755", "4755");
- * YAML's reading of 0777 as a number never applies since inputs arrive as
- * their source text. */
-static bool
-parse_mode (const char *s, mode_t *out)
-{
-  size_t n = strlen (s);
-  if (n == 0 || n > 4)
-    return false;
-  mode_t m = 0;
-  for (const char *p = s; *p; p++)
-    {
-      if (*p < '0' || *p > '7')
-        return false;
-      m = (m << 3) | (mode_t) (*p - '0');
-    }
-  *out = m;
-  return true;
-}
-
-/* The directory part of path ("" when it has none, "/" for "/x"), malloc'd. */
-static char *
-dir_part (const char *path)
-{
-  const char *slash = strrchr (path, '/');
-  if (slash == NULL)
-    return strdup ("");
-  if (slash == path)
-    return strdup ("/");
-  return strndup (path, (size_t) (slash - path));
-}
-
-static const char *
-base_part (const char *path)
-{
-  const char *slash = strrchr (path, '/');
-  return slash ? slash + 1 : path;
-}
-
-static bool
-ends_with_slash (const char *s)
-{
-  size_t n = strlen (s);
-  return n > 0 && s[n - 1] == '/';
-}
-
-static char *
-join_path (const char *dir, const char *name)
-{
-  char *r = NULL;
-  if (asprintf (&r, "%s%s%s", dir, *dir == '\0' || ends_with_slash (dir) ? "" : "/", name) < 0)
-    abort ();
-  return r;
-}
-
 static int
 stat_path (struct kiln_action_ctx *ctx, const char *path, struct kiln_target_stat *st, kiln_error **err)
 {
   return kiln_target_stat (ctx->target, path, st, err);
-}
-
-/* Runs a command on the target that must succeed (its stderr says why not). */
-static int
-run (struct kiln_action_ctx *ctx, char *const *argv, kiln_error **err)
-{
-  return kiln_action_run_checked (ctx, argv, err);
-}
-
-/* mkdir -p the folder that will hold path (nothing when path has no folder). */
-static int
-make_parent (struct kiln_action_ctx *ctx, const char *path, kiln_error **err)
-{
-  _cleanup_free_ char *dir = dir_part (path);
-  if (*dir == '\0' || strcmp (dir, "/") == 0)
-    return 0;
-  char *argv[] = {(char *) "mkdir", (char *) "-p", (char *) "--", dir, NULL};
-  if (run (ctx, argv, err) < 0)
-    return kiln_error_prefix (err, "create folder '%s'", dir);
-  return 0;
 }
 
 /* Where writing to path really lands: path itself, or for a symbolic link the
@@ -265,27 +189,18 @@ resolve_file (struct kiln_action_ctx *ctx, const char *path, char **real, struct
   return stat_path (ctx, *real, st, err);
 }
 
-/* chown/chgrp path as asked; group alone changes only the group. */
+/* resolve_file for a module that rewrites an existing regular file; errors
+ * begin "VERB 'PATH'" ("append to '/x': no such file"). */
 static int
-set_owner (struct kiln_action_ctx *ctx, const char *path, const char *owner, const char *group, kiln_error **err)
+resolve_existing_file (struct kiln_action_ctx *ctx, const char *path, const char *verb, char **real,
+                       struct kiln_target_stat *st, kiln_error **err)
 {
-  _cleanup_free_ char *spec = NULL;
-  char *argv[] = {(char *) "chown", (char *) "--", NULL, (char *) path, NULL};
-  if (owner && group)
-    {
-      if (asprintf (&spec, "%s:%s", owner, group) < 0)
-        abort ();
-    }
-  else if (owner)
-    spec = strdup (owner);
-  else
-    {
-      argv[0] = (char *) "chgrp";
-      spec = strdup (group);
-    }
-  argv[2] = spec;
-  if (run (ctx, argv, err) < 0)
-    return kiln_error_prefix (err, "set the owner of '%s' to '%s'", path, spec);
+  if (resolve_file (ctx, path, real, st, err) < 0)
+    return kiln_error_prefix (err, "%s '%s'", verb, path);
+  if (!st->exists)
+    return kiln_error_set (err, KILN_ERR_NOT_FOUND, 0, "%s '%s': no such file", verb, path);
+  if (!st->is_file)
+    return kiln_fail (err, "%s '%s': not a regular file", verb, path);
   return 0;
 }
 
@@ -295,7 +210,7 @@ set_mode (struct kiln_action_ctx *ctx, const char *path, mode_t mode, kiln_error
   char octal[8];
   snprintf (octal, sizeof octal, "%04o", (unsigned) (mode & 07777));
   char *argv[] = {(char *) "chmod", (char *) "--", octal, (char *) path, NULL};
-  if (run (ctx, argv, err) < 0)
+  if (kiln_action_run_checked (ctx, argv, err) < 0)
     return kiln_error_prefix (err, "set the permissions of '%s' to %s", path, octal);
   return 0;
 }
@@ -320,125 +235,17 @@ replace_file (struct kiln_action_ctx *ctx, const char *path, const void *data, s
   char ids[64];
   snprintf (ids, sizeof ids, "%lu:%lu", (unsigned long) old->uid, (unsigned long) old->gid);
   char *argv[] = {(char *) "chown", (char *) "--", ids, (char *) path, NULL};
-  if (run (ctx, argv, err) < 0)
+  if (kiln_action_run_checked (ctx, argv, err) < 0)
     return kiln_error_prefix (err, "restore the owner of '%s'", path);
   if (mode & 06000)
     return set_mode (ctx, path, mode, err);
   return 0;
 }
 
-/* Calls fn for each entry of a list-shaped step, naming it "inputs[N]". */
-static int
-for_each_entry (struct kiln_action_ctx *ctx,
-                int (*fn) (struct kiln_action_ctx *ctx, json_t *entry, kiln_error **err),
-                kiln_error **err)
-{
-  if (!json_is_array (ctx->inputs))
-    return kiln_fail_invalid (err, "inputs must be a list of entries");
-  size_t i;
-  json_t *entry;
-  json_array_foreach (ctx->inputs, i, entry)
-    {
-      char where[32];
-      snprintf (where, sizeof where, "inputs[%zu]", i);
-      if (!json_is_object (entry))
-        return kiln_fail_invalid (err, "%s: expected a mapping of inputs", where);
-      if (fn (ctx, entry, err) < 0)
-        return kiln_error_prefix (err, "%s", where);
-    }
-  return 0;
-}
-
-/* ---- wildcards ------------------------------------------------------------ */
-
-static bool
-has_wildcard (const char *path)
-{
-  return strchr (base_part (path), '*') != NULL;
-}
-
-static int
-qsort_strcmp (const void *a, const void *b)
-{
-  return strcmp (*(char *const *) a, *(char *const *) b);
-}
-
-/* Splits the NUL-separated output of find -print0 into a sorted vector of
- * malloc'd strings; prefix + the part after the last '/' of each when
- * basename_only, else each as printed. */
-static char **
-split_print0 (const struct kiln_buf *out, const char *prefix, bool basename_only, size_t *count)
-{
-  size_t n = 0;
-  for (size_t i = 0; i < out->len; i++)
-    if (out->data[i] == '\0')
-      n++;
-  char **v = calloc (n + 1, sizeof *v);
-  if (v == NULL)
-    abort ();
-  size_t k = 0;
-  for (size_t i = 0; i < out->len && k < n;)
-    {
-      const char *item = out->data + i;
-      size_t len = strlen (item);
-      if (len > 0)
-        v[k++] = basename_only ? join_path (prefix, base_part (item)) : strdup (item);
-      i += len + 1;
-    }
-  qsort (v, k, sizeof *v, qsort_strcmp);
-  *count = k;
-  return v;
-}
-
-/* The files (anything but folders) in the folder of pattern_path whose names
- * match its last component, `*` being the only wildcard.  Runs
- *   find DIR/. -mindepth 1 -maxdepth 1 ! -type d -name PATTERN -print0
- * ("DIR/." so that a folder reached through a symbolic link is searched too).
- * Fails when the folder does not exist. */
-static int
-expand_wildcard (struct kiln_action_ctx *ctx, const char *pattern_path, char ***matches, size_t *count,
-                 kiln_error **err)
-{
-  _cleanup_free_ char *dir = dir_part (pattern_path);
-  const char *pattern = base_part (pattern_path);
-
-  /* Only `*` is a wildcard: the other fnmatch specials match themselves. */
-  struct kiln_buf pat = KILN_BUF_INIT;
-  for (const char *p = pattern; *p; p++)
-    {
-      if (*p == '?' || *p == '[' || *p == ']' || *p == '\\')
-        kiln_buf_puts (&pat, "\\");
-      kiln_buf_append (&pat, p, 1);
-    }
-  _cleanup_free_ char *name_pattern = kiln_buf_steal (&pat);
-
-  _cleanup_free_ char *start = NULL;
-  if (asprintf (&start, "%s%s/.", dir[0] == '-' ? "./" : "", *dir ? dir : ".") < 0)
-    abort ();
-  struct kiln_target_stat st;
-  if (stat_path (ctx, start, &st, err) < 0)
-    return -1;
-  if (!st.exists || !st.is_dir)
-    return kiln_error_set (err, KILN_ERR_NOT_FOUND, 0, "no such folder '%s'", *dir ? dir : ".");
-
-  char *argv[] = {(char *) "find", start, (char *) "-mindepth", (char *) "1", (char *) "-maxdepth", (char *) "1",
-                  (char *) "!", (char *) "-type", (char *) "d", (char *) "-name", name_pattern,
-                  (char *) "-print0", NULL};
-  struct kiln_buf out = KILN_BUF_INIT;
-  if (kiln_target_run_checked (ctx->target, argv, ctx->timeout_seconds, &out, err) < 0)
-    {
-      kiln_buf_release (&out);
-      return kiln_error_prefix (err, "list '%s'", pattern_path);
-    }
-  *matches = split_print0 (&out, dir, true, count);
-  kiln_buf_release (&out);
-  return 0;
-}
-
 /* ---- CreateFile ------------------------------------------------------------ */
 
 static int
-create_file_one (struct kiln_action_ctx *ctx, json_t *entry, kiln_error **err)
+create_file_one (struct kiln_action_ctx *ctx, json_t *entry, void *opaque _unused_, kiln_error **err)
 {
   const char *path = NULL, *content = "", *owner = NULL, *group = NULL, *perms = NULL;
   const struct encoding *enc;
@@ -451,7 +258,7 @@ create_file_one (struct kiln_action_ctx *ctx, json_t *entry, kiln_error **err)
       || kiln_input_bool (entry, "overwrite", NULL, &overwrite, err) < 0)
     return -1;
   mode_t mode = DEFAULT_FILE_MODE;
-  if (perms && !parse_mode (perms, &mode))
+  if (perms && !kiln_parse_mode (perms, &mode))
     return kiln_fail_invalid (err, "permissions '%s' must be octal digits such as 0644", perms);
   if (owner && *owner == '\0')
     owner = NULL;
@@ -479,12 +286,12 @@ create_file_one (struct kiln_action_ctx *ctx, json_t *entry, kiln_error **err)
       if (st.exists && perms == NULL)
         mode = st.mode;
       if (!st.exists)
-        r = make_parent (ctx, real, err);
+        r = kiln_action_make_parent (ctx, real, err);
       if (r == 0)
         r = replace_file (ctx, real, kiln_buf_str (&data), data.len, mode, owner || group ? NULL : &st, err);
       if (r == 0 && (owner || group))
         {
-          r = set_owner (ctx, real, owner, group, err);
+          r = kiln_action_set_owner (ctx, real, owner, group, err);
           if (r == 0 && (mode & 06000))
             r = set_mode (ctx, real, mode, err);
         }
@@ -498,7 +305,7 @@ create_file_one (struct kiln_action_ctx *ctx, json_t *entry, kiln_error **err)
 static int
 create_file_run (struct kiln_action_ctx *ctx, kiln_error **err)
 {
-  return for_each_entry (ctx, create_file_one, err);
+  return kiln_action_for_each_entry (ctx, create_file_one, NULL, err);
 }
 
 /* ---- AppendFile ------------------------------------------------------------ */
@@ -506,7 +313,7 @@ create_file_run (struct kiln_action_ctx *ctx, kiln_error **err)
 /* The file is read, extended and written back (a target has no "append"),
  * keeping its mode and owner.  It must exist: AppendFile never creates. */
 static int
-append_file_one (struct kiln_action_ctx *ctx, json_t *entry, kiln_error **err)
+append_file_one (struct kiln_action_ctx *ctx, json_t *entry, void *opaque _unused_, kiln_error **err)
 {
   const char *path = NULL, *content = "";
   const struct encoding *enc;
@@ -517,12 +324,8 @@ append_file_one (struct kiln_action_ctx *ctx, json_t *entry, kiln_error **err)
 
   _cleanup_free_ char *real = NULL;
   struct kiln_target_stat st;
-  if (resolve_file (ctx, path, &real, &st, err) < 0)
-    return kiln_error_prefix (err, "append to '%s'", path);
-  if (!st.exists)
-    return kiln_error_set (err, KILN_ERR_NOT_FOUND, 0, "append to '%s': no such file", path);
-  if (!st.is_file)
-    return kiln_fail (err, "append to '%s': not a regular file", path);
+  if (resolve_existing_file (ctx, path, "append to", &real, &st, err) < 0)
+    return -1;
 
   struct kiln_buf data = KILN_BUF_INIT;
   int r = kiln_target_get_data (ctx->target, real, &data, err);
@@ -539,7 +342,7 @@ append_file_one (struct kiln_action_ctx *ctx, json_t *entry, kiln_error **err)
 static int
 append_file_run (struct kiln_action_ctx *ctx, kiln_error **err)
 {
-  return for_each_entry (ctx, append_file_one, err);
+  return kiln_action_for_each_entry (ctx, append_file_one, NULL, err);
 }
 
 /* ---- CopyFile and MoveFile ------------------------------------------------- */
@@ -559,12 +362,14 @@ transfer_one (struct kiln_action_ctx *ctx, bool move, const char *from, const ch
     return kiln_fail (err, "the destination exists and overwrite is false");
   char *cp[] = {(char *) "cp", (char *) "--", (char *) from, (char *) to, NULL};
   char *mv[] = {(char *) "mv", (char *) "-f", (char *) "--", (char *) from, (char *) to, NULL};
-  return run (ctx, move ? mv : cp, err);
+  return kiln_action_run_checked (ctx, move ? mv : cp, err);
 }
 
+/* One entry of CopyFile or MoveFile; opaque points to true for MoveFile. */
 static int
-transfer_entry (struct kiln_action_ctx *ctx, json_t *entry, bool move, kiln_error **err)
+transfer_entry (struct kiln_action_ctx *ctx, json_t *entry, void *opaque, kiln_error **err)
 {
+  bool move = *(const bool *) opaque;
   const char *source = NULL, *destination = NULL;
   bool overwrite = true;
   if (kiln_input_required_string (entry, "source", NULL, &source, err) < 0
@@ -572,27 +377,27 @@ transfer_entry (struct kiln_action_ctx *ctx, json_t *entry, bool move, kiln_erro
       || kiln_input_bool (entry, "overwrite", NULL, &overwrite, err) < 0)
     return -1;
   const char *verb = move ? "move" : "copy";
-  _cleanup_free_ char *source_dir = dir_part (source);
+  _cleanup_free_ char *source_dir = kiln_path_dir (source);
   if (strchr (source_dir, '*'))
     return kiln_fail_invalid (err, "%s '%s': '*' is allowed only in the file name", verb, source);
-  bool into_folder = ends_with_slash (destination);
+  bool into_folder = kiln_path_ends_with_slash (destination);
 
-  if (has_wildcard (source))
+  if (kiln_path_has_wildcard (source))
     {
       if (!into_folder)
         return kiln_fail_invalid (err, "%s '%s' to '%s': with a wildcard the destination must end in '/'", verb,
                                   source, destination);
       _cleanup_strv_ char **matches = NULL;
       size_t n = 0;
-      if (expand_wildcard (ctx, source, &matches, &n, err) < 0)
+      if (kiln_action_expand_wildcard (ctx, source, false, &matches, &n, err) < 0)
         return kiln_error_prefix (err, "%s '%s'", verb, source);
       if (n == 0)
         return kiln_error_set (err, KILN_ERR_NOT_FOUND, 0, "%s '%s': no file matches", verb, source);
-      if (make_parent (ctx, destination, err) < 0)
+      if (kiln_action_make_parent (ctx, destination, err) < 0)
         return kiln_error_prefix (err, "%s '%s'", verb, source);
       for (size_t i = 0; i < n; i++)
         {
-          _cleanup_free_ char *to = join_path (destination, base_part (matches[i]));
+          _cleanup_free_ char *to = kiln_path_join (destination, kiln_path_base (matches[i]));
           if (transfer_one (ctx, move, matches[i], to, overwrite, err) < 0)
             return kiln_error_prefix (err, "%s '%s' to '%s'", verb, matches[i], to);
         }
@@ -606,53 +411,41 @@ transfer_entry (struct kiln_action_ctx *ctx, json_t *entry, bool move, kiln_erro
     return kiln_error_set (err, KILN_ERR_NOT_FOUND, 0, "%s '%s': no such file", verb, source);
   if (st.is_dir)
     return kiln_fail (err, "%s '%s': it is a folder (use %s)", verb, source, move ? "MoveFolder" : "CopyFolder");
-  _cleanup_free_ char *to = into_folder ? join_path (destination, base_part (source)) : strdup (destination);
-  if (make_parent (ctx, to, err) < 0 || transfer_one (ctx, move, source, to, overwrite, err) < 0)
+  _cleanup_free_ char *to = into_folder ? kiln_path_join (destination, kiln_path_base (source)) : strdup (destination);
+  if (kiln_action_make_parent (ctx, to, err) < 0 || transfer_one (ctx, move, source, to, overwrite, err) < 0)
     return kiln_error_prefix (err, "%s '%s' to '%s'", verb, source, to);
   return 0;
 }
 
 static int
-copy_file_one (struct kiln_action_ctx *ctx, json_t *entry, kiln_error **err)
-{
-  return transfer_entry (ctx, entry, false, err);
-}
-
-static int
-move_file_one (struct kiln_action_ctx *ctx, json_t *entry, kiln_error **err)
-{
-  return transfer_entry (ctx, entry, true, err);
-}
-
-static int
 copy_file_run (struct kiln_action_ctx *ctx, kiln_error **err)
 {
-  return for_each_entry (ctx, copy_file_one, err);
+  return kiln_action_for_each_entry (ctx, transfer_entry, &(bool){false}, err);
 }
 
 static int
 move_file_run (struct kiln_action_ctx *ctx, kiln_error **err)
 {
-  return for_each_entry (ctx, move_file_one, err);
+  return kiln_action_for_each_entry (ctx, transfer_entry, &(bool){true}, err);
 }
 
 /* ---- DeleteFile ------------------------------------------------------------ */
 
 static int
-delete_file_one (struct kiln_action_ctx *ctx, json_t *entry, kiln_error **err)
+delete_file_one (struct kiln_action_ctx *ctx, json_t *entry, void *opaque _unused_, kiln_error **err)
 {
   const char *path = NULL;
   if (kiln_input_required_string (entry, "path", NULL, &path, err) < 0)
     return -1;
-  _cleanup_free_ char *dir = dir_part (path);
+  _cleanup_free_ char *dir = kiln_path_dir (path);
   if (strchr (dir, '*'))
     return kiln_fail_invalid (err, "delete '%s': '*' is allowed only in the file name", path);
 
-  if (has_wildcard (path))
+  if (kiln_path_has_wildcard (path))
     {
       _cleanup_strv_ char **matches = NULL;
       size_t n = 0;
-      if (expand_wildcard (ctx, path, &matches, &n, err) < 0)
+      if (kiln_action_expand_wildcard (ctx, path, false, &matches, &n, err) < 0)
         return kiln_error_prefix (err, "delete '%s'", path);
       if (n == 0)
         kiln_action_note (ctx, "DeleteFile: no file matches '%s'", path);
@@ -662,7 +455,7 @@ delete_file_one (struct kiln_action_ctx *ctx, json_t *entry, kiln_error **err)
           char *argv[RM_BATCH + 4] = {(char *) "rm", (char *) "-f", (char *) "--"};
           memcpy (argv + 3, matches + i, k * sizeof *argv);
           argv[3 + k] = NULL;
-          if (run (ctx, argv, err) < 0)
+          if (kiln_action_run_checked (ctx, argv, err) < 0)
             return kiln_error_prefix (err, "delete '%s'", path);
         }
       return 0;
@@ -676,7 +469,7 @@ delete_file_one (struct kiln_action_ctx *ctx, json_t *entry, kiln_error **err)
   if (st.is_dir)
     return kiln_fail (err, "delete '%s': it is a folder (use DeleteFolder)", path);
   char *argv[] = {(char *) "rm", (char *) "-f", (char *) "--", (char *) path, NULL};
-  if (run (ctx, argv, err) < 0)
+  if (kiln_action_run_checked (ctx, argv, err) < 0)
     return kiln_error_prefix (err, "delete '%s'", path);
   return 0;
 }
@@ -684,7 +477,7 @@ delete_file_one (struct kiln_action_ctx *ctx, json_t *entry, kiln_error **err)
 static int
 delete_file_run (struct kiln_action_ctx *ctx, kiln_error **err)
 {
-  return for_each_entry (ctx, delete_file_one, err);
+  return kiln_action_for_each_entry (ctx, delete_file_one, NULL, err);
 }
 
 /* ---- ReadFile -------------------------------------------------------------- */
@@ -692,7 +485,7 @@ delete_file_run (struct kiln_action_ctx *ctx, kiln_error **err)
 /* Fills the `content` output; with several entries the last one read wins,
  * as chaining `outputs.content` can name only one value. */
 static int
-read_file_one (struct kiln_action_ctx *ctx, json_t *entry, kiln_error **err)
+read_file_one (struct kiln_action_ctx *ctx, json_t *entry, void *opaque _unused_, kiln_error **err)
 {
   const char *path = NULL;
   const struct encoding *enc;
@@ -734,7 +527,7 @@ read_file_one (struct kiln_action_ctx *ctx, json_t *entry, kiln_error **err)
 static int
 read_file_run (struct kiln_action_ctx *ctx, kiln_error **err)
 {
-  return for_each_entry (ctx, read_file_one, err);
+  return kiln_action_for_each_entry (ctx, read_file_one, NULL, err);
 }
 
 /* ---- ListFiles ------------------------------------------------------------- */
@@ -744,7 +537,7 @@ read_file_run (struct kiln_action_ctx *ctx, kiln_error **err)
  * with the target's working directory.  With several entries the last one
  * fills `files`. */
 static int
-list_files_one (struct kiln_action_ctx *ctx, json_t *entry, kiln_error **err)
+list_files_one (struct kiln_action_ctx *ctx, json_t *entry, void *opaque _unused_, kiln_error **err)
 {
   const char *path = NULL, *pattern = NULL;
   bool recursive = false;
@@ -759,10 +552,7 @@ list_files_one (struct kiln_action_ctx *ctx, json_t *entry, kiln_error **err)
                               pattern);
 
   /* The folder without trailing slashes; "/" stays "/". */
-  size_t n = strlen (path);
-  while (n > 1 && path[n - 1] == '/')
-    n--;
-  _cleanup_free_ char *folder = strndup (path, n);
+  _cleanup_free_ char *folder = kiln_path_trim_slashes (path);
   _cleanup_free_ char *start = NULL;
   if (asprintf (&start, "%s%s/.", folder[0] == '-' ? "./" : "", strcmp (folder, "/") == 0 ? "" : folder) < 0)
     abort ();
@@ -832,7 +622,7 @@ list_files_one (struct kiln_action_ctx *ctx, json_t *entry, kiln_error **err)
       return kiln_error_prefix (err, "list '%s'", path);
     }
   size_t count = 0;
-  _cleanup_strv_ char **found = split_print0 (&out, NULL, false, &count);
+  _cleanup_strv_ char **found = kiln_action_split_print0 (&out, NULL, false, &count);
   kiln_buf_release (&out);
 
   size_t skip = strlen (start);
@@ -847,7 +637,7 @@ list_files_one (struct kiln_action_ctx *ctx, json_t *entry, kiln_error **err)
       free (found[i]);
       found[i] = full;
     }
-  qsort (found, count, sizeof *found, qsort_strcmp);
+  kiln_sort_strings (found, count);
   for (size_t i = 0; i < count; i++)
     kiln_buf_printf (&files, "%s%s", i ? "," : "", found[i]);
   json_object_set_new (ctx->outputs, "files", json_stringn (kiln_buf_str (&files), files.len));
@@ -858,7 +648,7 @@ list_files_one (struct kiln_action_ctx *ctx, json_t *entry, kiln_error **err)
 static int
 list_files_run (struct kiln_action_ctx *ctx, kiln_error **err)
 {
-  return for_each_entry (ctx, list_files_one, err);
+  return kiln_action_for_each_entry (ctx, list_files_one, NULL, err);
 }
 
 /* ---- SetFileEncoding --------------------------------------------------------- */
@@ -866,7 +656,7 @@ list_files_run (struct kiln_action_ctx *ctx, kiln_error **err)
 /* The file's bytes are UTF-8 (validated) and are rewritten in the encoding,
  * keeping its mode and owner.  To utf8 it only validates. */
 static int
-set_file_encoding_one (struct kiln_action_ctx *ctx, json_t *entry, kiln_error **err)
+set_file_encoding_one (struct kiln_action_ctx *ctx, json_t *entry, void *opaque _unused_, kiln_error **err)
 {
   const char *path = NULL;
   const struct encoding *enc;
@@ -876,12 +666,8 @@ set_file_encoding_one (struct kiln_action_ctx *ctx, json_t *entry, kiln_error **
 
   _cleanup_free_ char *real = NULL;
   struct kiln_target_stat st;
-  if (resolve_file (ctx, path, &real, &st, err) < 0)
-    return kiln_error_prefix (err, "set the encoding of '%s'", path);
-  if (!st.exists)
-    return kiln_error_set (err, KILN_ERR_NOT_FOUND, 0, "set the encoding of '%s': no such file", path);
-  if (!st.is_file)
-    return kiln_fail (err, "set the encoding of '%s': not a regular file", path);
+  if (resolve_existing_file (ctx, path, "set the encoding of", &real, &st, err) < 0)
+    return -1;
 
   struct kiln_buf raw = KILN_BUF_INIT, converted = KILN_BUF_INIT;
   int r = kiln_target_get_data (ctx->target, real, &raw, err);
@@ -899,7 +685,7 @@ set_file_encoding_one (struct kiln_action_ctx *ctx, json_t *entry, kiln_error **
 static int
 set_file_encoding_run (struct kiln_action_ctx *ctx, kiln_error **err)
 {
-  return for_each_entry (ctx, set_file_encoding_one, err);
+  return kiln_action_for_each_entry (ctx, set_file_encoding_one, NULL, err);
 }
 
 /* ---- static checks ----------------------------------------------------------- */
@@ -910,62 +696,39 @@ enum {
   CHECK_PATTERN = 1 << 2,     /* `fileNamePattern` is a name, without '/' */
 };
 
-/* A literal scalar value of key in entry, or NULL (absent, not a scalar, or
- * holding {{ }} expressions checked at run time). */
-static const struct kiln_yaml_node *
-literal_value (const struct kiln_yaml_node *entry, const char *key)
-{
-  const struct kiln_yaml_node *v = kiln_yaml_map_get (entry, key);
-  if (v == NULL || v->kind != KILN_YAML_SCALAR || kiln_yaml_is_null (v) || kiln_template_has_expression (v->value))
-    return NULL;
-  return v;
-}
-
+/* `*` only in the last component of the literal path v. */
 static int
 check_wildcard_position (const struct kiln_action_check_ctx *ctx, const struct kiln_yaml_node *v, kiln_error **err)
 {
-  _cleanup_free_ char *dir = dir_part (v->value);
+  _cleanup_free_ char *dir = kiln_path_dir (v->value);
   if (strchr (dir, '*'))
     return kiln_yaml_error (err, ctx->doc, v, "'%s': '*' is allowed only in the last path component", v->value);
+  return 0;
+}
+
+/* Checks one entry; opaque points to the CHECK_* flags of the module. */
+static int
+check_entry (const struct kiln_action_check_ctx *ctx, const struct kiln_yaml_node *e, void *opaque, kiln_error **err)
+{
+  int flags = *(const int *) opaque;
+  const struct kiln_yaml_node *v;
+  if ((v = kiln_input_literal (e, "encoding")) && find_encoding (v->value) == NULL)
+    return kiln_yaml_error (err, ctx->doc, v, "unknown encoding '%s' (expected one of " ENCODING_NAMES ")", v->value);
+  if (kiln_action_check_permissions (ctx, e, "0644", err) < 0)
+    return -1;
+  if ((flags & CHECK_WILD_PATH) && (v = kiln_input_literal (e, "path")) && check_wildcard_position (ctx, v, err) < 0)
+    return -1;
+  if ((flags & CHECK_WILD_SOURCE) && kiln_action_check_wildcard_source (ctx, e, false, err) < 0)
+    return -1;
+  if ((flags & CHECK_PATTERN) && (v = kiln_input_literal (e, "fileNamePattern")) && strchr (v->value, '/'))
+    return kiln_yaml_error (err, ctx->doc, v, "fileNamePattern '%s' must be a file name, without '/'", v->value);
   return 0;
 }
 
 static int
 check_entries (const struct kiln_action_check_ctx *ctx, int flags, kiln_error **err)
 {
-  const struct kiln_yaml_node *in = ctx->inputs;
-  if (in == NULL || in->kind != KILN_YAML_SEQUENCE)
-    return 0;
-  for (size_t i = 0; i < in->n_items; i++)
-    {
-      const struct kiln_yaml_node *e = in->items[i], *v;
-      if (e->kind != KILN_YAML_MAPPING)
-        continue;
-      if ((v = literal_value (e, "encoding")) && find_encoding (v->value) == NULL)
-        return kiln_yaml_error (err, ctx->doc, v, "unknown encoding '%s' (expected one of " ENCODING_NAMES ")",
-                                v->value);
-      mode_t mode;
-      if ((v = literal_value (e, "permissions")) && !parse_mode (v->value, &mode))
-        return kiln_yaml_error (err, ctx->doc, v, "permissions '%s' must be 1 to 4 octal digits, such as 0644",
-                                v->value);
-      if ((flags & CHECK_WILD_PATH) && (v = literal_value (e, "path")) && check_wildcard_position (ctx, v, err) < 0)
-        return -1;
-      if ((flags & CHECK_WILD_SOURCE) && (v = literal_value (e, "source")))
-        {
-          if (check_wildcard_position (ctx, v, err) < 0)
-            return -1;
-          const struct kiln_yaml_node *d = literal_value (e, "destination");
-          if (has_wildcard (v->value) && d && !ends_with_slash (d->value))
-            return kiln_yaml_error (err, ctx->doc, d,
-                                    "the source '%s' has a wildcard, so the destination must be a folder ending "
-                                    "in '/'",
-                                    v->value);
-        }
-      if ((flags & CHECK_PATTERN) && (v = literal_value (e, "fileNamePattern")) && strchr (v->value, '/'))
-        return kiln_yaml_error (err, ctx->doc, v, "fileNamePattern '%s' must be a file name, without '/'",
-                                v->value);
-    }
-  return 0;
+  return kiln_action_check_each_entry (ctx, check_entry, &flags, err);
 }
 
 static int

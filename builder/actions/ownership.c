@@ -23,43 +23,6 @@
 
 #include "actions.h"
 #include "cleanup.h"
-#include "template.h"
-
-static bool
-parse_mode (const char *s, mode_t *out)
-{
-  size_t n = strlen (s);
-  if (n == 0 || n > 4)
-    return false;
-  mode_t m = 0;
-  for (const char *p = s; *p; p++)
-    {
-      if (*p < '0' || *p > '7')
-        return false;
-      m = (m << 3) | (mode_t) (*p - '0');
-    }
-  *out = m;
-  return true;
-}
-
-static int
-for_each_entry (struct kiln_action_ctx *ctx, bool folder,
-                int (*fn) (struct kiln_action_ctx *ctx, json_t *entry, bool folder, kiln_error **err),
-                kiln_error **err)
-{
-  if (!json_is_array (ctx->inputs))
-    return kiln_fail_invalid (err, "inputs must be a list of entries");
-  size_t i;
-  json_t *entry;
-  json_array_foreach (ctx->inputs, i, entry)
-    {
-      if (!json_is_object (entry))
-        return kiln_fail_invalid (err, "inputs[%zu]: expected a mapping of inputs", i);
-      if (fn (ctx, entry, folder, err) < 0)
-        return kiln_error_prefix (err, "inputs[%zu]", i);
-    }
-  return 0;
-}
 
 /* Fails unless path exists (as a folder when folder is true; links are
  * followed for that test, as chown and chmod will follow them). */
@@ -70,25 +33,15 @@ require_path (struct kiln_action_ctx *ctx, const char *path, bool folder, bool *
   if (*path == '\0')
     return kiln_fail_invalid (err, "the path is empty");
   struct kiln_target_stat st;
-  if (kiln_target_stat (ctx->target, path, &st, err) < 0)
+  bool is_folder = false;
+  int r = folder ? kiln_action_stat_folder (ctx, path, &st, &is_folder, err)
+                 : kiln_target_stat (ctx->target, path, &st, err);
+  if (r < 0)
     return -1;
   if (!st.exists)
     return kiln_error_set (err, KILN_ERR_NOT_FOUND, 0, "no such %s", folder ? "folder" : "file");
   *is_symlink = st.is_symlink;
-  if (!folder)
-    return 0;
-  bool is_dir = st.is_dir;
-  if (st.is_symlink)
-    {
-      _cleanup_free_ char *dot = NULL;
-      if (asprintf (&dot, "%s/.", path) < 0)
-        abort ();
-      struct kiln_target_stat through;
-      if (kiln_target_stat (ctx->target, dot, &through, err) < 0)
-        return -1;
-      is_dir = through.exists && through.is_dir;
-    }
-  if (!is_dir)
+  if (folder && !is_folder)
     return kiln_fail (err, "not a folder");
   return 0;
 }
@@ -104,9 +57,12 @@ operand (const char *path, bool recursive, bool is_symlink)
   return r;
 }
 
+/* One entry of SetFileOwner or SetFolderOwner (opaque points to true for the
+ * latter). */
 static int
-set_owner_one (struct kiln_action_ctx *ctx, json_t *entry, bool folder, kiln_error **err)
+set_owner_one (struct kiln_action_ctx *ctx, json_t *entry, void *opaque, kiln_error **err)
 {
+  bool folder = *(const bool *) opaque;
   const char *path = NULL, *owner = NULL, *group = NULL;
   bool recursive = true;
   if (kiln_input_required_string (entry, "path", NULL, &path, err) < 0
@@ -161,9 +117,12 @@ set_owner_one (struct kiln_action_ctx *ctx, json_t *entry, bool folder, kiln_err
   return r;
 }
 
+/* One entry of SetFilePermissions or SetFolderPermissions (opaque points to
+ * true for the latter). */
 static int
-set_permissions_one (struct kiln_action_ctx *ctx, json_t *entry, bool folder, kiln_error **err)
+set_permissions_one (struct kiln_action_ctx *ctx, json_t *entry, void *opaque, kiln_error **err)
 {
+  bool folder = *(const bool *) opaque;
   const char *path = NULL, *perms = NULL;
   bool recursive = true;
   if (kiln_input_required_string (entry, "path", NULL, &path, err) < 0
@@ -171,7 +130,7 @@ set_permissions_one (struct kiln_action_ctx *ctx, json_t *entry, bool folder, ki
       || (folder && kiln_input_bool (entry, "recursive", NULL, &recursive, err) < 0))
     return -1;
   mode_t mode;
-  if (!parse_mode (perms, &mode))
+  if (!kiln_parse_mode (perms, &mode))
     return kiln_fail_invalid (err, "set the permissions of '%s': '%s' is not 1 to 4 octal digits such as 0644",
                               path, perms);
   bool is_symlink;
@@ -198,51 +157,46 @@ set_permissions_one (struct kiln_action_ctx *ctx, json_t *entry, bool folder, ki
 static int
 set_file_owner_run (struct kiln_action_ctx *ctx, kiln_error **err)
 {
-  return for_each_entry (ctx, false, set_owner_one, err);
+  return kiln_action_for_each_entry (ctx, set_owner_one, &(bool){false}, err);
 }
 
 static int
 set_folder_owner_run (struct kiln_action_ctx *ctx, kiln_error **err)
 {
-  return for_each_entry (ctx, true, set_owner_one, err);
+  return kiln_action_for_each_entry (ctx, set_owner_one, &(bool){true}, err);
 }
 
 static int
 set_file_permissions_run (struct kiln_action_ctx *ctx, kiln_error **err)
 {
-  return for_each_entry (ctx, false, set_permissions_one, err);
+  return kiln_action_for_each_entry (ctx, set_permissions_one, &(bool){false}, err);
 }
 
 static int
 set_folder_permissions_run (struct kiln_action_ctx *ctx, kiln_error **err)
 {
-  return for_each_entry (ctx, true, set_permissions_one, err);
+  return kiln_action_for_each_entry (ctx, set_permissions_one, &(bool){true}, err);
 }
 
 /* ---- static checks ---------------------------------------------------------- */
 
 /* permissions are octal digits; owner is not empty. */
 static int
+check_entry (const struct kiln_action_check_ctx *ctx, const struct kiln_yaml_node *e, void *opaque _unused_,
+             kiln_error **err)
+{
+  if (kiln_action_check_permissions (ctx, e, "0644", err) < 0)
+    return -1;
+  const struct kiln_yaml_node *v = kiln_input_literal (e, "owner");
+  if (v && v->value[0] == '\0')
+    return kiln_yaml_error (err, ctx->doc, v, "owner must not be empty");
+  return 0;
+}
+
+static int
 check_entries (const struct kiln_action_check_ctx *ctx, kiln_error **err)
 {
-  const struct kiln_yaml_node *in = ctx->inputs;
-  if (in == NULL || in->kind != KILN_YAML_SEQUENCE)
-    return 0;
-  for (size_t i = 0; i < in->n_items; i++)
-    {
-      const struct kiln_yaml_node *e = in->items[i];
-      if (e->kind != KILN_YAML_MAPPING)
-        continue;
-      const struct kiln_yaml_node *v = kiln_yaml_map_get (e, "permissions");
-      mode_t mode;
-      if (v && v->kind == KILN_YAML_SCALAR && !kiln_template_has_expression (v->value) && !parse_mode (v->value, &mode))
-        return kiln_yaml_error (err, ctx->doc, v, "permissions '%s' must be 1 to 4 octal digits, such as 0644",
-                                v->value);
-      v = kiln_yaml_map_get (e, "owner");
-      if (v && v->kind == KILN_YAML_SCALAR && v->value[0] == '\0')
-        return kiln_yaml_error (err, ctx->doc, v, "owner must not be empty");
-    }
-  return 0;
+  return kiln_action_check_each_entry (ctx, check_entry, NULL, err);
 }
 
 /* ---- definitions ---------------------------------------------------------------- */

@@ -47,31 +47,44 @@ static const struct kiln_input_field s3_upload_fields[] = {
   {NULL, 0, false},
 };
 
+/* The literal value of the field opaque names is an S3 URI. */
 static int
-check_s3_uri (const struct kiln_action_check_ctx *ctx, const char *field, kiln_error **err)
+check_s3_uri (const struct kiln_action_check_ctx *ctx, const struct kiln_yaml_node *entry, void *opaque,
+              kiln_error **err)
 {
-  for (size_t i = 0; i < ctx->inputs->n_items; i++)
-    {
-      const struct kiln_yaml_node *v = kiln_yaml_map_get (ctx->inputs->items[i], field);
-      if (v == NULL || v->kind != KILN_YAML_SCALAR || strstr (v->value, "{{"))
-        continue;
-      if (strncmp (v->value, "s3://", 5) != 0 || v->value[5] == '\0' || v->value[5] == '/')
-        return kiln_yaml_error (err, ctx->doc, v, "%s must be an S3 URI (s3://bucket/key), not '%s'", field,
-                                v->value);
-    }
+  const char *field = opaque;
+  const struct kiln_yaml_node *v = kiln_input_literal (entry, field);
+  if (v && (strncmp (v->value, "s3://", 5) != 0 || v->value[5] == '\0' || v->value[5] == '/'))
+    return kiln_yaml_error (err, ctx->doc, v, "%s must be an S3 URI (s3://bucket/key), not '%s'", field, v->value);
   return 0;
 }
 
 static int
 s3_download_check (const struct kiln_action_check_ctx *ctx, kiln_error **err)
 {
-  return check_s3_uri (ctx, "source", err);
+  return kiln_action_check_each_entry (ctx, check_s3_uri, (void *) "source", err);
 }
 
 static int
 s3_upload_check (const struct kiln_action_check_ctx *ctx, kiln_error **err)
 {
-  return check_s3_uri (ctx, "destination", err);
+  return kiln_action_check_each_entry (ctx, check_s3_uri, (void *) "destination", err);
+}
+
+/* What the entries of one step share (kiln_action_for_each_entry's opaque). */
+struct s3_step {
+  const char *tmpdir; /* local folder where transfers wait */
+  size_t index;       /* of the next entry */
+  char where[32];     /* "inputs[N]" of the entry being handled */
+};
+
+/* Names the entry being handled, "inputs[N]", for kiln_input_* errors (which
+ * kiln_action_for_each_entry prefixes with the same name again). */
+static const char *
+next_entry (struct s3_step *step)
+{
+  snprintf (step->where, sizeof step->where, "inputs[%zu]", step->index++);
+  return step->where;
 }
 
 static int
@@ -137,9 +150,10 @@ download_one (struct kiln_action_ctx *ctx, struct kiln_s3_client *client, const 
 }
 
 static int
-s3_download_entry (struct kiln_action_ctx *ctx, json_t *entry, const char *where, const char *tmpdir,
-                   kiln_error **err)
+s3_download_entry (struct kiln_action_ctx *ctx, json_t *entry, void *opaque, kiln_error **err)
 {
+  struct s3_step *step = opaque;
+  const char *where = next_entry (step), *tmpdir = step->tmpdir;
   const char *source = NULL, *dest = NULL, *owner = NULL;
   bool overwrite = true;
   if (kiln_input_required_string (entry, "source", where, &source, err) < 0
@@ -306,8 +320,10 @@ list_upload_sources (struct kiln_action_ctx *ctx, const char *source, bool recur
 }
 
 static int
-s3_upload_entry (struct kiln_action_ctx *ctx, json_t *entry, const char *where, const char *tmpdir, kiln_error **err)
+s3_upload_entry (struct kiln_action_ctx *ctx, json_t *entry, void *opaque, kiln_error **err)
 {
+  struct s3_step *step = opaque;
+  const char *where = next_entry (step), *tmpdir = step->tmpdir;
   const char *source = NULL, *dest = NULL, *owner = NULL;
   bool recurse = false;
   if (kiln_input_required_string (entry, "source", where, &source, err) < 0
@@ -355,28 +371,16 @@ s3_upload_entry (struct kiln_action_ctx *ctx, json_t *entry, const char *where, 
   return r;
 }
 
-typedef int (*entry_fn) (struct kiln_action_ctx *ctx, json_t *entry, const char *where, const char *tmpdir,
-                         kiln_error **err);
-
+/* Runs fn for each entry with a fresh local folder for the transfers
+ * (struct s3_step), removed afterwards. */
 static int
-for_each_entry (struct kiln_action_ctx *ctx, entry_fn fn, kiln_error **err)
+run_entries (struct kiln_action_ctx *ctx, kiln_action_entry_fn fn, kiln_error **err)
 {
   _cleanup_free_ char *tmpdir = NULL;
   if (kiln_make_temp_dir ("kiln-s3", &tmpdir, err) < 0)
     return -1;
-  int r = 0;
-  size_t i;
-  json_t *entry;
-  json_array_foreach (ctx->inputs, i, entry)
-    {
-      char where[32];
-      snprintf (where, sizeof where, "inputs[%zu]", i);
-      if ((r = fn (ctx, entry, where, tmpdir, err)) < 0)
-        {
-          kiln_error_prefix (err, "%s", where);
-          break;
-        }
-    }
+  struct s3_step step = {.tmpdir = tmpdir};
+  int r = kiln_action_for_each_entry (ctx, fn, &step, err);
   kiln_remove_tree (tmpdir, NULL);
   return r;
 }
@@ -384,13 +388,13 @@ for_each_entry (struct kiln_action_ctx *ctx, entry_fn fn, kiln_error **err)
 static int
 s3_download_run (struct kiln_action_ctx *ctx, kiln_error **err)
 {
-  return for_each_entry (ctx, s3_download_entry, err);
+  return run_entries (ctx, s3_download_entry, err);
 }
 
 static int
 s3_upload_run (struct kiln_action_ctx *ctx, kiln_error **err)
 {
-  return for_each_entry (ctx, s3_upload_entry, err);
+  return run_entries (ctx, s3_upload_entry, err);
 }
 
 const struct kiln_action kiln_action_s3_download = {

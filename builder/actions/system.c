@@ -31,7 +31,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "actions.h"
 #include "cleanup.h"
@@ -45,16 +44,8 @@ static char *const apt_sim_env[] = {(char *) "DEBIAN_FRONTEND=noninteractive", (
 
 struct update {
   struct kiln_action_ctx *ctx;
-  double deadline; /* monotonic seconds; 0: none */
+  double deadline; /* kiln_action_deadline: 0 for none */
 };
-
-static double
-now_seconds (void)
-{
-  struct timespec ts;
-  clock_gettime (CLOCK_MONOTONIC, &ts);
-  return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
-}
 
 /* The last non-blank line of text into out. */
 static void
@@ -90,14 +81,10 @@ static int
 run_pm (struct update *u, char *const *argv, char *const *env, struct kiln_buf *captured, kiln_error **err)
 {
   struct kiln_action_ctx *ctx = u->ctx;
-  struct kiln_target_command cmd = {.argv = argv, .env = env};
-  if (u->deadline > 0)
-    {
-      double left = u->deadline - now_seconds ();
-      if (left < 1)
-        return kiln_error_set (err, KILN_ERR_TIMEOUT, 0, "timed out after %d seconds", ctx->timeout_seconds);
-      cmd.timeout_seconds = (int) left;
-    }
+  long left = 0;
+  if (kiln_action_time_left (ctx, u->deadline, &left, err) < 0)
+    return -1;
+  struct kiln_target_command cmd = {.argv = argv, .env = env, .timeout_seconds = (int) left};
   if (captured == NULL)
     {
       cmd.on_output = ctx->output;
@@ -288,7 +275,7 @@ update_os_run (struct kiln_action_ctx *ctx, kiln_error **err)
       || kiln_input_string_list (inputs, "exclude", NULL, &exclude, err) < 0 || check_names (include, "include", err) < 0
       || check_names (exclude, "exclude", err) < 0)
     return -1;
-  struct update u = {.ctx = ctx, .deadline = ctx->timeout_seconds > 0 ? now_seconds () + ctx->timeout_seconds : 0};
+  struct update u = {.ctx = ctx, .deadline = kiln_action_deadline (ctx)};
 
   char *detect[] = {(char *) "sh", (char *) "-c", (char *) detect_script, NULL};
   struct kiln_target_command cmd = {.argv = detect, .timeout_seconds = 60};
@@ -375,10 +362,9 @@ reboot_check (const struct kiln_action_check_ctx *ctx, kiln_error **err)
 {
   if (ctx->inputs == NULL || ctx->inputs->kind != KILN_YAML_MAPPING)
     return 0;
-  const struct kiln_yaml_node *v = kiln_yaml_map_get (ctx->inputs, "delaySeconds");
+  const struct kiln_yaml_node *v = kiln_input_literal (ctx->inputs, "delaySeconds");
   long delay;
-  if (v && v->kind == KILN_YAML_SCALAR && !kiln_template_has_expression (v->value) && kiln_yaml_as_long (v, &delay) == 0
-      && delay < 0)
+  if (v && kiln_yaml_as_long (v, &delay) == 0 && delay < 0)
     return kiln_yaml_error (err, ctx->doc, v, "delaySeconds must be 0 or more, not %ld", delay);
   return 0;
 }

@@ -40,7 +40,6 @@
 #include "digest.h"
 #include "fsutil.h"
 #include "http_client.h"
-#include "template.h"
 
 #define MAX_ATTEMPTS 5
 #define FIRST_BACKOFF_MS 500
@@ -175,14 +174,6 @@ is_hex (const char *s)
   return true;
 }
 
-static double
-now_seconds (void)
-{
-  struct timespec ts;
-  clock_gettime (CLOCK_MONOTONIC, &ts);
-  return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
-}
-
 /* Sleeps ms milliseconds in short steps, returning early (false) when the
  * run is cancelled. */
 static bool
@@ -216,13 +207,8 @@ fetch_http (struct kiln_action_ctx *ctx, const char *url, bool insecure, const c
         .follow_redirects = true,
         .insecure = insecure,
       };
-      if (deadline > 0)
-        {
-          double left = deadline - now_seconds ();
-          if (left < 1)
-            return kiln_error_set (err, KILN_ERR_TIMEOUT, 0, "timed out after %d seconds", ctx->timeout_seconds);
-          req.timeout_seconds = (long) left;
-        }
+      if (kiln_action_time_left (ctx, deadline, &req.timeout_seconds, err) < 0)
+        return -1;
       struct kiln_http_response resp;
       _cleanup_error_ kiln_error *e = NULL;
       int r = kiln_http_perform (&req, &resp, &e);
@@ -244,7 +230,7 @@ fetch_http (struct kiln_action_ctx *ctx, const char *url, bool insecure, const c
         }
 
       /* Another attempt needs the wait plus a second of the step's time. */
-      bool out_of_time = retry && deadline > 0 && now_seconds () + (double) wait_ms / 1000 + 1 > deadline;
+      bool out_of_time = retry && deadline > 0 && kiln_action_now () + (double) wait_ms / 1000 + 1 > deadline;
       if (!retry || attempt == MAX_ATTEMPTS || out_of_time)
         {
           if (attempt == 1 && !out_of_time)
@@ -275,10 +261,23 @@ matches_checksum (const char *algorithm, const char *checksum, const char *local
   return 0;
 }
 
+/* What the entries of one step share. */
+struct download {
+  const char *tmp_dir;          /* local folder where fetched files wait */
+  double deadline;              /* the step's, from kiln_action_deadline */
+  size_t index;                 /* of the next entry */
+  struct kiln_buf destinations; /* the `destination` output so far */
+};
+
+/* Handles one entry; opaque is the step's struct download. */
 static int
-download_one (struct kiln_action_ctx *ctx, json_t *entry, const char *tmp_dir, size_t index, double deadline,
-              struct kiln_buf *destinations, kiln_error **err)
+download_one (struct kiln_action_ctx *ctx, json_t *entry, void *opaque, kiln_error **err)
 {
+  struct download *d = opaque;
+  const char *tmp_dir = d->tmp_dir;
+  size_t index = d->index++;
+  double deadline = d->deadline;
+  struct kiln_buf *destinations = &d->destinations;
   const char *source = NULL, *destination = NULL, *checksum = NULL, *algorithm = NULL;
   bool overwrite = true, insecure = false;
   if (kiln_input_required_string (entry, "source", NULL, &source, err) < 0
@@ -383,15 +382,8 @@ download_one (struct kiln_action_ctx *ctx, json_t *entry, const char *tmp_dir, s
                           checksum, actual);
     }
 
-  _cleanup_free_ char *parent = NULL;
-  const char *slash = strrchr (final, '/');
-  if (slash && slash != final)
-    {
-      parent = strndup (final, (size_t) (slash - final));
-      char *argv[] = {(char *) "mkdir", (char *) "-p", (char *) "--", parent, NULL};
-      if (kiln_action_run_checked (ctx, argv, err) < 0)
-        return kiln_error_prefix (err, "download '%s' to '%s': create folder '%s'", shown, final, parent);
-    }
+  if (kiln_action_make_parent (ctx, final, err) < 0)
+    return kiln_error_prefix (err, "download '%s' to '%s'", shown, final);
   if (kiln_target_put_file (ctx->target, fetched, final, DOWNLOAD_MODE, err) < 0)
     return kiln_error_prefix (err, "download '%s' to '%s'", shown, final);
   if (fetched == local)
@@ -403,29 +395,17 @@ download_one (struct kiln_action_ctx *ctx, json_t *entry, const char *tmp_dir, s
 static int
 web_download_run (struct kiln_action_ctx *ctx, kiln_error **err)
 {
-  if (!json_is_array (ctx->inputs))
-    return kiln_fail_invalid (err, "inputs must be a list of entries");
-  double deadline = ctx->timeout_seconds > 0 ? now_seconds () + ctx->timeout_seconds : 0;
+  struct download d = {.deadline = kiln_action_deadline (ctx), .destinations = KILN_BUF_INIT};
   _cleanup_free_ char *tmp_dir = NULL;
   if (kiln_make_temp_dir ("kiln-download", &tmp_dir, err) < 0)
     return -1;
+  d.tmp_dir = tmp_dir;
 
-  struct kiln_buf destinations = KILN_BUF_INIT;
-  int r = 0;
-  size_t i;
-  json_t *entry;
-  json_array_foreach (ctx->inputs, i, entry)
-    {
-      if (!json_is_object (entry))
-        r = kiln_fail_invalid (err, "inputs[%zu]: expected a mapping of inputs", i);
-      else if (download_one (ctx, entry, tmp_dir, i, deadline, &destinations, err) < 0)
-        r = kiln_error_prefix (err, "inputs[%zu]", i);
-      if (r < 0)
-        break;
-    }
+  int r = kiln_action_for_each_entry (ctx, download_one, &d, err);
   if (r == 0)
-    json_object_set_new (ctx->outputs, "destination", json_stringn (kiln_buf_str (&destinations), destinations.len));
-  kiln_buf_release (&destinations);
+    json_object_set_new (ctx->outputs, "destination",
+                         json_stringn (kiln_buf_str (&d.destinations), d.destinations.len));
+  kiln_buf_release (&d.destinations);
   _cleanup_error_ kiln_error *ignored = NULL;
   kiln_remove_tree (tmp_dir, &ignored);
   return r;
@@ -433,50 +413,40 @@ web_download_run (struct kiln_action_ctx *ctx, kiln_error **err)
 
 /* ---- static checks ------------------------------------------------------------ */
 
-static const struct kiln_yaml_node *
-literal_value (const struct kiln_yaml_node *entry, const char *key)
-{
-  const struct kiln_yaml_node *v = kiln_yaml_map_get (entry, key);
-  if (v == NULL || v->kind != KILN_YAML_SCALAR || kiln_yaml_is_null (v) || kiln_template_has_expression (v->value))
-    return NULL;
-  return v;
-}
-
 /* source is an http, https or file URL; algorithm is known; checksum is hex
  * of the algorithm's length. */
 static int
-web_download_check (const struct kiln_action_check_ctx *ctx, kiln_error **err)
+check_entry (const struct kiln_action_check_ctx *ctx, const struct kiln_yaml_node *e, void *opaque _unused_,
+             kiln_error **err)
 {
-  const struct kiln_yaml_node *in = ctx->inputs;
-  if (in == NULL || in->kind != KILN_YAML_SEQUENCE)
-    return 0;
-  for (size_t i = 0; i < in->n_items; i++)
+  const struct kiln_yaml_node *v;
+  if ((v = kiln_input_literal (e, "source")) && url_scheme (v->value) == SCHEME_NONE)
+    return kiln_yaml_error (err, ctx->doc, v, "WebDownload source '%s' must be an http://, https:// or file:// URL",
+                            v->value);
+  const struct kiln_yaml_node *alg = kiln_input_literal (e, "algorithm");
+  if (alg && *alg->value)
     {
-      const struct kiln_yaml_node *e = in->items[i], *v;
-      if (e->kind != KILN_YAML_MAPPING)
-        continue;
-      if ((v = literal_value (e, "source")) && url_scheme (v->value) == SCHEME_NONE)
-        return kiln_yaml_error (err, ctx->doc, v, "WebDownload source '%s' must be an http://, https:// or file:// URL",
-                                v->value);
-      const struct kiln_yaml_node *alg = literal_value (e, "algorithm");
-      if (alg && *alg->value)
-        {
-          _cleanup_error_ kiln_error *why = NULL;
-          if (kiln_digest_check_algorithm (alg->value, &why) < 0)
-            return kiln_yaml_error (err, ctx->doc, alg, "unknown algorithm '%s' (expected MD5, SHA1, SHA256 or SHA512)",
-                                    alg->value);
-        }
-      if ((v = literal_value (e, "checksum")) && *v->value)
-        {
-          if (!is_hex (v->value))
-            return kiln_yaml_error (err, ctx->doc, v, "checksum '%s' must be hexadecimal digits", v->value);
-          size_t want = alg ? digest_hex_length (alg->value) : 0;
-          if (want && strlen (v->value) != want)
-            return kiln_yaml_error (err, ctx->doc, v, "checksum '%s' has %zu hex digits; %s digests have %zu",
-                                    v->value, strlen (v->value), alg->value, want);
-        }
+      _cleanup_error_ kiln_error *why = NULL;
+      if (kiln_digest_check_algorithm (alg->value, &why) < 0)
+        return kiln_yaml_error (err, ctx->doc, alg, "unknown algorithm '%s' (expected MD5, SHA1, SHA256 or SHA512)",
+                                alg->value);
+    }
+  if ((v = kiln_input_literal (e, "checksum")) && *v->value)
+    {
+      if (!is_hex (v->value))
+        return kiln_yaml_error (err, ctx->doc, v, "checksum '%s' must be hexadecimal digits", v->value);
+      size_t want = alg ? digest_hex_length (alg->value) : 0;
+      if (want && strlen (v->value) != want)
+        return kiln_yaml_error (err, ctx->doc, v, "checksum '%s' has %zu hex digits; %s digests have %zu", v->value,
+                                strlen (v->value), alg->value, want);
     }
   return 0;
+}
+
+static int
+web_download_check (const struct kiln_action_check_ctx *ctx, kiln_error **err)
+{
+  return kiln_action_check_each_entry (ctx, check_entry, NULL, err);
 }
 
 static const struct kiln_input_field web_download_fields[] = {

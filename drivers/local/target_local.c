@@ -73,37 +73,6 @@ local_run (struct kiln_target *t _unused_, const struct kiln_target_command *cmd
   return 0;
 }
 
-/* Removes the temporary file of an unfinished copy. */
-static void
-unlink_tempp (char **path)
-{
-  if (*path)
-    {
-      int saved = errno;
-      unlink (*path);
-      errno = saved;
-      free (*path);
-    }
-}
-
-#define _cleanup_unlink_ __attribute__ ((cleanup (unlink_tempp)))
-
-static int
-write_all (int fd, const char *data, size_t len)
-{
-  while (len > 0)
-    {
-      ssize_t n = write (fd, data, len);
-      if (n < 0 && errno == EINTR)
-        continue;
-      if (n < 0)
-        return -1;
-      data += n;
-      len -= (size_t) n;
-    }
-  return 0;
-}
-
 /* Copies from to to, replacing to atomically, with permission bits mode (or
  * the source's with MODE_OF_SOURCE).  to's directory must exist. */
 static int
@@ -150,7 +119,7 @@ copy_file (const char *from, const char *to, mode_t mode, kiln_error **err)
         return kiln_fail_errno (err, errno, "read '%s'", from);
       if (n == 0)
         break;
-      if (write_all (out, chunk, (size_t) n) < 0)
+      if (kiln_write_all (out, chunk, (size_t) n) < 0)
         return kiln_fail_errno (err, errno, "write '%s'", to);
     }
   /* fchmod, unlike the mode given to open, is not narrowed by the umask. */

@@ -55,8 +55,10 @@ int kiln_qga_ping (struct kiln_qga *g, int timeout_ms, kiln_error **err);
 /* guest-info: the agent's version and commands (*info: new reference). */
 int kiln_qga_info (struct kiln_qga *g, json_t **info, int timeout_ms, kiln_error **err);
 /* guest-shutdown with mode "powerdown", "reboot" or "halt".  The agent sends
- * no reply when it succeeds; an error reply within a short wait is reported,
- * silence is success.  The client then re-syncs before its next call. */
+ * no reply when it succeeds: an error reply within timeout_ms is reported,
+ * silence until then (or the channel closing as QEMU exits) is success, so
+ * this always takes timeout_ms unless QEMU goes away or an error comes.  The
+ * client re-syncs before its next call. */
 int kiln_qga_shutdown (struct kiln_qga *g, const char *mode, int timeout_ms, kiln_error **err);
 
 /* --- processes ---------------------------------------------------------- */

@@ -91,15 +91,16 @@ for bin in /bin/bash /usr/sbin/qemu-ga; do
 done
 
 # Copyright files of every package a file was taken from.
-for deb in "$kdeb" "${debs[@]}"; do
+(cd "$ROOT/usr/lib/x86_64-linux-gnu" && ls) | sed 's|^|/x86_64-linux-gnu/|' >"$W/shipped"
+printf '%s\n' /bin/bash /bin/busybox /usr/sbin/qemu-ga >>"$W/shipped"
+for deb in "${debs[@]}"; do
 	pkg=$(dpkg-deb -f "$deb" Package)
-	src=$STAGE/usr/share/doc/$pkg/copyright
-	[ "$deb" = "$kdeb" ] && src=$W/kernel/usr/share/doc/$pkg/copyright
-	if [ -f "$src" ]; then
-		mkdir -p "$ROOT/usr/share/doc/$pkg"
-		install -m 0644 "$src" "$ROOT/usr/share/doc/$pkg/copyright"
+	dpkg-deb -c "$deb" | awk '{ print $6 }' | sed 's|^\.||' >"$W/contents"
+	if grep -q -F -f "$W/shipped" "$W/contents" && [ -f "$STAGE/usr/share/doc/$pkg/copyright" ]; then
+		install -D -m 0644 "$STAGE/usr/share/doc/$pkg/copyright" "$ROOT/usr/share/doc/$pkg/copyright"
 	fi
 done
+install -D -m 0644 "$W/kernel/usr/share/doc/$kpkg/copyright" "$ROOT/usr/share/doc/$kpkg/copyright"
 
 # Kernel modules: the disk and file system drivers (also in the initramfs),
 # virtio console, network, rng and balloon. modprobe works for these.
@@ -181,11 +182,11 @@ terminal_output serial console
 set default=0
 set timeout=0
 menuentry "kiln tiny ($KVER)" {
-	linux /boot/vmlinuz root=UUID=$UUID rw console=ttyS0,115200
-	initrd /boot/initrd.img
+	linux16 /boot/vmlinuz root=UUID=$UUID rw console=ttyS0,115200 edd=off
+	initrd16 /boot/initrd.img
 }
 EOF
-kiln_grub_core /usr/lib/grub/i386-pc "$W/core.img" "$UUID"
+kiln_grub_core "$W/core.img" "$UUID"
 
 # --- disk -------------------------------------------------------------------------
 kiln_log "root file system: $(du -sh --apparent-size "$ROOT" | cut -f1)"

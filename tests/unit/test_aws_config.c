@@ -6,7 +6,6 @@
  * optional explicit profile, and what must come out: credentials or the error
  * class, the region, and the endpoints of some services.  The INI dialect is
  * checked directly at the end.  Output is TAP. */
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,25 +14,7 @@
 #include "aws_config.h"
 #include "cleanup.h"
 #include "fsutil.h"
-
-static int test_number;
-static int failures;
-
-static void ok (bool cond, const char *fmt, ...) __attribute__ ((format (printf, 2, 3)));
-
-static void
-ok (bool cond, const char *fmt, ...)
-{
-  va_list ap;
-  va_start (ap, fmt);
-  printf ("%s %d - ", cond ? "ok" : "not ok", ++test_number);
-  vprintf (fmt, ap);
-  printf ("\n");
-  va_end (ap);
-  if (!cond)
-    failures++;
-  fflush (stdout);
-}
+#include "tap.h"
 
 static bool
 streq (const char *a, const char *b)
@@ -298,32 +279,32 @@ run_row (const struct row *r)
   int rc = kiln_aws_config_load (&aenv, r->profile_arg, &c, &e);
   if (r->load_err)
     {
-      ok (rc < 0 && e && e->code == r->load_err && no_secret_in (e), "%s: load fails (%s)", r->name,
-          kiln_error_message (e));
+      tap_ok (rc < 0 && e && e->code == r->load_err && no_secret_in (e), "%s: load fails (%s)", r->name,
+              kiln_error_message (e));
       goto out;
     }
   if (rc < 0)
     {
-      ok (false, "%s: load: %s", r->name, kiln_error_message (e));
+      tap_ok (false, "%s: load: %s", r->name, kiln_error_message (e));
       goto out;
     }
-  ok (streq (kiln_aws_config_profile (c), r->profile), "%s: profile %s", r->name, kiln_aws_config_profile (c));
+  tap_ok (streq (kiln_aws_config_profile (c), r->profile), "%s: profile %s", r->name, kiln_aws_config_profile (c));
 
   struct kiln_aws_credentials cred = {0};
   kiln_error_freep (&e);
   rc = kiln_aws_config_credentials (c, &cred, &e);
   if (r->ak)
-    ok (rc == 0 && streq (cred.access_key_id, r->ak) && streq (cred.secret_access_key, r->secret)
-            && streq (cred.session_token, r->token) && cred.source != NULL,
-        "%s: credentials %s from %s%s%s", r->name, cred.access_key_id ? cred.access_key_id : "(none)",
-        cred.source ? cred.source : "?", rc < 0 ? ": " : "", rc < 0 ? kiln_error_message (e) : "");
+    tap_ok (rc == 0 && streq (cred.access_key_id, r->ak) && streq (cred.secret_access_key, r->secret)
+                && streq (cred.session_token, r->token) && cred.source != NULL,
+            "%s: credentials %s from %s%s%s", r->name, cred.access_key_id ? cred.access_key_id : "(none)",
+            cred.source ? cred.source : "?", rc < 0 ? ": " : "", rc < 0 ? kiln_error_message (e) : "");
   else
-    ok (rc < 0 && e && e->code == r->cred_err && no_secret_in (e), "%s: credentials fail (%s)", r->name,
-        kiln_error_message (e));
+    tap_ok (rc < 0 && e && e->code == r->cred_err && no_secret_in (e), "%s: credentials fail (%s)", r->name,
+            kiln_error_message (e));
   kiln_aws_credentials_release (&cred);
 
-  ok (streq (kiln_aws_config_region (c), r->region), "%s: region %s", r->name,
-      kiln_aws_config_region (c) ? kiln_aws_config_region (c) : "(none)");
+  tap_ok (streq (kiln_aws_config_region (c), r->region), "%s: region %s", r->name,
+          kiln_aws_config_region (c) ? kiln_aws_config_region (c) : "(none)");
 
   for (int i = 0; i < 3 && r->ep[i].service; i++)
     {
@@ -332,12 +313,12 @@ run_row (const struct row *r)
       kiln_error_freep (&e);
       rc = kiln_aws_config_endpoint (c, x->service, x->override, x->region, &ep, &e);
       if (x->url)
-        ok (rc == 0 && streq (ep.url, x->url) && ep.custom == x->custom, "%s: %s endpoint %s (%s)%s%s", r->name,
-            x->service, ep.url ? ep.url : "(none)", ep.source ? ep.source : "?", rc < 0 ? ": " : "",
-            rc < 0 ? kiln_error_message (e) : "");
+        tap_ok (rc == 0 && streq (ep.url, x->url) && ep.custom == x->custom, "%s: %s endpoint %s (%s)%s%s", r->name,
+                x->service, ep.url ? ep.url : "(none)", ep.source ? ep.source : "?", rc < 0 ? ": " : "",
+                rc < 0 ? kiln_error_message (e) : "");
       else
-        ok (rc < 0 && e && e->code == x->err_code, "%s: %s endpoint fails (%s)", r->name, x->service,
-            kiln_error_message (e));
+        tap_ok (rc < 0 && e && e->code == x->err_code, "%s: %s endpoint fails (%s)", r->name, x->service,
+                kiln_error_message (e));
       kiln_aws_endpoint_release (&ep);
     }
 out:
@@ -382,19 +363,22 @@ test_ini (void)
                      "[ b ]\n"
                      "empty =\n";
   int r = kiln_aws_ini_parse (text, "'fixture'", &ini, &e);
-  ok (r == 0, "ini: parses%s%s", r < 0 ? ": " : "", r < 0 ? kiln_error_message (e) : "");
+  tap_ok (r == 0, "ini: parses%s%s", r < 0 ? ": " : "", r < 0 ? kiln_error_message (e) : "");
   if (r == 0)
     {
-      ok (streq (kiln_aws_ini_get (ini, "a", "key"), "override"), "ini: keys are lowercased, later ones win");
-      ok (streq (kiln_aws_ini_get (ini, "a", "url"), "http://x/#frag"), "ini: '#' not after whitespace is kept");
-      ok (streq (kiln_aws_ini_get (ini, "a", "multi"), "first\nsecond line"), "ini: continuation lines");
-      ok (streq (kiln_aws_ini_get (ini, "a", "nested"), "") && streq (kiln_aws_ini_get (ini, "a", "nested.one"), "1")
-              && streq (kiln_aws_ini_get (ini, "a", "nested.two"), "2"),
-          "ini: nested keys");
-      ok (streq (kiln_aws_ini_get (ini, "a", "after"), "3"), "ini: a top-level key ends the nesting");
-      ok (kiln_aws_ini_has_section (ini, "b") && streq (kiln_aws_ini_get (ini, "b", "empty"), ""),
-          "ini: section names are trimmed; empty values");
-      ok (kiln_aws_ini_get (ini, "c", "key") == NULL && !kiln_aws_ini_has_section (ini, "c"), "ini: absent section");
+      tap_ok (streq (kiln_aws_ini_get (ini, "a", "key"), "override"), "ini: keys are lowercased, later ones win");
+      tap_ok (streq (kiln_aws_ini_get (ini, "a", "url"), "http://x/#frag"),
+              "ini: '#' not after whitespace is kept");
+      tap_ok (streq (kiln_aws_ini_get (ini, "a", "multi"), "first\nsecond line"), "ini: continuation lines");
+      tap_ok (streq (kiln_aws_ini_get (ini, "a", "nested"), "")
+                  && streq (kiln_aws_ini_get (ini, "a", "nested.one"), "1")
+                  && streq (kiln_aws_ini_get (ini, "a", "nested.two"), "2"),
+              "ini: nested keys");
+      tap_ok (streq (kiln_aws_ini_get (ini, "a", "after"), "3"), "ini: a top-level key ends the nesting");
+      tap_ok (kiln_aws_ini_has_section (ini, "b") && streq (kiln_aws_ini_get (ini, "b", "empty"), ""),
+              "ini: section names are trimmed; empty values");
+      tap_ok (kiln_aws_ini_get (ini, "c", "key") == NULL && !kiln_aws_ini_has_section (ini, "c"),
+              "ini: absent section");
     }
   kiln_aws_ini_free (ini);
   ini = NULL;
@@ -417,9 +401,9 @@ test_ini (void)
       r = kiln_aws_ini_parse (bad[i].text, "'f'", &ini, &e);
       char want[32];
       snprintf (want, sizeof want, "line %d:", bad[i].line);
-      ok (r < 0 && e && e->code == KILN_ERR_INVALID && strstr (e->message, want) && strstr (e->message, "'f'")
-              && !strstr (e->message, "SECRETVALUE"),
-          "ini: malformed input %zu is rejected at %s (%s)", i, want, kiln_error_message (e));
+      tap_ok (r < 0 && e && e->code == KILN_ERR_INVALID && strstr (e->message, want) && strstr (e->message, "'f'")
+                  && !strstr (e->message, "SECRETVALUE"),
+              "ini: malformed input %zu is rejected at %s (%s)", i, want, kiln_error_message (e));
       if (r == 0)
         kiln_aws_ini_free (ini);
       ini = NULL;
@@ -451,8 +435,9 @@ main (void)
     struct kiln_aws_config *c = NULL;
     kiln_error_freep (&e);
     int r = kiln_aws_config_load (&aenv, NULL, &c, &e);
-    ok (r < 0 && strstr (kiln_error_message (e), "bad/config' line 3") && !strstr (kiln_error_message (e), "SECRET"),
-        "malformed file error: %s", kiln_error_message (e));
+    tap_ok (r < 0 && strstr (kiln_error_message (e), "bad/config' line 3")
+                && !strstr (kiln_error_message (e), "SECRET"),
+            "malformed file error: %s", kiln_error_message (e));
     kiln_aws_config_free (c);
   }
   /* A NULL env reads the process environment (nothing asserted about it,
@@ -461,17 +446,17 @@ main (void)
     struct kiln_aws_config *c = NULL;
     kiln_error_freep (&e);
     int r = kiln_aws_config_load (NULL, NULL, &c, &e);
-    ok (r == 0 || e != NULL, "process environment loads or explains (%s)", r == 0 ? "loaded" : kiln_error_message (e));
+    tap_ok (r == 0 || e != NULL, "process environment loads or explains (%s)",
+            r == 0 ? "loaded" : kiln_error_message (e));
     kiln_aws_config_free (c);
   }
   _cleanup_free_ char *d1 = kiln_aws_default_endpoint ("s3", "us-east-1");
-  ok (streq (d1, "https://s3.us-east-1.amazonaws.com"), "default endpoint %s", d1);
+  tap_ok (streq (d1, "https://s3.us-east-1.amazonaws.com"), "default endpoint %s", d1);
 
   test_ini ();
 
   kiln_error_freep (&e);
   kiln_remove_tree (home, &e);
   free (home);
-  printf ("1..%d\n", test_number);
-  return failures ? 1 : 0;
+  return tap_done ();
 }

@@ -9,30 +9,7 @@
 
 #include "cleanup.h"
 #include "digest.h"
-
-static int test_count;
-static int failure_count;
-
-static void
-report (bool ok, const char *name)
-{
-  test_count++;
-  if (!ok)
-    failure_count++;
-  printf ("%s %d - %s\n", ok ? "ok" : "not ok", test_count, name);
-  fflush (stdout);
-}
-
-#define CHECK(cond)                                                          \
-  do                                                                         \
-    {                                                                        \
-      if (!(cond))                                                           \
-        {                                                                    \
-          printf ("# %s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-          return false;                                                      \
-        }                                                                    \
-    }                                                                        \
-  while (0)
+#include "tap.h"
 
 static bool
 hex_is (const char *got, const char *want)
@@ -246,16 +223,15 @@ test_file_digest (void)
 int
 main (void)
 {
-  report (test_sha256_fixed (), "SHA-256 of \"\" and \"abc\"");
-  report (test_named_digests (), "MD5, SHA1, SHA256, SHA512 of \"abc\" by name");
-  report (test_algorithm_check (), "unsupported algorithm names are rejected");
-  report (test_hmac_rfc4231 (), "HMAC-SHA256 RFC 4231 cases 1 and 2");
-  report (test_hex_encode (), "hex encoding");
-  report (test_base64_vectors (), "base64 RFC 4648 vectors both ways");
-  report (test_base64_round_trips (), "base64 round trips of every padding and large input");
-  report (test_base64_malformed (), "malformed base64 is rejected");
-  report (test_file_digest (), "file digests match buffer digests");
+  tap_ok (test_sha256_fixed (), "SHA-256 of \"\" and \"abc\"");
+  tap_ok (test_named_digests (), "MD5, SHA1, SHA256, SHA512 of \"abc\" by name");
+  tap_ok (test_algorithm_check (), "unsupported algorithm names are rejected");
+  tap_ok (test_hmac_rfc4231 (), "HMAC-SHA256 RFC 4231 cases 1 and 2");
+  tap_ok (test_hex_encode (), "hex encoding");
+  tap_ok (test_base64_vectors (), "base64 RFC 4648 vectors both ways");
+  tap_ok (test_base64_round_trips (), "base64 round trips of every padding and large input");
+  tap_ok (test_base64_malformed (), "malformed base64 is rejected");
+  tap_ok (test_file_digest (), "file digests match buffer digests");
 
-  printf ("1..%d\n", test_count);
-  return failure_count ? 1 : 0;
+  return tap_done ();
 }

@@ -10,7 +10,6 @@
  * fail.  The S3 examples from the S3 API reference (header form and presigned
  * URL) and the building blocks are checked too.  Output is TAP. */
 #include <dirent.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,26 +20,7 @@
 #include "cleanup.h"
 #include "digest.h"
 #include "sigv4.h"
-
-static int test_number;
-static int failures;
-
-static void
-ok (bool cond, const char *fmt, ...) __attribute__ ((format (printf, 2, 3)));
-
-static void
-ok (bool cond, const char *fmt, ...)
-{
-  va_list ap;
-  va_start (ap, fmt);
-  printf ("%s %d - ", cond ? "ok" : "not ok", ++test_number);
-  vprintf (fmt, ap);
-  printf ("\n");
-  va_end (ap);
-  if (!cond)
-    failures++;
-  fflush (stdout);
-}
+#include "tap.h"
 
 /* Prints both strings as TAP diagnostics when they differ. */
 static bool
@@ -196,13 +176,13 @@ run_case (const char *root, const char *name)
   _cleanup_free_ char *options = read_options (dir);
   if (!req_text || !want_creq || !want_sts || !want_authz)
     {
-      ok (false, "%s: test files present", name);
+      tap_ok (false, "%s: test files present", name);
       return;
     }
   struct parsed p;
   if (!parse_request (req_text, &p))
     {
-      ok (false, "%s: request.txt parses", name);
+      tap_ok (false, "%s: request.txt parses", name);
       parsed_release (&p);
       return;
     }
@@ -231,9 +211,9 @@ run_case (const char *root, const char *name)
   int r = kiln_sigv4_sign (&req, &signer, &res, &e);
   if (r < 0)
     printf ("# %s\n", kiln_error_message (e));
-  ok (r == 0 && same ("canonical request", res.canonical_request, want_creq), "%s: canonical request", name);
-  ok (r == 0 && same ("string to sign", res.string_to_sign, want_sts), "%s: string to sign", name);
-  ok (r == 0 && same ("authorization", res.authorization, want_authz), "%s: authorization", name);
+  tap_ok (r == 0 && same ("canonical request", res.canonical_request, want_creq), "%s: canonical request", name);
+  tap_ok (r == 0 && same ("string to sign", res.string_to_sign, want_sts), "%s: string to sign", name);
+  tap_ok (r == 0 && same ("authorization", res.authorization, want_authz), "%s: authorization", name);
 
   /* The server side: parse what was sent and recompute. */
   struct kiln_sigv4_auth auth = {0};
@@ -246,7 +226,7 @@ run_case (const char *root, const char *name)
   bool verified = parsed_ok && kiln_sigv4_verify (&req, &auth, signer.secret_access_key, &vres, &e) == 0;
   if (!verified && e)
     printf ("# verify: %s\n", kiln_error_message (e));
-  ok (verified && strcmp (auth.access_key_id, "AKIDEXAMPLE") == 0, "%s: verifies", name);
+  tap_ok (verified && strcmp (auth.access_key_id, "AKIDEXAMPLE") == 0, "%s: verifies", name);
   kiln_sigv4_result_release (&vres);
 
   /* Tampering with the method must break it; so must a wrong secret. */
@@ -257,7 +237,7 @@ run_case (const char *root, const char *name)
                   && e && e->code == KILN_ERR_FAILED;
   kiln_error_freep (&e);
   rejected = rejected && kiln_sigv4_verify (&req, &auth, "wrong", NULL, &e) < 0;
-  ok (rejected, "%s: tampered request and wrong secret are rejected", name);
+  tap_ok (rejected, "%s: tampered request and wrong secret are rejected", name);
 
   kiln_sigv4_auth_release (&auth);
   kiln_sigv4_result_release (&res);
@@ -276,7 +256,7 @@ run_suite (const char *root)
   DIR *d = opendir (root);
   if (d == NULL)
     {
-      ok (false, "open test data directory %s", root);
+      tap_ok (false, "open test data directory %s", root);
       return;
     }
   char **names = NULL;
@@ -296,7 +276,7 @@ run_suite (const char *root)
     }
   closedir (d);
   qsort (names, n, sizeof *names, cmp_names);
-  ok (n >= 20, "test suite has %zu cases", n);
+  tap_ok (n >= 20, "test suite has %zu cases", n);
   for (size_t i = 0; i < n; i++)
     {
       run_case (root, names[i]);
@@ -348,14 +328,14 @@ test_s3_examples (void)
                        "host;range;x-amz-content-sha256;x-amz-date\n" KILN_SIGV4_EMPTY_SHA256;
     const char *sts = "AWS4-HMAC-SHA256\n20130524T000000Z\n20130524/us-east-1/s3/aws4_request\n"
                       "7344ae5b7ee6c3e7e6b0fe0640412a37625d1fbfff95c48bbb2dc43964946972";
-    ok (r == 0 && same ("canonical request", res.canonical_request, creq), "S3 GET Object: canonical request");
-    ok (r == 0 && same ("string to sign", res.string_to_sign, sts), "S3 GET Object: string to sign");
-    ok (r == 0
-            && same ("authorization", res.authorization,
-                     "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request, "
-                     "SignedHeaders=host;range;x-amz-content-sha256;x-amz-date, "
-                     "Signature=f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41"),
-        "S3 GET Object: authorization");
+    tap_ok (r == 0 && same ("canonical request", res.canonical_request, creq), "S3 GET Object: canonical request");
+    tap_ok (r == 0 && same ("string to sign", res.string_to_sign, sts), "S3 GET Object: string to sign");
+    tap_ok (r == 0
+                && same ("authorization", res.authorization,
+                         "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request, "
+                         "SignedHeaders=host;range;x-amz-content-sha256;x-amz-date, "
+                         "Signature=f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41"),
+            "S3 GET Object: authorization");
     kiln_sigv4_result_release (&res);
   }
   /* PUT Object: a '$' in the key, a Date header, a signed payload. */
@@ -374,11 +354,11 @@ test_s3_examples (void)
                                      .payload_hash = hash};
     struct kiln_sigv4_result res = {0};
     int r = kiln_sigv4_sign (&req, &s3_signer, &res, &e);
-    ok (r == 0 && strcmp (hash, "44ce7dd67c959e0d3524ffac1771dfbba87d2b6b4b4e99e42034a8b803f8b072") == 0
-            && strstr (res.canonical_request, "\n/test%24file.text\n") != NULL
-            && same ("signature", sig_of (res.authorization),
-                     "98ad721746da40c64f1a55b78f14c238d841ea1380cd77a1b5971af0ece108bd"),
-        "S3 PUT Object: signature");
+    tap_ok (r == 0 && strcmp (hash, "44ce7dd67c959e0d3524ffac1771dfbba87d2b6b4b4e99e42034a8b803f8b072") == 0
+                && strstr (res.canonical_request, "\n/test%24file.text\n") != NULL
+                && same ("signature", sig_of (res.authorization),
+                         "98ad721746da40c64f1a55b78f14c238d841ea1380cd77a1b5971af0ece108bd"),
+            "S3 PUT Object: signature");
     kiln_sigv4_result_release (&res);
   }
   /* GET Bucket lifecycle (a parameter with no value) and ListObjects. */
@@ -393,19 +373,19 @@ test_s3_examples (void)
                                      .headers = h, .n_headers = 3};
     struct kiln_sigv4_result res = {0};
     int r = kiln_sigv4_sign (&req, &s3_signer, &res, &e);
-    ok (r == 0
-            && same ("signature", sig_of (res.authorization),
-                     "fea454ca298b7da1c68078a5d1bdbfbbe0d65c699e0f91ac7a200a0136783543"),
-        "S3 GET lifecycle: signature");
+    tap_ok (r == 0
+                && same ("signature", sig_of (res.authorization),
+                         "fea454ca298b7da1c68078a5d1bdbfbbe0d65c699e0f91ac7a200a0136783543"),
+            "S3 GET lifecycle: signature");
     kiln_sigv4_result_release (&res);
     struct kiln_sigv4_pair list[] = {{"prefix", "J"}, {"max-keys", "2"}};
     req.query = list;
     req.n_query = 2;
     r = kiln_sigv4_sign (&req, &s3_signer, &res, &e);
-    ok (r == 0 && strcmp (res.query_string, "max-keys=2&prefix=J") == 0
-            && same ("signature", sig_of (res.authorization),
-                     "34b48302e7b5fa45bde8084f4b7868a86f0a534bc59db6670ed5711ef69dc6f7"),
-        "S3 ListObjects: signature");
+    tap_ok (r == 0 && strcmp (res.query_string, "max-keys=2&prefix=J") == 0
+                && same ("signature", sig_of (res.authorization),
+                         "34b48302e7b5fa45bde8084f4b7868a86f0a534bc59db6670ed5711ef69dc6f7"),
+            "S3 ListObjects: signature");
     kiln_sigv4_result_release (&res);
   }
 }
@@ -429,9 +409,9 @@ test_s3_chunked (void)
   struct kiln_sigv4_result res = {0};
   _cleanup_error_ kiln_error *e = NULL;
   int r = kiln_sigv4_sign (&req, &s3_signer, &res, &e);
-  ok (r == 0 && same ("seed signature", res.signature,
-                      "4f232c4386841ef735655705268965c44a0e4690baa4adea153f7db9fa80a0a9"),
-      "S3 chunked upload: seed signature");
+  tap_ok (r == 0 && same ("seed signature", res.signature,
+                          "4f232c4386841ef735655705268965c44a0e4690baa4adea153f7db9fa80a0a9"),
+          "S3 chunked upload: seed signature");
   unsigned char key[KILN_SHA256_LEN];
   kiln_sigv4_signing_key (S3_SECRET, "20130524", "us-east-1", "s3", key);
   static const char *const want[] = {"ad80c730a21e5b8d04586a2213dd63b9a0e99e0e2307b0ade35a65485a288648",
@@ -452,22 +432,22 @@ test_s3_chunked (void)
       memcpy (prev, sig, sizeof prev);
     }
   free (data);
-  ok (all, "S3 chunked upload: chunk signatures");
+  tap_ok (all, "S3 chunked upload: chunk signatures");
 
   /* The same request recomputed through kiln_sigv4_compute with the header
    * list a server would have parsed. */
   char *names[] = {"content-encoding", "content-length", "host", "x-amz-content-sha256", "x-amz-date",
                    "x-amz-decoded-content-length", "x-amz-storage-class", NULL};
   struct kiln_sigv4_result again = {0};
-  ok (kiln_sigv4_compute (&req, names, S3_SECRET, S3_DATE, "us-east-1", "s3", &again, NULL) == 0
-          && strcmp (again.signature, res.signature) == 0 && again.authorization == NULL,
-      "kiln_sigv4_compute matches signing");
+  tap_ok (kiln_sigv4_compute (&req, names, S3_SECRET, S3_DATE, "us-east-1", "s3", &again, NULL) == 0
+              && strcmp (again.signature, res.signature) == 0 && again.authorization == NULL,
+          "kiln_sigv4_compute matches signing");
   char *fewer[] = {"host", "x-amz-content-sha256", "x-amz-date", NULL};
   kiln_sigv4_result_release (&again);
-  ok (kiln_sigv4_compute (&req, fewer, S3_SECRET, S3_DATE, "us-east-1", "s3", &again, NULL) == 0
-          && strcmp (again.signed_headers, "host;x-amz-content-sha256;x-amz-date") == 0
-          && strcmp (again.signature, res.signature) != 0,
-      "kiln_sigv4_compute signs only the listed headers");
+  tap_ok (kiln_sigv4_compute (&req, fewer, S3_SECRET, S3_DATE, "us-east-1", "s3", &again, NULL) == 0
+              && strcmp (again.signed_headers, "host;x-amz-content-sha256;x-amz-date") == 0
+              && strcmp (again.signature, res.signature) != 0,
+          "kiln_sigv4_compute signs only the listed headers");
   kiln_sigv4_result_release (&again);
   kiln_sigv4_result_release (&res);
 }
@@ -486,14 +466,15 @@ test_s3_presigned (void)
                      "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F20130524%2F"
                      "us-east-1%2Fs3%2Faws4_request&X-Amz-Date=20130524T000000Z&X-Amz-Expires=86400&"
                      "X-Amz-SignedHeaders=host\nhost:examplebucket.s3.amazonaws.com\n\nhost\nUNSIGNED-PAYLOAD";
-  ok (r == 0 && same ("canonical request", res.canonical_request, creq), "S3 presigned GET: canonical request");
-  ok (r == 0 && same ("signature", res.signature, "aeeed9bbccd4d02ee5c0109b86d86835f995330da4c265957d157751f604d404"),
-      "S3 presigned GET: signature");
+  tap_ok (r == 0 && same ("canonical request", res.canonical_request, creq), "S3 presigned GET: canonical request");
+  tap_ok (r == 0
+              && same ("signature", res.signature, "aeeed9bbccd4d02ee5c0109b86d86835f995330da4c265957d157751f604d404"),
+          "S3 presigned GET: signature");
   const char *want_qs = "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F20130524%2F"
                         "us-east-1%2Fs3%2Faws4_request&X-Amz-Date=20130524T000000Z&X-Amz-Expires=86400&"
                         "X-Amz-SignedHeaders=host&X-Amz-Signature="
                         "aeeed9bbccd4d02ee5c0109b86d86835f995330da4c265957d157751f604d404";
-  ok (r == 0 && same ("query string", res.query_string, want_qs), "S3 presigned GET: query string");
+  tap_ok (r == 0 && same ("query string", res.query_string, want_qs), "S3 presigned GET: query string");
 
   /* A server receiving that URL verifies it. */
   struct kiln_sigv4_pair *q = NULL;
@@ -507,19 +488,19 @@ test_s3_presigned (void)
   int vr = pr == 0 ? kiln_sigv4_verify (&recv, &auth, S3_SECRET, NULL, &e) : -1;
   if (vr < 0)
     printf ("# %s\n", kiln_error_message (e));
-  ok (pr == 0 && vr == 0 && auth.expires == 86400 && strcmp (auth.amz_date, S3_DATE) == 0,
-      "S3 presigned GET: verifies");
+  tap_ok (pr == 0 && vr == 0 && auth.expires == 86400 && strcmp (auth.amz_date, S3_DATE) == 0,
+          "S3 presigned GET: verifies");
   kiln_error_freep (&e);
   recv.path = "/other.txt";
-  ok (pr == 0 && kiln_sigv4_verify (&recv, &auth, S3_SECRET, NULL, &e) < 0,
-      "S3 presigned GET: another key is rejected");
+  tap_ok (pr == 0 && kiln_sigv4_verify (&recv, &auth, S3_SECRET, NULL, &e) < 0,
+          "S3 presigned GET: another key is rejected");
   kiln_sigv4_auth_release (&auth);
   kiln_sigv4_pairs_free (q, nq);
   kiln_sigv4_result_release (&res);
 
   /* No X-Amz-Signature: not presigned. */
   struct kiln_sigv4_pair plain[] = {{"a", "b"}};
-  ok (kiln_sigv4_parse_presigned (plain, 1, &auth, NULL) == 1, "parse_presigned: plain query is not presigned");
+  tap_ok (kiln_sigv4_parse_presigned (plain, 1, &auth, NULL) == 1, "parse_presigned: plain query is not presigned");
 
   /* Session token goes into the signed query. */
   struct kiln_sigv4_signer tok = s3_signer;
@@ -530,60 +511,60 @@ test_s3_presigned (void)
   req_dup.query = dup;
   req_dup.n_query = 1;
   struct kiln_sigv4_result res_dup = {0};
-  ok (kiln_sigv4_presign (&req_dup, &s3_signer, 60, &res_dup, NULL) < 0,
-      "presign: a query that already has X-Amz-Expires is refused");
-  ok (r == 0 && strstr (res.canonical_request, "X-Amz-Security-Token=TOKEN%2F%2B%3D") != NULL
-          && strstr (res.query_string, "&X-Amz-Signature=") != NULL,
-      "presign: session token is signed");
+  tap_ok (kiln_sigv4_presign (&req_dup, &s3_signer, 60, &res_dup, NULL) < 0,
+          "presign: a query that already has X-Amz-Expires is refused");
+  tap_ok (r == 0 && strstr (res.canonical_request, "X-Amz-Security-Token=TOKEN%2F%2B%3D") != NULL
+              && strstr (res.query_string, "&X-Amz-Signature=") != NULL,
+          "presign: session token is signed");
   kiln_sigv4_result_release (&res);
-  ok (kiln_sigv4_presign (&req, &s3_signer, 0, &res, NULL) < 0
-          && kiln_sigv4_presign (&req, &s3_signer, KILN_SIGV4_MAX_EXPIRES + 1, &res, NULL) < 0,
-      "presign: lifetime outside 1..7 days is refused");
+  tap_ok (kiln_sigv4_presign (&req, &s3_signer, 0, &res, NULL) < 0
+              && kiln_sigv4_presign (&req, &s3_signer, KILN_SIGV4_MAX_EXPIRES + 1, &res, NULL) < 0,
+          "presign: lifetime outside 1..7 days is refused");
 }
 
 static void
 test_building_blocks (void)
 {
   _cleanup_free_ char *a = kiln_sigv4_uri_encode ("a b/c~d-e_f.g+h=i&j%k\xc3\xa9", true);
-  ok (strcmp (a, "a%20b/c~d-e_f.g%2Bh%3Di%26j%25k%C3%A9") == 0, "uri_encode path: %s", a);
+  tap_ok (strcmp (a, "a%20b/c~d-e_f.g%2Bh%3Di%26j%25k%C3%A9") == 0, "uri_encode path: %s", a);
   _cleanup_free_ char *b = kiln_sigv4_uri_encode ("a/b", false);
-  ok (strcmp (b, "a%2Fb") == 0, "uri_encode query value encodes '/'");
+  tap_ok (strcmp (b, "a%2Fb") == 0, "uri_encode query value encodes '/'");
   size_t dl = 0;
   _cleanup_free_ char *c = kiln_sigv4_uri_decode ("a%20b+c%2fd%zz%4", 16, false, &dl);
-  ok (strcmp (c, "a b+c/d%zz%4") == 0 && dl == 12, "uri_decode keeps '+' and malformed escapes");
+  tap_ok (strcmp (c, "a b+c/d%zz%4") == 0 && dl == 12, "uri_decode keeps '+' and malformed escapes");
   _cleanup_free_ char *c2 = kiln_sigv4_uri_decode ("a+b", 3, true, NULL);
-  ok (strcmp (c2, "a b") == 0, "uri_decode plus_is_space");
+  tap_ok (strcmp (c2, "a b") == 0, "uri_decode plus_is_space");
 
   _cleanup_free_ char *u1 = kiln_sigv4_canonical_uri ("/a b/../c//d/", kiln_sigv4_service_flags ("ec2"));
-  ok (strcmp (u1, "/c/d/") == 0, "canonical_uri normalizes for non-S3: %s", u1);
+  tap_ok (strcmp (u1, "/c/d/") == 0, "canonical_uri normalizes for non-S3: %s", u1);
   _cleanup_free_ char *u2 = kiln_sigv4_canonical_uri ("/x y", kiln_sigv4_service_flags ("ebs"));
-  ok (strcmp (u2, "/x%2520y") == 0, "canonical_uri double-encodes for non-S3: %s", u2);
+  tap_ok (strcmp (u2, "/x%2520y") == 0, "canonical_uri double-encodes for non-S3: %s", u2);
   _cleanup_free_ char *u3 = kiln_sigv4_canonical_uri ("/bucket/a//b/../c", kiln_sigv4_service_flags ("s3"));
-  ok (strcmp (u3, "/bucket/a//b/../c") == 0, "canonical_uri leaves S3 paths alone: %s", u3);
+  tap_ok (strcmp (u3, "/bucket/a//b/../c") == 0, "canonical_uri leaves S3 paths alone: %s", u3);
   _cleanup_free_ char *u4 = kiln_sigv4_canonical_uri ("", 0);
-  ok (strcmp (u4, "/") == 0, "canonical_uri of empty path is /");
+  tap_ok (strcmp (u4, "/") == 0, "canonical_uri of empty path is /");
 
   struct kiln_sigv4_pair q[] = {{"b", "2"}, {"a", "z"}, {"a", "y"}, {"c", NULL}, {"\xe1\x88\xb4", "x y"}};
   _cleanup_free_ char *cq = kiln_sigv4_canonical_query (q, 5);
-  ok (strcmp (cq, "%E1%88%B4=x%20y&a=y&a=z&b=2&c=") == 0, "canonical_query sorts and encodes: %s", cq);
+  tap_ok (strcmp (cq, "%E1%88%B4=x%20y&a=y&a=z&b=2&c=") == 0, "canonical_query sorts and encodes: %s", cq);
 
   struct kiln_sigv4_pair *pq = NULL;
   size_t npq = 0;
   kiln_sigv4_parse_query ("list-type=2&prefix=a%2Fb&&flag&x=1+2", &pq, &npq);
-  ok (npq == 4 && strcmp (pq[0].name, "list-type") == 0 && strcmp (pq[1].value, "a/b") == 0
-          && strcmp (pq[2].name, "flag") == 0 && strcmp (pq[2].value, "") == 0 && strcmp (pq[3].value, "1+2") == 0,
-      "parse_query");
+  tap_ok (npq == 4 && strcmp (pq[0].name, "list-type") == 0 && strcmp (pq[1].value, "a/b") == 0
+              && strcmp (pq[2].name, "flag") == 0 && strcmp (pq[2].value, "") == 0 && strcmp (pq[3].value, "1+2") == 0,
+          "parse_query");
   kiln_sigv4_pairs_free (pq, npq);
 
   time_t t = 0;
-  ok (kiln_sigv4_parse_amz_date ("20150830T123600Z", &t, NULL) == 0 && t == 1440938160, "parse_amz_date");
+  tap_ok (kiln_sigv4_parse_amz_date ("20150830T123600Z", &t, NULL) == 0 && t == 1440938160, "parse_amz_date");
   char buf[KILN_SIGV4_AMZ_DATE_LEN + 1];
   kiln_sigv4_format_amz_date (1440938160, buf);
-  ok (strcmp (buf, "20150830T123600Z") == 0, "format_amz_date");
-  ok (kiln_sigv4_parse_amz_date ("20150231T000000Z", &t, NULL) < 0
-          && kiln_sigv4_parse_amz_date ("2015-08-30T12:36:00Z", &t, NULL) < 0
-          && kiln_sigv4_parse_amz_date ("20150830T123600", &t, NULL) < 0,
-      "parse_amz_date rejects malformed dates");
+  tap_ok (strcmp (buf, "20150830T123600Z") == 0, "format_amz_date");
+  tap_ok (kiln_sigv4_parse_amz_date ("20150231T000000Z", &t, NULL) < 0
+              && kiln_sigv4_parse_amz_date ("2015-08-30T12:36:00Z", &t, NULL) < 0
+              && kiln_sigv4_parse_amz_date ("20150830T123600", &t, NULL) < 0,
+          "parse_amz_date rejects malformed dates");
 
   /* Authorization parsing: no spaces after commas, and rejects. */
   struct kiln_sigv4_auth auth = {0};
@@ -592,10 +573,10 @@ test_building_blocks (void)
       "AWS4-HMAC-SHA256 Credential=AK/ID/20130524/eu-west-1/s3/aws4_request,SignedHeaders=Host;x-amz-date,"
       "Signature=F0E8BDB87C964420E857BD35B5D6ED310BD44F0170ABA48DD91039C6036BDB41",
       &auth, &e);
-  ok (r == 0 && strcmp (auth.access_key_id, "AK/ID") == 0 && strcmp (auth.region, "eu-west-1") == 0
-          && strcmp (auth.service, "s3") == 0 && strcmp (auth.signed_headers[0], "host") == 0
-          && auth.signed_headers[2] == NULL && strcmp (auth.signature, "f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41") == 0,
-      "parse_authorization without spaces");
+  tap_ok (r == 0 && strcmp (auth.access_key_id, "AK/ID") == 0 && strcmp (auth.region, "eu-west-1") == 0
+              && strcmp (auth.service, "s3") == 0 && strcmp (auth.signed_headers[0], "host") == 0
+              && auth.signed_headers[2] == NULL && strcmp (auth.signature, "f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41") == 0,
+          "parse_authorization without spaces");
   kiln_sigv4_auth_release (&auth);
   const char *bad[] = {
     "AWS4-HMAC-SHA1 Credential=AK/20130524/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=00",
@@ -620,7 +601,7 @@ test_building_blocks (void)
       else if (e == NULL || e->code != KILN_ERR_INVALID)
         all_rejected = false;
     }
-  ok (all_rejected, "parse_authorization rejects malformed values");
+  tap_ok (all_rejected, "parse_authorization rejects malformed values");
 
   /* Signing guards. */
   struct kiln_sigv4_pair h[] = {{"Host", "example.amazonaws.com"}, {"X-Amz-Date", "20150830T123600Z"}};
@@ -629,17 +610,17 @@ test_building_blocks (void)
                                 .region = "us-east-1", .service = "service"};
   struct kiln_sigv4_result res = {0};
   s.session_token = "tok";
-  ok (kiln_sigv4_sign (&req, &s, &res, NULL) < 0, "sign: a session token without its header is refused");
+  tap_ok (kiln_sigv4_sign (&req, &s, &res, NULL) < 0, "sign: a session token without its header is refused");
   s.session_token = NULL;
   s.amz_date = "20150830T123601Z";
-  ok (kiln_sigv4_sign (&req, &s, &res, NULL) < 0, "sign: x-amz-date differing from the signing date is refused");
+  tap_ok (kiln_sigv4_sign (&req, &s, &res, NULL) < 0, "sign: x-amz-date differing from the signing date is refused");
   s.amz_date = "20150830T123600Z";
   req.n_headers = 1;
-  ok (kiln_sigv4_sign (&req, &s, &res, NULL) < 0, "sign: missing x-amz-date is refused");
+  tap_ok (kiln_sigv4_sign (&req, &s, &res, NULL) < 0, "sign: missing x-amz-date is refused");
   h[0].name = "Content-Type";
   h[1] = (struct kiln_sigv4_pair){"X-Amz-Date", "20150830T123600Z"};
   req.n_headers = 2;
-  ok (kiln_sigv4_sign (&req, &s, &res, NULL) < 0, "sign: missing host is refused");
+  tap_ok (kiln_sigv4_sign (&req, &s, &res, NULL) < 0, "sign: missing host is refused");
 
   /* Verification needs every listed header. */
   struct kiln_sigv4_pair full[] = {{"Host", "h"}, {"X-Amz-Date", "20150830T123600Z"}, {"X-Extra", "1"}};
@@ -651,19 +632,19 @@ test_building_blocks (void)
   req.n_headers = 2;
   req.payload_hash = KILN_SIGV4_EMPTY_SHA256;
   kiln_error_freep (&e);
-  ok (pr == 0 && kiln_sigv4_verify (&req, &a2, "S", NULL, &e) < 0 && e && e->code == KILN_ERR_INVALID
-          && strstr (e->message, "'x-extra'") != NULL,
-      "verify: a signed header missing from the request is an error");
+  tap_ok (pr == 0 && kiln_sigv4_verify (&req, &a2, "S", NULL, &e) < 0 && e && e->code == KILN_ERR_INVALID
+              && strstr (e->message, "'x-extra'") != NULL,
+          "verify: a signed header missing from the request is an error");
   /* An unsigned extra header does not matter. */
   struct kiln_sigv4_pair more[] = {{"Host", "h"},     {"X-Amz-Date", "20150830T123600Z"}, {"X-Extra", "1"},
                                    {"User-Agent", "x"}};
   req.headers = more;
   req.n_headers = 4;
-  ok (pr == 0 && kiln_sigv4_verify (&req, &a2, "S", NULL, NULL) == 0, "verify: unsigned headers are ignored");
+  tap_ok (pr == 0 && kiln_sigv4_verify (&req, &a2, "S", NULL, NULL) == 0, "verify: unsigned headers are ignored");
   req.payload_hash = NULL;
   kiln_error_freep (&e);
-  ok (pr == 0 && kiln_sigv4_verify (&req, &a2, "S", NULL, &e) < 0 && e && e->code == KILN_ERR_INVALID,
-      "verify: no payload hash and no x-amz-content-sha256 is an error");
+  tap_ok (pr == 0 && kiln_sigv4_verify (&req, &a2, "S", NULL, &e) < 0 && e && e->code == KILN_ERR_INVALID,
+          "verify: no payload hash and no x-amz-content-sha256 is an error");
   kiln_sigv4_auth_release (&a2);
   kiln_sigv4_result_release (&res);
 }
@@ -681,6 +662,5 @@ main (int argc, char **argv)
   test_s3_chunked ();
   test_s3_presigned ();
   test_building_blocks ();
-  printf ("1..%d\n", test_number);
-  return failures ? 1 : 0;
+  return tap_done ();
 }

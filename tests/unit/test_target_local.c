@@ -15,30 +15,7 @@
 #include "cleanup.h"
 #include "fsutil.h"
 #include "target.h"
-
-static int test_count;
-static int failure_count;
-
-static void
-report (bool ok, const char *name)
-{
-  test_count++;
-  if (!ok)
-    failure_count++;
-  printf ("%s %d - %s\n", ok ? "ok" : "not ok", test_count, name);
-  fflush (stdout);
-}
-
-#define CHECK(cond)                                                          \
-  do                                                                         \
-    {                                                                        \
-      if (!(cond))                                                           \
-        {                                                                    \
-          printf ("# %s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-          return false;                                                      \
-        }                                                                    \
-    }                                                                        \
-  while (0)
+#include "tap.h"
 
 #define CHECK_OK(call, err)                                                                               \
   do                                                                                                      \
@@ -373,7 +350,7 @@ main (void)
     }
   setenv ("TMPDIR", private_tmpdir, 1);
 
-  report (test_open_close (), "open makes a scratch directory, close removes it");
+  tap_ok (test_open_close (), "open makes a scratch directory, close removes it");
 
   struct kiln_target *t = NULL;
   if (kiln_target_local_open (&t, &err) < 0)
@@ -381,19 +358,18 @@ main (void)
       printf ("Bail out! %s\n", kiln_error_message (err));
       return 1;
     }
-  report (test_put_get_data (t), "put_data / get_data / stat");
-  report (test_put_get_file (t), "put_file / get_file copy and replace");
-  report (test_stat (t), "stat of directories, missing paths and symbolic links");
-  report (test_run (t), "run with env, cwd, streaming and timeout");
-  report (test_run_checked (t), "run_checked messages");
-  report (test_reboot_deferred (t), "reboot is deferred on this host");
+  tap_ok (test_put_get_data (t), "put_data / get_data / stat");
+  tap_ok (test_put_get_file (t), "put_file / get_file copy and replace");
+  tap_ok (test_stat (t), "stat of directories, missing paths and symbolic links");
+  tap_ok (test_run (t), "run with env, cwd, streaming and timeout");
+  tap_ok (test_run_checked (t), "run_checked messages");
+  tap_ok (test_reboot_deferred (t), "reboot is deferred on this host");
   kiln_target_close (t);
-  report (test_unsupported_slots (), "missing operations fail as unsupported");
+  tap_ok (test_unsupported_slots (), "missing operations fail as unsupported");
 
   if (kiln_remove_tree (private_tmpdir, &err) < 0)
     printf ("# %s\n", kiln_error_message (err));
   free (private_tmpdir);
 
-  printf ("1..%d\n", test_count);
-  return failure_count ? 1 : 0;
+  return tap_done ();
 }

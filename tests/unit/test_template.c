@@ -4,17 +4,7 @@
 
 #include "cleanup.h"
 #include "template.h"
-
-static int n_test, n_failed;
-
-static void
-check (int ok, const char *name)
-{
-  n_test++;
-  if (!ok)
-    n_failed++;
-  printf ("%sok %d - %s\n", ok ? "" : "not ", n_test, name);
-}
+#include "tap.h"
 
 static int
 resolve (void *opaque, const struct kiln_ref *ref, struct kiln_buf *out, kiln_error **err)
@@ -46,7 +36,7 @@ expect_expand (const char *in, const char *want)
   int r = kiln_template_expand (in, resolve, NULL, &b, &e);
   char name[256];
   snprintf (name, sizeof name, "expand '%s'", in);
-  check (r == 0 && strcmp (kiln_buf_str (&b), want) == 0, name);
+  tap_ok (r == 0 && strcmp (kiln_buf_str (&b), want) == 0, "%s", name);
   if (r == 0 && strcmp (kiln_buf_str (&b), want) != 0)
     printf ("  # got '%s'\n", kiln_buf_str (&b));
   if (r < 0)
@@ -62,7 +52,7 @@ expect_error (const char *in, const char *want_fragment)
   int r = kiln_template_expand (in, resolve, NULL, &b, &e);
   char name[256];
   snprintf (name, sizeof name, "reject '%s'", in);
-  check (r < 0 && strstr (kiln_error_message (e), want_fragment) != NULL, name);
+  tap_ok (r < 0 && strstr (kiln_error_message (e), want_fragment) != NULL, "%s", name);
   if (r == 0 || strstr (kiln_error_message (e), want_fragment) == NULL)
     printf ("  # got: %s\n", r < 0 ? kiln_error_message (e) : kiln_buf_str (&b));
   kiln_buf_release (&b);
@@ -93,8 +83,7 @@ main (void)
   expect_error ("{{ build[0].S.inputs.y }}", "an index may only follow");
   expect_error ("{{ .Id }}", "bad expression");
   expect_error ("{{ a.b.c.d.e }}", "too many parts");
-  check (kiln_template_has_expression ("a {{ b }}"), "has expression");
-  check (!kiln_template_has_expression ("a { b }"), "has no expression");
-  printf ("1..%d\n", n_test);
-  return n_failed ? 1 : 0;
+  tap_ok (kiln_template_has_expression ("a {{ b }}"), "has expression");
+  tap_ok (!kiln_template_has_expression ("a { b }"), "has no expression");
+  return tap_done ();
 }

@@ -4,17 +4,7 @@
 
 #include "cleanup.h"
 #include "yaml_tree.h"
-
-static int n_test, n_failed;
-
-static void
-check (int ok, const char *name)
-{
-  n_test++;
-  if (!ok)
-    n_failed++;
-  printf ("%sok %d - %s\n", ok ? "" : "not ", n_test, name);
-}
+#include "tap.h"
 
 static int
 load (const char *text, struct kiln_yaml_doc **doc, kiln_error **err)
@@ -28,7 +18,7 @@ expect_error (const char *name, const char *text, const char *want)
   struct kiln_yaml_doc *doc = NULL;
   _cleanup_error_ kiln_error *e = NULL;
   int r = load (text, &doc, &e);
-  check (r < 0 && strstr (kiln_error_message (e), want) != NULL, name);
+  tap_ok (r < 0 && strstr (kiln_error_message (e), want) != NULL, "%s", name);
   if (r == 0 || strstr (kiln_error_message (e), want) == NULL)
     printf ("  # got: %s\n", r < 0 ? kiln_error_message (e) : "success");
   kiln_yaml_doc_free (doc);
@@ -42,34 +32,34 @@ main (void)
     struct kiln_yaml_doc *doc = NULL;
     _cleanup_error_ kiln_error *e = NULL;
     int r = load ("a: 1\nlist:\n  - x\n  - 'y z'\nmap: {k: v}\n", &doc, &e);
-    check (r == 0 && doc->root && doc->root->kind == KILN_YAML_MAPPING, "loads a mapping");
+    tap_ok (r == 0 && doc->root && doc->root->kind == KILN_YAML_MAPPING, "loads a mapping");
     const struct kiln_yaml_node *list = kiln_yaml_map_get (doc->root, "list");
-    check (list && list->kind == KILN_YAML_SEQUENCE && list->n_items == 2, "sequence items");
-    check (list && list->line == 3 && list->column == 3, "sequence position 3:3");
-    check (list && list->items[1]->line == 4 && list->items[1]->column == 5 && !list->items[1]->plain,
-           "quoted scalar position 4:5 and style");
+    tap_ok (list && list->kind == KILN_YAML_SEQUENCE && list->n_items == 2, "sequence items");
+    tap_ok (list && list->line == 3 && list->column == 3, "sequence position 3:3");
+    tap_ok (list && list->items[1]->line == 4 && list->items[1]->column == 5 && !list->items[1]->plain,
+            "quoted scalar position 4:5 and style");
     const struct kiln_yaml_node *a = kiln_yaml_map_get (doc->root, "a");
     long l = 0;
-    check (a && a->plain && kiln_yaml_as_long (a, &l) == 0 && l == 1, "integer scalar");
+    tap_ok (a && a->plain && kiln_yaml_as_long (a, &l) == 0 && l == 1, "integer scalar");
     const struct kiln_yaml_node *map = kiln_yaml_map_get (doc->root, "map");
-    check (map && strcmp (kiln_yaml_map_get (map, "k")->value, "v") == 0 && map->line == 5 && map->column == 6,
-           "flow mapping at 5:6");
+    tap_ok (map && strcmp (kiln_yaml_map_get (map, "k")->value, "v") == 0 && map->line == 5 && map->column == 6,
+            "flow mapping at 5:6");
     struct kiln_yaml_node *key = kiln_yaml_map_key_of (doc->root, list);
-    check (key && key->line == 2 && key->column == 1, "key position 2:1");
+    tap_ok (key && key->line == 2 && key->column == 1, "key position 2:1");
     kiln_yaml_doc_free (doc);
   }
   {
     struct kiln_yaml_doc *doc = NULL;
     _cleanup_error_ kiln_error *e = NULL;
-    check (load ("", &doc, &e) == 0 && doc->root == NULL, "empty stream has no root");
+    tap_ok (load ("", &doc, &e) == 0 && doc->root == NULL, "empty stream has no root");
     kiln_yaml_doc_free (doc);
   }
   {
     struct kiln_yaml_doc *doc = NULL;
     _cleanup_error_ kiln_error *e = NULL;
     int r = load ("base: &b {x: 1}\nuse: *b\n", &doc, &e);
-    check (r == 0 && kiln_yaml_map_get (doc->root, "use") == kiln_yaml_map_get (doc->root, "base"),
-           "alias resolves to its anchor");
+    tap_ok (r == 0 && kiln_yaml_map_get (doc->root, "use") == kiln_yaml_map_get (doc->root, "base"),
+            "alias resolves to its anchor");
     kiln_yaml_doc_free (doc);
   }
   {
@@ -77,9 +67,9 @@ main (void)
     _cleanup_error_ kiln_error *e = NULL;
     bool b = false;
     load ("t: true\nf: 'true'\nn: ~\n", &doc, &e);
-    check (kiln_yaml_as_bool (kiln_yaml_map_get (doc->root, "t"), &b) == 0 && b, "plain true is a bool");
-    check (kiln_yaml_as_bool (kiln_yaml_map_get (doc->root, "f"), &b) < 0, "quoted 'true' is a string");
-    check (kiln_yaml_is_null (kiln_yaml_map_get (doc->root, "n")), "~ is null");
+    tap_ok (kiln_yaml_as_bool (kiln_yaml_map_get (doc->root, "t"), &b) == 0 && b, "plain true is a bool");
+    tap_ok (kiln_yaml_as_bool (kiln_yaml_map_get (doc->root, "f"), &b) < 0, "quoted 'true' is a string");
+    tap_ok (kiln_yaml_is_null (kiln_yaml_map_get (doc->root, "n")), "~ is null");
     kiln_yaml_doc_free (doc);
   }
   expect_error ("duplicate key", "a: 1\nb: 2\na: 3\n", "t.yml:3:1: duplicate key 'a' (first at line 1)");
@@ -102,6 +92,5 @@ main (void)
     deep[n] = '\0';
     expect_error ("deep nesting", deep, "nesting deeper than");
   }
-  printf ("1..%d\n", n_test);
-  return n_failed ? 1 : 0;
+  return tap_done ();
 }
