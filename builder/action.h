@@ -168,6 +168,7 @@ int kiln_action_check_wildcard_source (const struct kiln_action_check_ctx *ctx, 
 char *kiln_path_dir (const char *path);
 /* The part after the last '/' (path itself without one); points into path. */
 const char *kiln_path_base (const char *path);
+/* True when path ends in '/' (a destination naming a folder to go into). */
 bool kiln_path_ends_with_slash (const char *path);
 /* dir + "/" + name, without the '/' after "" or a dir ending in '/'; malloc'd. */
 char *kiln_path_join (const char *dir, const char *name);
@@ -194,6 +195,15 @@ int kiln_action_set_owner (struct kiln_action_ctx *ctx, const char *path, const 
  * links are followed (stat of "path/." resolves them) into *is_folder. */
 int kiln_action_stat_folder (struct kiln_action_ctx *ctx, const char *path, struct kiln_target_stat *st,
                              bool *is_folder, kiln_error **err);
+/* Runs on the target
+ *   find START -mindepth 1 [-maxdepth 1] [!] -type d [-name NAME] -print0
+ * listing below start the folders (folders true) or everything else, only
+ * start's own entries unless recursive, and only those whose names match name
+ * (find's -name) unless it is NULL or empty.  On success out is replaced by
+ * find's NUL-separated output; on failure it is untouched and err says why, as
+ * from kiln_target_run_checked. */
+int kiln_action_run_find (struct kiln_action_ctx *ctx, const char *start, bool recursive, bool folders,
+                          const char *name, struct kiln_buf *out, kiln_error **err);
 /* Splits the NUL-separated output of find -print0 into a sorted,
  * NULL-terminated vector of malloc'd strings (free with kiln_strv_free):
  * prefix joined with the last component of each when basename_only, else each

@@ -331,6 +331,35 @@ kiln_action_stat_folder (struct kiln_action_ctx *ctx, const char *path, struct k
   return 0;
 }
 
+int
+kiln_action_run_find (struct kiln_action_ctx *ctx, const char *start, bool recursive, bool folders,
+                      const char *name, struct kiln_buf *out, kiln_error **err)
+{
+  char *argv[16];
+  size_t k = 0;
+  argv[k++] = (char *) "find";
+  argv[k++] = (char *) start;
+  argv[k++] = (char *) "-mindepth";
+  argv[k++] = (char *) "1";
+  if (!recursive)
+    {
+      argv[k++] = (char *) "-maxdepth";
+      argv[k++] = (char *) "1";
+    }
+  if (!folders)
+    argv[k++] = (char *) "!";
+  argv[k++] = (char *) "-type";
+  argv[k++] = (char *) "d";
+  if (name && *name)
+    {
+      argv[k++] = (char *) "-name";
+      argv[k++] = (char *) name;
+    }
+  argv[k++] = (char *) "-print0";
+  argv[k] = NULL;
+  return kiln_target_run_checked (ctx->target, argv, ctx->timeout_seconds, out, err);
+}
+
 char **
 kiln_action_split_print0 (const struct kiln_buf *out, const char *prefix, bool basename_only, size_t *count)
 {
@@ -380,28 +409,9 @@ kiln_action_expand_wildcard (struct kiln_action_ctx *ctx, const char *pattern_pa
   if (!st.exists || !st.is_dir)
     return kiln_error_set (err, KILN_ERR_NOT_FOUND, 0, "no such folder '%s'", *dir ? dir : ".");
 
-  char *argv[16];
-  size_t k = 0;
-  argv[k++] = (char *) "find";
-  argv[k++] = start;
-  argv[k++] = (char *) "-mindepth";
-  argv[k++] = (char *) "1";
-  argv[k++] = (char *) "-maxdepth";
-  argv[k++] = (char *) "1";
-  if (!folders)
-    argv[k++] = (char *) "!";
-  argv[k++] = (char *) "-type";
-  argv[k++] = (char *) "d";
-  argv[k++] = (char *) "-name";
-  argv[k++] = name_pattern;
-  argv[k++] = (char *) "-print0";
-  argv[k] = NULL;
   struct kiln_buf out = KILN_BUF_INIT;
-  if (kiln_target_run_checked (ctx->target, argv, ctx->timeout_seconds, &out, err) < 0)
-    {
-      kiln_buf_release (&out);
-      return kiln_error_prefix (err, "list '%s'", pattern_path);
-    }
+  if (kiln_action_run_find (ctx, start, false, folders, name_pattern, &out, err) < 0)
+    return kiln_error_prefix (err, "list '%s'", pattern_path);
   *matches = kiln_action_split_print0 (&out, dir, true, count);
   kiln_buf_release (&out);
   return 0;

@@ -152,12 +152,18 @@ kiln_remove_tree (const char *path, kiln_error **err)
   return remove_at (AT_FDCWD, path, path, err);
 }
 
+/* Where temporary files and directories go: $TMPDIR, else /tmp. */
+static const char *
+temp_base (void)
+{
+  const char *base = getenv ("TMPDIR");
+  return base == NULL || *base == '\0' ? "/tmp" : base;
+}
+
 int
 kiln_make_temp_dir (const char *prefix, char **out, kiln_error **err)
 {
-  const char *base = getenv ("TMPDIR");
-  if (base == NULL || *base == '\0')
-    base = "/tmp";
+  const char *base = temp_base ();
   char *path = NULL;
   if (asprintf (&path, "%s/%s-XXXXXX", base, prefix) < 0)
     abort ();
@@ -170,6 +176,24 @@ kiln_make_temp_dir (const char *prefix, char **out, kiln_error **err)
     }
   *out = path;
   return 0;
+}
+
+int
+kiln_make_temp_file (const char *prefix, char **out, kiln_error **err)
+{
+  const char *base = temp_base ();
+  char *path = NULL;
+  if (asprintf (&path, "%s/%s-XXXXXX", base, prefix) < 0)
+    abort ();
+  int fd = mkostemp (path, O_CLOEXEC);
+  if (fd < 0)
+    {
+      int saved = errno;
+      free (path);
+      return kiln_fail_errno (err, saved, "create a temporary file under '%s'", base);
+    }
+  *out = path;
+  return fd;
 }
 
 void

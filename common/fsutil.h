@@ -24,6 +24,10 @@ int kiln_mkdir_p (const char *path, mode_t mode, kiln_error **err);
 int kiln_remove_tree (const char *path, kiln_error **err);
 /* A new directory under $TMPDIR (or /tmp) named prefix-XXXXXX; malloc'd path. */
 int kiln_make_temp_dir (const char *prefix, char **out, kiln_error **err);
+/* A new empty file under $TMPDIR (or /tmp) named prefix-XXXXXX: returns its
+ * descriptor (close-on-exec) and puts its malloc'd path in *out; -1 with err
+ * ("create a temporary file under 'DIR'") when it cannot be made. */
+int kiln_make_temp_file (const char *prefix, char **out, kiln_error **err);
 
 /* For `_cleanup_unlink_ char *path = NULL;`: when the variable goes out of
  * scope holding a path, that file is unlinked (errors ignored, errno kept) and

@@ -11,8 +11,6 @@
 #include "target.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -85,34 +83,12 @@ kiln_target_close (struct kiln_target *t)
   free (t);
 }
 
-/* Creates an empty file under $TMPDIR (or /tmp); returns its open descriptor
- * and its malloc'd path in *path. */
-static int
-make_temp_file (const char *purpose, char **path, kiln_error **err)
-{
-  const char *base = getenv ("TMPDIR");
-  if (base == NULL || *base == '\0')
-    base = "/tmp";
-  char *templ = NULL;
-  if (asprintf (&templ, "%s/kiln-%s-XXXXXX", base, purpose) < 0)
-    abort ();
-  int fd = mkostemp (templ, O_CLOEXEC);
-  if (fd < 0)
-    {
-      int saved = errno;
-      free (templ);
-      return kiln_fail_errno (err, saved, "create a temporary file under '%s'", base);
-    }
-  *path = templ;
-  return fd;
-}
-
 int
 kiln_target_put_data (struct kiln_target *t, const void *data, size_t len, const char *path, mode_t mode,
                       kiln_error **err)
 {
   _cleanup_unlink_ char *local = NULL;
-  _cleanup_close_ int fd = make_temp_file ("put", &local, err);
+  _cleanup_close_ int fd = kiln_make_temp_file ("kiln-put", &local, err);
   if (fd < 0)
     return -1;
   if (kiln_write_all (fd, data, len) < 0)
@@ -127,7 +103,7 @@ int
 kiln_target_get_data (struct kiln_target *t, const char *path, struct kiln_buf *out, kiln_error **err)
 {
   _cleanup_unlink_ char *local = NULL;
-  _cleanup_close_ int fd = make_temp_file ("get", &local, err);
+  _cleanup_close_ int fd = kiln_make_temp_file ("kiln-get", &local, err);
   if (fd < 0)
     return -1;
   close (kiln_steal_fd (&fd));

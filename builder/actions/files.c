@@ -184,6 +184,7 @@ resolve_file (struct kiln_action_ctx *ctx, const char *path, char **real, struct
   if (**real == '\0')
     {
       free (*real);
+      *real = NULL;
       return kiln_fail (err, "resolve the symbolic link '%s': readlink printed nothing", path);
     }
   return stat_path (ctx, *real, st, err);
@@ -593,34 +594,9 @@ list_files_one (struct kiln_action_ctx *ctx, json_t *entry, void *opaque _unused
       kiln_buf_release (&cwd);
     }
 
-  char *argv[16];
-  size_t k = 0;
-  argv[k++] = (char *) "find";
-  argv[k++] = start;
-  argv[k++] = (char *) "-mindepth";
-  argv[k++] = (char *) "1";
-  if (!recursive)
-    {
-      argv[k++] = (char *) "-maxdepth";
-      argv[k++] = (char *) "1";
-    }
-  argv[k++] = (char *) "!";
-  argv[k++] = (char *) "-type";
-  argv[k++] = (char *) "d";
-  if (pattern && *pattern)
-    {
-      argv[k++] = (char *) "-name";
-      argv[k++] = (char *) pattern;
-    }
-  argv[k++] = (char *) "-print0";
-  argv[k] = NULL;
-
   struct kiln_buf out = KILN_BUF_INIT;
-  if (kiln_target_run_checked (ctx->target, argv, ctx->timeout_seconds, &out, err) < 0)
-    {
-      kiln_buf_release (&out);
-      return kiln_error_prefix (err, "list '%s'", path);
-    }
+  if (kiln_action_run_find (ctx, start, recursive, false, pattern, &out, err) < 0)
+    return kiln_error_prefix (err, "list '%s'", path);
   size_t count = 0;
   _cleanup_strv_ char **found = kiln_action_split_print0 (&out, NULL, false, &count);
   kiln_buf_release (&out);

@@ -70,7 +70,7 @@
 /* Shutdown: after the guest ignored the agent's request for the caller's
  * timeout, the ACPI power button gets this long, and QMP quit this long. */
 #define POWERDOWN_GRACE_MS 30000
-#define QUIT_GRACE_MS 10000
+#define QUIT_GRACE_MS 5000
 #define TERM_GRACE_MS 5000
 #define QEMU_IMG_TIMEOUT_MS (2 * 60 * 60 * 1000)
 #define CONSOLE_TAIL_IN_ERRORS 1500
@@ -335,6 +335,20 @@ exited_early (struct qemu_instance *q, int status, const char *while_doing, kiln
   return kiln_fail (err, "QEMU exited with status %d %s%s", WEXITSTATUS (status), while_doing, context);
 }
 
+/* Closes QMP and the agent and removes their sockets. */
+static void
+forget_connections (struct qemu_instance *q)
+{
+  kiln_qmp_close (q->qmp);
+  q->qmp = NULL;
+  kiln_qga_close (q->qga);
+  q->qga = NULL;
+  if (q->qmp_path)
+    unlink (q->qmp_path);
+  if (q->qga_path)
+    unlink (q->qga_path);
+}
+
 /* Closes the protocol connections and stops QEMU by whatever it takes (QMP
  * quit, SIGTERM, SIGKILL), reaping it.  Returns 0 when it ended on quit or
  * SIGTERM, -1 when it had to be SIGKILLed. */
@@ -345,15 +359,12 @@ stop_qemu (struct qemu_instance *q)
   if (q->pid > 0 && q->qmp)
     {
       _cleanup_error_ kiln_error *ignored = NULL;
-      kiln_qmp_execute (q->qmp, "quit", NULL, NULL, 2000, &ignored);
+      kiln_qmp_execute (q->qmp, "quit", NULL, NULL, QMP_TIMEOUT_MS, &ignored);
     }
-  kiln_qmp_close (q->qmp);
-  q->qmp = NULL;
-  kiln_qga_close (q->qga);
-  q->qga = NULL;
+  forget_connections (q);
   if (q->pid > 0)
     {
-      if (kiln_process_wait_exit (q->pid, QUIT_GRACE_MS / 2, NULL) == 0)
+      if (kiln_process_wait_exit (q->pid, QUIT_GRACE_MS, NULL) == 0)
         {
           kill (q->pid, SIGTERM);
           if (kiln_process_wait_exit (q->pid, TERM_GRACE_MS, NULL) == 0)
@@ -368,10 +379,6 @@ stop_qemu (struct qemu_instance *q)
     }
   if (q->pid_path)
     unlink (q->pid_path);
-  if (q->qmp_path)
-    unlink (q->qmp_path);
-  if (q->qga_path)
-    unlink (q->qga_path);
   return r;
 }
 
@@ -758,17 +765,6 @@ static const struct kiln_target_ops qemu_target_ops = {
 };
 
 /* --- shutdown, capture, destroy ------------------------------------------- */
-
-static void
-forget_connections (struct qemu_instance *q)
-{
-  kiln_qmp_close (q->qmp);
-  q->qmp = NULL;
-  kiln_qga_close (q->qga);
-  q->qga = NULL;
-  unlink (q->qmp_path);
-  unlink (q->qga_path);
-}
 
 static int
 qemu_shutdown (struct kiln_instance *inst, int timeout_seconds, kiln_error **err)

@@ -9,7 +9,8 @@
  * a 3 MiB file, stat, a command killed at its 1 s timeout, reboot, shutdown,
  * capture, destroy; then nothing may be left but console.log.  The times of
  * boot, a guest-exec round trip and the file copies are printed as TAP
- * comments, for the record (never compared with anything). */
+ * comments, for the record (never compared with anything).  The work
+ * directory is removed after a success unless KILN_TEST_KEEP is set. */
 #include <dirent.h>
 #include <errno.h>
 #include <signal.h>
@@ -508,7 +509,7 @@ main (int argc, char **argv)
   report (parent_before.st_mtime == parent_after.st_mtime && parent_before.st_size == parent_after.st_size,
           "the parent image was not written");
 
-  if (failure_count == 0)
+  if (failure_count == 0 && getenv ("KILN_TEST_KEEP") == NULL)
     {
       _cleanup_error_ kiln_error *rm_err = NULL;
       kiln_remove_tree (work_dir, &rm_err);
