@@ -842,11 +842,13 @@ qemu_capture (struct kiln_instance *inst, const struct kiln_capture_spec *spec, 
         kiln_log_warn ("qemu: %s: compression applies to qcow2 only; writing %s uncompressed", inst->name,
                        kiln_image_format_name (spec->format));
     }
-  /* Dynamic (sparse) VHD/VHDX: the size of the data, not of the disk. */
+  /* Dynamic (sparse) VHD/VHDX: the size of the data, not of the disk.  VHD
+   * would otherwise round the disk to a CHS geometry; force_size keeps the
+   * exact size (clouds that import VHDs want it MiB-aligned, as it was). */
   if (spec->format == KILN_IMAGE_VHD || spec->format == KILN_IMAGE_VHDX)
     {
       kiln_strv_push (&argv, "-o");
-      kiln_strv_push (&argv, "subformat=dynamic");
+      kiln_strv_push (&argv, spec->format == KILN_IMAGE_VHD ? "subformat=dynamic,force_size=on" : "subformat=dynamic");
     }
   kiln_strv_push (&argv, q->overlay);
   kiln_strv_push (&argv, spec->output);

@@ -7,7 +7,10 @@
  *
  * One instance goes through its whole life: create, start, run, put and get
  * a 3 MiB file, stat, a command killed at its 1 s timeout, reboot, shutdown,
- * capture, destroy; then nothing may be left but console.log.  The times of
+ * capture in every format, destroy; then nothing may be left but
+ * console.log.  A second instance covers a work directory too deep for
+ * socket paths, a grown disk, a start that fails, and destroy while
+ * running.  The times of
  * boot, a guest-exec round trip and the file copies are printed as TAP
  * comments, for the record (never compared with anything).  The work
  * directory is removed after a success unless KILN_TEST_KEEP is set. */
@@ -250,17 +253,20 @@ check_reboot (struct kiln_target *t)
          && kiln_target_stat (t, t->scratch_dir, &st, &err) == 0 && st.is_dir;
 }
 
+/* Captures in one format and checks what qemu-img says of the result:
+ * its format, no backing file, and the instance's virtual size. */
 static bool
-check_capture (struct kiln_instance *inst, const char *work_dir)
+capture_one (struct kiln_instance *inst, const char *work_dir, enum kiln_image_format format, bool compress,
+             const char *qemu_format, uint64_t *size)
 {
   _cleanup_free_ char *output = NULL;
-  if (asprintf (&output, "%s/captured.qcow2", work_dir) < 0)
+  if (asprintf (&output, "%s/captured.%s", work_dir, kiln_image_format_extension (format)) < 0)
     abort ();
-  struct kiln_capture_spec spec = {.output = output, .format = KILN_IMAGE_QCOW2, .compress = true};
+  struct kiln_capture_spec spec = {.output = output, .format = format, .compress = compress};
   _cleanup_error_ kiln_error *err = NULL;
   double start = seconds_now ();
   bool ok = kiln_instance_capture (inst, &spec, &err) == 0;
-  printf ("# capture (compressed qcow2): %.1f s\n", seconds_now () - start);
+  double elapsed = seconds_now () - start;
   if (!ok)
     printf ("# %s\n", kiln_error_message (err));
   char *argv[] = {"qemu-img", "info", "--output=json", output, NULL};
@@ -270,14 +276,30 @@ check_capture (struct kiln_instance *inst, const char *work_dir)
   if (ok)
     {
       json_t *info = json_loads (kiln_buf_str (&res.out), 0, NULL);
-      const char *format = json_string_value (json_object_get (info, "format"));
-      ok = format && strcmp (format, "qcow2") == 0 && json_object_get (info, "backing-filename") == NULL;
-      printf ("# captured: format %s, virtual size %lld\n", format ? format : "?",
-              (long long) json_integer_value (json_object_get (info, "virtual-size")));
+      const char *got = json_string_value (json_object_get (info, "format"));
+      uint64_t virtual = (uint64_t) json_integer_value (json_object_get (info, "virtual-size"));
+      printf ("# captured as %s%s in %.1f s: qemu-img says %s, %llu bytes, %lld on disk\n",
+              kiln_image_format_name (format), compress ? " (compressed)" : "", elapsed, got ? got : "?",
+              (unsigned long long) virtual, (long long) json_integer_value (json_object_get (info, "actual-size")));
+      ok = got && strcmp (got, qemu_format) == 0 && json_object_get (info, "backing-filename") == NULL
+           && (*size == 0 || virtual == *size);
+      *size = virtual;
       json_decref (info);
     }
   kiln_process_result_release (&res);
   unlink (output); /* the caller's file: what is left afterwards is checked */
+  return ok;
+}
+
+static bool
+check_capture (struct kiln_instance *inst, const char *work_dir)
+{
+  uint64_t size = 0;
+  bool ok = capture_one (inst, work_dir, KILN_IMAGE_QCOW2, true, "qcow2", &size);
+  ok = capture_one (inst, work_dir, KILN_IMAGE_RAW, false, "raw", &size) && ok;
+  ok = capture_one (inst, work_dir, KILN_IMAGE_VMDK, false, "vmdk", &size) && ok;
+  ok = capture_one (inst, work_dir, KILN_IMAGE_VHD, false, "vpc", &size) && ok;
+  ok = capture_one (inst, work_dir, KILN_IMAGE_VHDX, false, "vhdx", &size) && ok;
   return ok;
 }
 
@@ -495,7 +517,7 @@ main (int argc, char **argv)
       report (alive && kill (qemu_pid, 0) < 0 && errno == ESRCH, "shutdown: the guest powers off, QEMU exits");
     }
   if (alive)
-    report (check_capture (inst, work_dir), "capture as compressed qcow2, standalone");
+    report (check_capture (inst, work_dir), "capture as qcow2 (compressed), raw, vmdk, vhd, vhdx: standalone, same size");
 
   kiln_instance_destroy (inst);
   _cleanup_free_ char *left = listing (work_dir);
