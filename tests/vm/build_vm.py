@@ -139,15 +139,15 @@ def interrupted(c, sig):
     recipe = c.recipe("vm-" + sig.name.lower(), ["slow.yml"])
     proc = subprocess.Popen([c.kiln, "build", recipe, "--output", c.out], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=c.env)
-    # Wait until the slow step is running in the guest.
+    # Wait until the build phase runs in the guest (the slow step is next).
     deadline = time.time() + 900
     stderr = ""
     while time.time() < deadline:
         line = proc.stderr.readline()
         stderr += line
-        if "Sleeps" in line or line == "":
+        if ": phase build" in line or line == "":
             break
-    time.sleep(3)
+    time.sleep(5)
     proc.send_signal(sig)
     try:
         rest = proc.communicate(timeout=120)[1]
