@@ -679,7 +679,7 @@ kiln_process_spawn (const struct kiln_process_spawn_spec *spec, pid_t *pid_out, 
   if (pid < 0)
     return kiln_fail_errno (err, errno, "fork for '%s'", program);
   if (pid == 0)
-    exec_child (spec->argv, spec->cwd, env, in_fd, out_fd, err_fd, report_write, parent);
+    exec_child (spec->argv, spec->cwd, env, in_fd, out_fd, err_fd, report_write, spec->outlive_parent ? 0 : parent);
 
   setpgid (pid, pid);
   close_fd (&report_write);

@@ -66,6 +66,9 @@ struct kiln_process_spawn_spec {
   const char *stdin_path;   /* NULL: /dev/null */
   const char *stdout_path;  /* NULL: /dev/null; else created (0644) and appended to */
   const char *stderr_path;  /* likewise; may name the same file as stdout_path */
+  /* The child may outlive kiln (a VM kept for inspection): no parent-death
+   * signal.  Whoever keeps it must record its pid for a later cleanup. */
+  bool outlive_parent;
 };
 
 /* Starts the child in its own process group and returns its pid once it is

@@ -105,6 +105,13 @@ kiln_init() {
 	if [ -n "${KILN_IMAGE_CACHE:-}" ]; then
 		mkdir -p -- "$KILN_IMAGE_CACHE" || kiln_die "cannot create KILN_IMAGE_CACHE=$KILN_IMAGE_CACHE"
 		KILN_DEBS="$(cd -- "$KILN_IMAGE_CACHE" && pwd -P)/debs"
+		# One build at a time per cache (apt and debootstrap do not share
+		# a download directory safely).
+		exec 9>"$KILN_IMAGE_CACHE/.lock"
+		if ! flock -n 9; then
+			kiln_log "waiting for another build that uses $KILN_IMAGE_CACHE"
+			flock 9 || kiln_die "cannot lock $KILN_IMAGE_CACHE/.lock"
+		fi
 	else
 		KILN_DEBS="$KILN_WORK/debs"
 	fi

@@ -59,6 +59,7 @@
 #define DEFAULT_BOOT_TIMEOUT_S 300
 /* Each guest agent call (a 1 MiB file chunk under TCG takes well under this). */
 #define AGENT_CALL_TIMEOUT_MS 60000
+/* Each QMP command (they answer at once unless QEMU is stuck). */
 #define QMP_TIMEOUT_MS 10000
 /* Sync attempts while waiting for the agent: short at first, so an early
  * agent is seen early, longer later, so few requests pile up. */
@@ -68,7 +69,8 @@
  * nothing when it works).  Running shutdown(8) fails fast when it fails. */
 #define SHUTDOWN_ERROR_WAIT_MS 1000
 /* Shutdown: after the guest ignored the agent's request for the caller's
- * timeout, the ACPI power button gets this long, and QMP quit this long. */
+ * timeout, the ACPI power button gets this long; then QMP quit, and after
+ * it SIGTERM, get this long each before SIGKILL. */
 #define POWERDOWN_GRACE_MS 30000
 #define QUIT_GRACE_MS 5000
 #define TERM_GRACE_MS 5000
@@ -76,7 +78,6 @@
 #define CONSOLE_TAIL_IN_ERRORS 1500
 
 struct qemu_instance {
-  char *work_dir;
   char *sock_dir;        /* holds the sockets: work_dir, or our own short directory */
   bool own_sock_dir;
   char *overlay;
@@ -89,6 +90,8 @@ struct qemu_instance {
   bool network;
   int boot_timeout_ms;   /* start's timeout, reused for reboots */
   pid_t pid;             /* QEMU while it runs (not yet reaped), else 0 */
+  bool detach;           /* QEMU may outlive kiln (keep-on-failure) */
+  volatile sig_atomic_t *cancel; /* the user interrupted kiln: stop waiting */
   struct kiln_qmp *qmp;
   struct kiln_qga *qga;
 };
@@ -268,13 +271,14 @@ qemu_create (struct kiln_instance *inst, const struct kiln_instance_spec *spec, 
     return kiln_fail_invalid (err, "disk size %" PRIu64 " bytes is smaller than the image's %" PRIu64
                               " bytes: disks can grow, not shrink", spec->disk_size_bytes, parent_size);
 
-  q->work_dir = xstrdup (spec->work_dir);
   q->overlay = path_join (spec->work_dir, "overlay.qcow2");
   q->pid_path = path_join (spec->work_dir, "qemu.pid");
   q->console_path = spec->console_log ? xstrdup (spec->console_log) : path_join (spec->work_dir, "console.log");
   q->vcpus = spec->vcpus > 0 ? spec->vcpus : DEFAULT_VCPUS;
   q->memory_mib = spec->memory_mib > 0 ? spec->memory_mib : DEFAULT_MEMORY_MIB;
   q->network = spec->network;
+  q->detach = spec->detach;
+  q->cancel = spec->cancel;
 
   /* "/qmp.sock" is the longest name that goes in the socket directory. */
   size_t sun_path_max = sizeof ((struct sockaddr_un *) 0)->sun_path - 1;
@@ -393,6 +397,8 @@ wait_for_agent (struct qemu_instance *q, int64_t deadline, int timeout_ms, const
       int status = 0;
       if (!qemu_running (q, &status))
         return exited_early (q, status, while_doing, err);
+      if (q->cancel && *q->cancel)
+        return kiln_error_set (err, KILN_ERR_CANCELLED, 0, "interrupted %s", while_doing);
       int left = left_ms (deadline);
       if (left == 0)
         {
@@ -480,7 +486,7 @@ start_qemu (struct kiln_instance *inst, int timeout_ms, kiln_error **err)
   unlink (q->qga_path);
 
   struct kiln_process_spawn_spec spawn = {
-    .argv = argv, .stdout_path = q->console_path, .stderr_path = q->console_path};
+    .argv = argv, .stdout_path = q->console_path, .stderr_path = q->console_path, .outlive_parent = q->detach};
   if (kiln_process_spawn (&spawn, &q->pid, err) < 0)
     return -1;
   kiln_log_debug ("qemu: %s: started QEMU %d (%s)", inst->name, (int) q->pid, kiln_qemu_accel_name (cfg.accel));
@@ -504,14 +510,26 @@ start_qemu (struct kiln_instance *inst, int timeout_ms, kiln_error **err)
         break;
       if (left == 0 || qmp_err->code != KILN_ERR_TIMEOUT)
         {
-          if (!qemu_running (q, &status))
+          /* QMP closing on us is QEMU on its way out (e.g. its disk would
+           * not open): give it a moment to be reaped and tell that. */
+          if (qemu_ended (q, qmp_err->code == KILN_ERR_TIMEOUT ? 0 : 2000, &status))
             return exited_early (q, status, "before QMP answered", err);
           kiln_error_move (err, &qmp_err);
           return kiln_error_prefix (err, "connect to QMP");
         }
     }
-  if (kiln_qga_connect (q->qga_path, left_ms (deadline), &q->qga, err) < 0)
-    return -1;
+  /* QEMU made this socket with QMP's, before QMP answered: no long wait. */
+  int left = left_ms (deadline);
+  if (kiln_qga_connect (q->qga_path, left < 5000 ? left : 5000, &q->qga, err) < 0)
+    {
+      int status = 0;
+      if (qemu_ended (q, 2000, &status))
+        {
+          kiln_error_freep (err);
+          return exited_early (q, status, "before the guest agent's socket could be reached", err);
+        }
+      return -1;
+    }
   if (wait_for_agent (q, deadline, timeout_ms, "while the guest booted", err) < 0)
     return -1;
   int64_t booted_at = kiln_qemu_now_ms ();
@@ -577,6 +595,7 @@ qemu_run (struct kiln_target *t, const struct kiln_target_command *cmd, struct k
     .cwd = cmd->cwd,
     .timeout_ms = cmd->timeout_seconds > 0 ? timeout_ms_of (cmd->timeout_seconds) : 0,
     .call_timeout_ms = AGENT_CALL_TIMEOUT_MS,
+    .cancel = t->cancel,
   };
   struct kiln_qga_exec_result r;
   if (kiln_qga_run (q->qga, &spec, &r, err) < 0)
@@ -874,14 +893,13 @@ remove_file (const char *path)
 static void
 free_paths (struct qemu_instance *q)
 {
-  free (q->work_dir);
   free (q->sock_dir);
   free (q->overlay);
   free (q->qmp_path);
   free (q->qga_path);
   free (q->pid_path);
   free (q->console_path);
-  q->work_dir = q->sock_dir = q->overlay = q->qmp_path = q->qga_path = q->pid_path = q->console_path = NULL;
+  q->sock_dir = q->overlay = q->qmp_path = q->qga_path = q->pid_path = q->console_path = NULL;
 }
 
 static int

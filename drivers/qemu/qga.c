@@ -306,10 +306,7 @@ kiln_qga_call (struct kiln_qga *g, const char *command, json_t *arguments, json_
         return remote_error (err, command, error);
       json_t *value = json_object_get (msg, "return");
       if (value == NULL)
-        {
-          /* Neither: not a reply; a delimited sync answer from long ago. */
-          continue;
-        }
+        continue; /* neither return nor error: not a reply at all */
       if (ret)
         *ret = json_incref (value);
       return 0;
@@ -452,15 +449,15 @@ poll_process (struct kiln_qga *g, int64_t pid, int call_timeout_ms, bool *exited
 /* Polls until the process has exited or deadline (0: none) has passed;
  * *exited tells which. */
 static int
-follow_process (struct kiln_qga *g, int64_t pid, int64_t deadline, int call_timeout_ms, bool *exited,
-                struct kiln_qga_exec_result *res, kiln_error **err)
+follow_process (struct kiln_qga *g, int64_t pid, int64_t deadline, int call_timeout_ms, volatile sig_atomic_t *cancel,
+                bool *exited, struct kiln_qga_exec_result *res, kiln_error **err)
 {
   int pause = POLL_FIRST_MS;
   for (;;)
     {
       if (poll_process (g, pid, call_timeout_ms, exited, res, err) < 0)
         return -1;
-      if (*exited)
+      if (*exited || (cancel && *cancel))
         return 0;
       int left = remaining (deadline);
       if (left == 0)
@@ -470,23 +467,31 @@ follow_process (struct kiln_qga *g, int64_t pid, int64_t deadline, int call_time
     }
 }
 
+char **
+kiln_qga_kill_args (int64_t pid, bool group)
+{
+  char pid_text[32];
+  snprintf (pid_text, sizeof pid_text, "%lld", (long long) pid);
+  /* No "--": dash's kill takes it for a pid.  "-9 -PID" is the one spelling
+   * dash, bash and busybox ash all read as "the group PID". */
+  return kiln_strv_new ("-c", group ? "kill -9 -\"$1\" 2>/dev/null || kill -9 \"$1\"" : "kill -9 \"$1\"",
+                        "kiln-kill", pid_text, NULL);
+}
+
 /* SIGKILL for the guest process pid (and its group when asked), through
  * another guest-exec; the killer itself is followed to its end so the agent
  * forgets it. */
 static int
 kill_process (struct kiln_qga *g, int64_t pid, bool group, int call_timeout_ms, kiln_error **err)
 {
-  char pid_text[32];
-  snprintf (pid_text, sizeof pid_text, "%lld", (long long) pid);
-  char *args[] = {"-c",
-                  group ? "kill -KILL -- \"-$1\" 2>/dev/null || kill -KILL -- \"$1\"" : "kill -KILL -- \"$1\"",
-                  "kiln-kill", pid_text, NULL};
+  _cleanup_strv_ char **args = kiln_qga_kill_args (pid, group);
   struct kiln_qga_exec_spec killer = {.path = "/bin/sh", .args = args, .call_timeout_ms = call_timeout_ms};
   int64_t killer_pid;
   if (start_process (g, &killer, &killer_pid, err) < 0)
     return kiln_error_prefix (err, "kill guest process %lld", (long long) pid);
   bool exited = false;
-  if (follow_process (g, killer_pid, kiln_qemu_deadline (KILLER_WAIT_MS), call_timeout_ms, &exited, NULL, err) < 0)
+  if (follow_process (g, killer_pid, kiln_qemu_deadline (KILLER_WAIT_MS), call_timeout_ms, NULL, &exited, NULL, err)
+      < 0)
     return kiln_error_prefix (err, "kill guest process %lld", (long long) pid);
   return 0;
 }
@@ -500,21 +505,27 @@ kiln_qga_exec (struct kiln_qga *g, const struct kiln_qga_exec_spec *spec, struct
     return -1;
   int64_t deadline = spec->timeout_ms > 0 ? kiln_qemu_now_ms () + spec->timeout_ms : 0;
   bool exited = false;
-  if (follow_process (g, res->pid, deadline, spec->call_timeout_ms, &exited, res, err) < 0)
+  if (follow_process (g, res->pid, deadline, spec->call_timeout_ms, spec->cancel, &exited, res, err) < 0)
     return kiln_error_prefix (err, "follow guest process %lld ('%s')", (long long) res->pid, spec->path);
   if (exited)
     return 0;
 
-  kiln_log_debug ("guest process %lld ('%s') passed its deadline: killing it", (long long) res->pid, spec->path);
-  res->timed_out = true;
+  bool cancelled = spec->cancel && *spec->cancel;
+  kiln_log_debug ("guest process %lld ('%s') %s: killing it", (long long) res->pid, spec->path,
+                  cancelled ? "is cancelled" : "passed its deadline");
+  res->timed_out = !cancelled;
   if (kill_process (g, res->pid, spec->kill_group, spec->call_timeout_ms, err) < 0)
     return -1;
-  if (follow_process (g, res->pid, kiln_qemu_deadline (KILL_WAIT_MS), spec->call_timeout_ms, &exited, res, err) < 0)
+  if (follow_process (g, res->pid, kiln_qemu_deadline (KILL_WAIT_MS), spec->call_timeout_ms, NULL, &exited, res, err)
+      < 0)
     return kiln_error_prefix (err, "follow guest process %lld ('%s')", (long long) res->pid, spec->path);
   if (!exited)
     return kiln_error_set (err, KILN_ERR_TIMEOUT, 0, "guest process %lld ('%s') did not end within %g s of SIGKILL",
                            (long long) res->pid, spec->path, seconds (KILL_WAIT_MS));
   res->exit_code = -1;
+  if (cancelled)
+    return kiln_error_set (err, KILN_ERR_CANCELLED, 0, "guest process %lld ('%s') stopped: interrupted",
+                           (long long) res->pid, spec->path);
   return 0;
 }
 
@@ -587,6 +598,7 @@ kiln_qga_run (struct kiln_qga *g, const struct kiln_qga_run_spec *spec, struct k
     .timeout_ms = spec->timeout_ms,
     .call_timeout_ms = spec->call_timeout_ms,
     .kill_group = true,
+    .cancel = spec->cancel,
   };
   if (kiln_qga_exec (g, &exec, res, err) < 0)
     return kiln_error_prefix (err, "run '%s' on the guest", spec->argv[0]);

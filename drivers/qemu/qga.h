@@ -19,6 +19,7 @@
 #ifndef KILN_DRIVERS_QEMU_QGA_H
 #define KILN_DRIVERS_QEMU_QGA_H
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -76,6 +77,9 @@ struct kiln_qga_exec_spec {
    * process (it must have made itself one, see kiln_qga_run), false to kill
    * the process alone. */
   bool kill_group;
+  /* Raised by a signal handler: the process is killed as on its deadline
+   * and the call fails with KILN_ERR_CANCELLED.  NULL: never. */
+  volatile sig_atomic_t *cancel;
 };
 
 struct kiln_qga_exec_result {
@@ -104,6 +108,7 @@ struct kiln_qga_run_spec {
   size_t input_len;
   int timeout_ms;            /* <= 0: none */
   int call_timeout_ms;
+  volatile sig_atomic_t *cancel; /* as in kiln_qga_exec_spec */
 };
 
 /* Runs argv through a /bin/sh wrapper that changes to cwd, exports env, and
@@ -114,6 +119,9 @@ int kiln_qga_run (struct kiln_qga *g, const struct kiln_qga_run_spec *spec, stru
                   kiln_error **err);
 /* The wrapper's argument vector after "/bin/sh" (for tests and logs). */
 char **kiln_qga_run_args (const struct kiln_qga_run_spec *spec);
+/* The arguments after "/bin/sh" of what kills pid (and its process group)
+ * at a deadline. */
+char **kiln_qga_kill_args (int64_t pid, bool group);
 
 void kiln_qga_exec_result_release (struct kiln_qga_exec_result *res);
 

@@ -35,7 +35,7 @@ UUID=$(kiln_new_uuid)
 mkdir -p "$ROOT"
 kiln_run env ROOT="$ROOT" MIRROR="$MIRROR" SECURITY_MIRROR="$SECURITY_MIRROR" \
 	KILN_DEBS="$KILN_DEBS" UUID="$UUID" HOSTNAME_=debian \
-	KERNEL_CMDLINE="console=tty0 console=ttyS0,115200 net.ifnames=0 edd=off" \
+	KERNEL_CMDLINE="console=ttyS0,115200 net.ifnames=0 edd=off" \
 	unshare --mount --propagation private --pid --fork --kill-child --mount-proc \
 	bash "$here/rootfs.sh" || kiln_die "making the root file system failed"
 

@@ -12,7 +12,9 @@
  * in small pieces with pauses, so lines arrive split across reads.  The
  * wrapper script kiln_qga_run sends to guests is run here on the host with
  * /bin/sh, since it is plain POSIX sh. */
+#include <dirent.h>
 #include <errno.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -20,9 +22,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -626,7 +630,7 @@ hang_handler (struct peer *p, json_t *request, bool delimited)
     {
       json_t *arg = json_object_get (args, "arg");
       const char *script = json_string_value (json_array_get (arg, 1));
-      if (script && strstr (script, "kill -KILL"))
+      if (script && strstr (script, "kill -9"))
         {
           snprintf (p->killer_script, sizeof p->killer_script, "%s", script);
           snprintf (p->killer_target, sizeof p->killer_target, "%s",
@@ -670,7 +674,7 @@ test_qga_exec_timeout_kills_group (void)
           p.killer_target);
   ok = ok && res.timed_out && res.exit_code == -1 && res.term_signal == 9
        && strcmp (kiln_buf_str (&res.out), "started\n") == 0 && elapsed >= 0.65 && elapsed < 2.0
-       && strstr (p.killer_script, "\"-$1\"") != NULL && strcmp (p.killer_target, "78") == 0
+       && strstr (p.killer_script, "kill -9 -\"$1\"") != NULL && strcmp (p.killer_target, "78") == 0
        /* backoff: 10, 20, 40, 80, 160, 200, 200 ... ms, so few polls in 0.7 s */
        && p.polls < 15;
   if (!ok)
@@ -912,6 +916,99 @@ test_wrapper_script (void)
   return ok;
 }
 
+/* Processes of process group pgid that are not zombies (a zombie whose
+ * parent is gone waits for init to reap it, and still counts for kill()). */
+static int
+live_members (pid_t pgid)
+{
+  int n = 0;
+  DIR *d = opendir ("/proc");
+  if (d == NULL)
+    return -1;
+  struct dirent *e;
+  while ((e = readdir (d)) != NULL)
+    {
+      if (e->d_name[0] < '0' || e->d_name[0] > '9')
+        continue;
+      char path[300], buf[512];
+      snprintf (path, sizeof path, "/proc/%s/stat", e->d_name);
+      FILE *f = fopen (path, "r");
+      if (f == NULL)
+        continue;
+      size_t len = fread (buf, 1, sizeof buf - 1, f);
+      fclose (f);
+      buf[len] = '\0';
+      /* pid (comm) state ppid pgrp ...: comm may hold spaces, so from the last ')'. */
+      char *close_paren = strrchr (buf, ')');
+      char state;
+      int ppid, pgrp;
+      if (close_paren && sscanf (close_paren + 1, " %c %d %d", &state, &ppid, &pgrp) == 3 && pgrp == pgid
+          && state != 'Z')
+        n++;
+    }
+  closedir (d);
+  return n;
+}
+
+/* The deadline's kill, run here with /bin/sh (dash on Debian, whose kill
+ * differs from bash's and busybox's): the wrapped program and what it
+ * started in the background all go. */
+static bool
+test_kill_script (void)
+{
+  char *argv[] = {"sh", "-c", "sleep 30 & sleep 30", NULL};
+  struct kiln_qga_run_spec spec = {.argv = argv};
+  _cleanup_strv_ char **args = kiln_qga_run_args (&spec);
+  /* From a shell that does not lead its group, as under qemu-ga. */
+  _cleanup_strv_ char **outer = kiln_strv_new ("/bin/sh", "-c", "/bin/sh \"$@\"; exit $?", "outer", NULL);
+  for (char **a = args; *a; a++)
+    kiln_strv_push (&outer, *a);
+  struct kiln_process_spawn_spec ss = {.argv = outer};
+  _cleanup_error_ kiln_error *err = NULL;
+  pid_t pid = 0;
+  /* The killed background sleep is orphaned: as a subreaper we reap it. */
+  CHECK (prctl (PR_SET_CHILD_SUBREAPER, 1) == 0);
+  CHECK (kiln_process_spawn (&ss, &pid, &err) == 0);
+  sleep_ms (300);
+  /* The wrapped program: the outer shell's child, leading its own group. */
+  char find[160];
+  snprintf (find, sizeof find, "pgrep -P %d", (int) pid);
+  char *pgrep[] = {"sh", "-c", find, NULL};
+  struct kiln_process_spec ps = {.argv = pgrep};
+  struct kiln_process_result res;
+  CHECK (kiln_process_run (&ps, &res, &err) == 0);
+  pid_t program = (pid_t) atoi (kiln_buf_str (&res.out));
+  kiln_process_result_release (&res);
+  bool ok = program > 0 && getpgid (program) == program;
+
+  _cleanup_strv_ char **kill_args = kiln_qga_kill_args (program, true);
+  _cleanup_strv_ char **killer = kiln_strv_new ("/bin/sh", NULL);
+  for (char **a = kill_args; *a; a++)
+    kiln_strv_push (&killer, *a);
+  struct kiln_process_spec ks = {.argv = killer, .timeout_ms = 10000};
+  ok = kiln_process_run (&ks, &res, &err) == 0 && res.exit_code == 0 && ok;
+  if (!ok)
+    printf ("# program %d, killer: exit %d %s\n", (int) program, res.exit_code, kiln_buf_str (&res.err));
+  kiln_process_result_release (&res);
+  /* The outer shell reports its child killed; nothing of the group is left. */
+  int status = 0;
+  int r = kiln_process_wait_exit (pid, 5000, &status);
+  ok = r == 1 && WIFEXITED (status) && WEXITSTATUS (status) == 128 + 9 && ok;
+  if (r == 0)
+    {
+      kill (-pid, SIGKILL);
+      kiln_process_wait_exit (pid, -1, NULL);
+    }
+  sleep_ms (100);
+  int left = live_members (program);
+  while (waitpid (-1, NULL, WNOHANG) > 0)
+    ;
+  prctl (PR_SET_CHILD_SUBREAPER, 0);
+  if (left)
+    printf ("# %d processes of group %d still run\n", left, (int) program);
+  return left == 0 && ok;
+}
+
 int
 main (int argc, char **argv)
 {
@@ -934,6 +1031,7 @@ main (int argc, char **argv)
   report (test_qga_files (), "QGA: files in and out in chunks; agent errors name the path");
   report (test_qga_shutdown (), "QGA: guest-shutdown silence is success, an error reply is not");
   report (test_wrapper_script (), "wrapper script: cwd, env, process group, exit status, failures");
+  report (test_kill_script (), "kill script: the wrapped program's whole group goes");
 
   printf ("1..%d\n", test_count);
   return failure_count ? 1 : 0;

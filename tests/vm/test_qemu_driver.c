@@ -9,10 +9,9 @@
  * a 3 MiB file, stat, a command killed at its 1 s timeout, reboot, shutdown,
  * capture in every format, destroy; then nothing may be left but
  * console.log.  A second instance covers a work directory too deep for
- * socket paths, a grown disk, a start that fails, and destroy while
- * running.  The times of
- * boot, a guest-exec round trip and the file copies are printed as TAP
- * comments, for the record (never compared with anything).  The work
+ * socket paths, a grown disk, a start that fails, and destroy while running.
+ * The times of boot, a guest-exec round trip and the file copies are printed
+ * as TAP comments, for the record (never compared with anything).  The work
  * directory is removed after a success unless KILN_TEST_KEEP is set. */
 #include <dirent.h>
 #include <errno.h>
