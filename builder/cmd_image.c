@@ -189,6 +189,28 @@ bootstrap (int argc, char **argv)
         }
     }
 
+  /* build.sh runs in its definition's folder: give it an absolute path, in
+   * a folder that exists. */
+  _cleanup_free_ char *absolute = NULL;
+  if (output[0] != '/')
+    {
+      _cleanup_free_ char *cwd = getcwd (NULL, 0);
+      if (cwd == NULL || asprintf (&absolute, "%s/%s", cwd, output) < 0)
+        abort ();
+      output = absolute;
+    }
+  {
+    _cleanup_free_ char *dir = strdup (output);
+    char *slash = strrchr (dir, '/');
+    if (slash && slash != dir)
+      *slash = '\0';
+    if (kiln_mkdir_p (dir, 0755, &e) < 0)
+      {
+        fprintf (stderr, "kiln image bootstrap: %s\n", kiln_error_message (e));
+        return KILN_EXIT_FAILED;
+      }
+  }
+
   kiln_rundir_reap_stale (NULL);
   struct kiln_rundir *rd = NULL;
   if (kiln_rundir_create ("image", &rd, &e) < 0)

@@ -40,6 +40,7 @@ class Agent:
         self.path = path
         self.sock = None
         self.buf = b""
+        self.out = bytearray()
         self.sync_id = int(time.time()) % 100000
 
     def connect(self, deadline):
@@ -60,7 +61,27 @@ class Agent:
 
     def send(self, obj):
         self.sock.settimeout(10)
-        self.sock.sendall(json.dumps(obj).encode() + b"\n")
+        self.sock.sendall(bytes(self.out) + json.dumps(obj).encode() + b"\n")
+        self.out.clear()
+
+    def try_send(self, obj):
+        """Sends without blocking; False if the message could not go out
+        whole (the rest goes before the next message). While no agent reads
+        the port, QEMU does not read the socket either, and a few dozen
+        queued messages fill it: a waiting client must not block on it."""
+        if not self.out:
+            self.out += json.dumps(obj).encode() + b"\n"
+            sent_new = True
+        else:
+            sent_new = False
+        self.sock.setblocking(False)
+        try:
+            while self.out:
+                n = self.sock.send(self.out)
+                del self.out[:n]
+        except BlockingIOError:
+            return False
+        return sent_new
 
     def read(self, timeout):
         """One JSON message, or None on timeout or closed socket."""
@@ -72,9 +93,7 @@ class Agent:
             self.sock.settimeout(left)
             try:
                 data = self.sock.recv(65536)
-            except socket.timeout:
-                return None
-            except OSError:
+            except OSError:  # includes timeouts
                 return None
             if not data:
                 return None
@@ -88,11 +107,12 @@ class Agent:
         except ValueError:
             return {"garbage": line.decode(errors="replace")}
 
-    def sync(self, deadline, interval=0.5):
-        """guest-sync until the agent answers with our id (or deadline)."""
+    def sync(self, deadline, interval=0.25):
+        """guest-sync until the agent answers with our id (or deadline).
+        Answers to earlier guest-syncs still queued are skipped."""
         while time.monotonic() < deadline:
-            self.sync_id += 1
-            self.send({"execute": "guest-sync", "arguments": {"id": self.sync_id}})
+            if self.try_send({"execute": "guest-sync", "arguments": {"id": self.sync_id + 1}}):
+                self.sync_id += 1
             end = min(deadline, time.monotonic() + interval)
             while time.monotonic() < end:
                 msg = self.read(end - time.monotonic())
