@@ -226,7 +226,7 @@ bootstrap (int argc, char **argv)
     abort ();
   mkdir (work, 0755);
   char *env[] = {env_work, env_cache, NULL};
-  char *cmd[] = {(char *) "sh", script, (char *) output, NULL};
+  char *cmd[] = {(char *) "bash", script, (char *) output, NULL};
   struct kiln_process_spec spec = {
     .argv = cmd,
     .env = env,

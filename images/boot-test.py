@@ -2,6 +2,7 @@
 """Boots a kiln base image under QEMU (TCG) and checks it through its guest agent.
 
 Usage: python3 images/boot-test.py IMAGE.qcow2 [--timeout SECONDS] [--keep DIR]
+           [--like-kiln] [--machine M] [--cpu C] [--smp N] [--nodefaults] [--mem MIB]
 
 The image itself is never written: the guest runs on a qcow2 overlay in a
 temporary directory. Checks, in order:
@@ -163,9 +164,17 @@ class Agent:
         return data
 
 
-def start_qemu(overlay, qga, console, mem):
-    argv = [
-        "qemu-system-x86_64", "-accel", "tcg", "-m", str(mem), "-nographic",
+def start_qemu(overlay, qga, console, opts):
+    argv = ["qemu-system-x86_64", "-accel", "tcg", "-m", str(opts.mem), "-nographic"]
+    if opts.machine:
+        argv += ["-machine", opts.machine]
+    if opts.cpu:
+        argv += ["-cpu", opts.cpu]
+    if opts.smp:
+        argv += ["-smp", str(opts.smp)]
+    if opts.nodefaults:
+        argv += ["-nodefaults"]
+    argv += [
         "-drive", "file=%s,if=virtio,format=qcow2" % overlay,
         "-chardev", "socket,path=%s,server=on,wait=off,id=qga0" % qga,
         "-device", "virtio-serial",
@@ -183,11 +192,11 @@ def stop(proc):
         proc.wait()
 
 
-def boot(tmp, overlay, mem, timeout, tag):
+def boot(tmp, overlay, opts, timeout, tag):
     qga = os.path.join(tmp, "qga-%s.sock" % tag)
     console = os.path.join(tmp, "console-%s.log" % tag)
     t0 = time.monotonic()
-    proc = start_qemu(overlay, qga, console, mem)
+    proc = start_qemu(overlay, qga, console, opts)
     agent = Agent(qga)
     deadline = t0 + timeout
     if not agent.connect(deadline):
@@ -226,7 +235,17 @@ def main():
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the agent")
     ap.add_argument("--mem", type=int, default=512)
     ap.add_argument("--keep", help="copy console logs to this directory")
+    ap.add_argument("--machine", help="QEMU -machine (default: QEMU's, i440fx)")
+    ap.add_argument("--cpu", help="QEMU -cpu (default: QEMU's, qemu64)")
+    ap.add_argument("--smp", type=int)
+    ap.add_argument("--nodefaults", action="store_true", help="QEMU -nodefaults (no NIC, no VGA)")
+    ap.add_argument("--like-kiln", action="store_true",
+                    help="as kiln's qemu driver runs guests: q35, -cpu max, -nodefaults")
     a = ap.parse_args()
+    if a.like_kiln:
+        a.machine = a.machine or "q35"
+        a.cpu = a.cpu or "max"
+        a.nodefaults = True
 
     image = os.path.abspath(a.image)
     tmp = tempfile.mkdtemp(prefix="kiln-boot-test.")
@@ -235,7 +254,7 @@ def main():
         overlay = os.path.join(tmp, "overlay.qcow2")
         subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", image, "-F", "qcow2",
                         overlay], check=True)
-        proc, agent, t, console = boot(tmp, overlay, a.mem, a.timeout, "1")
+        proc, agent, t, console = boot(tmp, overlay, a, a.timeout, "1")
         if not check("agent answers guest-sync", t is not None,
                      "%.1f s after QEMU start" % t if t else "no answer in %.0f s" % a.timeout):
             return
@@ -274,7 +293,7 @@ def main():
         stop(proc)
 
         # A fresh boot of the same overlay.
-        proc, agent, t, console = boot(tmp, overlay, a.mem, a.timeout, "2")
+        proc, agent, t, console = boot(tmp, overlay, a, a.timeout, "2")
         if check("second boot: agent answers", t is not None, "%.1f s" % t if t else ""):
             check("second boot: file still there", agent.read_file("/root/kiln-boot-test.txt") == stamp)
             agent.send({"execute": "guest-shutdown"})

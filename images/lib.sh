@@ -42,7 +42,15 @@ kiln_on_exit() {
 	local rc=$?
 	trap - EXIT INT TERM HUP
 	if [ -n "$KILN_CHILD" ]; then
+		# TERM, then KILL after 5 s (unshare ignores TERM; killing it kills
+		# its namespaces and everything in them).
 		kill -TERM "$KILN_CHILD" 2>/dev/null || true
+		local i=0
+		while kill -0 "$KILN_CHILD" 2>/dev/null && [ $i -lt 50 ]; do
+			sleep 0.1
+			i=$((i + 1))
+		done
+		kill -KILL "$KILN_CHILD" 2>/dev/null || true
 		wait "$KILN_CHILD" 2>/dev/null || true
 	fi
 	[ -n "$KILN_OUT_TMP" ] && rm -f "$KILN_OUT_TMP"
