@@ -1,6 +1,6 @@
 #!/bin/sh
 # kiln's test command (README.md): builds kiln and runs every meson test
-# suite, then runs the unit and component suites again in a build with
+# suite (unit, component, vm), then runs the unit and component suites again in a build with
 # AddressSanitizer and UBSan, then fuzzes the document parser briefly when
 # clang can build libFuzzer targets.  Build directories: build/, build-asan/,
 # build-fuzz/.
@@ -9,6 +9,10 @@ cd "$(dirname "$0")/.."
 
 meson setup build --reconfigure >/dev/null 2>&1 || meson setup build
 meson compile -C build
+# The vm suite boots real guests (TCG without /dev/kvm); its base images are
+# built once and cached under ~/.cache/kiln/images.
+KILN_TEST_IMAGE=$(build/builder/kiln image bootstrap tiny)
+export KILN_TEST_IMAGE
 meson test -C build --print-errorlogs
 
 meson setup build-asan -Db_sanitize=address,undefined --reconfigure >/dev/null 2>&1 \
