@@ -26,6 +26,7 @@
 #include "digest.h"
 #include "fsutil.h"
 #include "template.h"
+#include "xalloc.h"
 
 const char *const kiln_phase_names[] = {"build", "validate", "test", "container-host-test", NULL};
 
@@ -53,14 +54,6 @@ kiln_on_failure_name (enum kiln_on_failure f)
   return "Abort";
 }
 
-static char *
-xstrdup (const char *s)
-{
-  char *r = strdup (s);
-  if (r == NULL)
-    abort ();
-  return r;
-}
 
 /* Rejects keys of `map` not in `allowed` (NULL-terminated), listing them. */
 static int
@@ -99,7 +92,7 @@ expect_string (struct parser *ps, const struct kiln_yaml_node *n, const char *wh
 {
   if (expect_kind (ps, n, KILN_YAML_SCALAR, what) < 0)
     return -1;
-  *out = xstrdup (n->value);
+  *out = kiln_xstrdup (n->value);
   return 0;
 }
 
@@ -165,7 +158,7 @@ parse_variables (struct parser *ps, const struct kiln_yaml_node *list, bool cons
         abort ();
       struct kiln_variable *v = &c->variables[c->n_variables];
       memset (v, 0, sizeof *v);
-      v->name = xstrdup (name->value);
+      v->name = kiln_xstrdup (name->value);
       v->constant = constant;
       v->node = name;
       c->n_variables++;
@@ -569,7 +562,7 @@ parse_phases (struct parser *ps, const struct kiln_yaml_node *list)
                      name->value);
       if (kiln_component_phase (c, name->value))
         return FAIL (ps, name, "duplicate phase '%s'", name->value);
-      ph->name = xstrdup (name->value);
+      ph->name = kiln_xstrdup (name->value);
       c->n_phases++;
       if (strcmp (ph->name, "container-host-test") != 0)
         main_phase = true;
@@ -777,13 +770,13 @@ resolve_document_path (struct parser *ps, const struct kiln_yaml_node *ref, char
     return FAIL (ps, ref, "document '%s': only local document paths are supported by ExecuteDocument", p);
   _cleanup_free_ char *joined = NULL;
   if (p[0] == '/')
-    joined = xstrdup (p);
+    joined = kiln_xstrdup (p);
   else
     {
-      _cleanup_free_ char *copy = xstrdup (ps->c->path);
+      _cleanup_free_ char *copy = kiln_xstrdup (ps->c->path);
       const char *dir = dirname (copy);
       if (strcmp (dir, ".") == 0)
-        joined = xstrdup (p);
+        joined = kiln_xstrdup (p);
       else if (asprintf (&joined, "%s/%s", dir, p) < 0)
         abort ();
     }
@@ -846,7 +839,7 @@ load_child (struct parser *ps, const struct kiln_step *s)
   const struct kiln_yaml_node *phases = kiln_yaml_map_get (s->inputs, "phases");
   if (phases && literal (phases) && phases->len > 0)
     {
-      _cleanup_free_ char *copy = xstrdup (phases->value);
+      _cleanup_free_ char *copy = kiln_xstrdup (phases->value);
       char *save = NULL;
       for (char *tok = strtok_r (copy, ",", &save); tok; tok = strtok_r (NULL, ",", &save))
         {
@@ -942,7 +935,7 @@ kiln_component_load_text (const char *path, const char *text, size_t len, const 
   struct kiln_component *c = calloc (1, sizeof *c);
   if (c == NULL)
     abort ();
-  c->path = xstrdup (path);
+  c->path = kiln_xstrdup (path);
   c->text = malloc (len + 1);
   if (c->text == NULL)
     abort ();

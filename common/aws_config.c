@@ -17,6 +17,7 @@
 #include "buf.h"
 #include "cleanup.h"
 #include "fsutil.h"
+#include "xalloc.h"
 
 /* ---- INI ---- */
 
@@ -33,20 +34,7 @@ struct kiln_aws_ini {
   size_t n_sections;
 };
 
-static char *
-xstrndup (const char *s, size_t n)
-{
-  char *r = strndup (s, n);
-  if (r == NULL)
-    abort ();
-  return r;
-}
 
-static char *
-xstrdup (const char *s)
-{
-  return xstrndup (s, strlen (s));
-}
 
 static bool
 is_blank (char c)
@@ -62,7 +50,7 @@ trim_dup (const char *s, size_t len)
     s++, len--;
   while (len > 0 && is_blank (s[len - 1]))
     len--;
-  return xstrndup (s, len);
+  return kiln_xstrndup (s, len);
 }
 
 /* Length of the line before an inline comment: '#' or ';' after a blank. */
@@ -83,7 +71,7 @@ ini_add_section (struct kiln_aws_ini *ini, const char *name)
   char **v = realloc (ini->sections, (ini->n_sections + 2) * sizeof *v);
   if (v == NULL)
     abort ();
-  v[ini->n_sections++] = xstrdup (name);
+  v[ini->n_sections++] = kiln_xstrdup (name);
   v[ini->n_sections] = NULL;
   ini->sections = v;
 }
@@ -107,7 +95,7 @@ ini_set (struct kiln_aws_ini *ini, const char *section, const char *key, char *v
         abort ();
       ini->entries = e;
     }
-  ini->entries[ini->n++] = (struct ini_entry){xstrdup (section), xstrdup (key), value};
+  ini->entries[ini->n++] = (struct ini_entry){kiln_xstrdup (section), kiln_xstrdup (key), value};
 }
 
 static struct ini_entry *
@@ -353,7 +341,7 @@ expand_home (const char *path, const char *home, kiln_error **err)
         abort ();
       return r;
     }
-  return xstrdup (path);
+  return kiln_xstrdup (path);
 }
 
 /* Parses path into *out; a missing file leaves *out NULL. */
@@ -428,13 +416,13 @@ kiln_aws_config_load (const struct kiln_aws_env *env, const char *profile, struc
   for (int i = 0; i < ENV_COUNT; i++)
     {
       const char *v = lookup_env (c, env_names[i]);
-      c->vars[i] = v ? xstrdup (v) : NULL;
+      c->vars[i] = v ? kiln_xstrdup (v) : NULL;
     }
   c->profile_explicit_arg = profile && *profile;
   bool explicit_profile = c->profile_explicit_arg || c->vars[ENV_PROFILE];
-  c->profile = xstrdup (c->profile_explicit_arg ? profile : c->vars[ENV_PROFILE] ? c->vars[ENV_PROFILE] : "default");
+  c->profile = kiln_xstrdup (c->profile_explicit_arg ? profile : c->vars[ENV_PROFILE] ? c->vars[ENV_PROFILE] : "default");
   if (strcmp (c->profile, "default") == 0)
-    c->config_section = xstrdup ("default");
+    c->config_section = kiln_xstrdup ("default");
   else if (asprintf (&c->config_section, "profile %s", c->profile) < 0)
     abort ();
 
@@ -457,7 +445,7 @@ kiln_aws_config_load (const struct kiln_aws_env *env, const char *profile, struc
       && kiln_aws_ini_has_section (c->config, "profile default"))
     {
       free (c->config_section);
-      c->config_section = xstrdup ("profile default");
+      c->config_section = kiln_xstrdup ("profile default");
     }
 
   if (explicit_profile && strcmp (c->profile, "default") != 0
@@ -473,7 +461,7 @@ kiln_aws_config_load (const struct kiln_aws_env *env, const char *profile, struc
   const char *region = c->vars[ENV_REGION]                                  ? c->vars[ENV_REGION]
                        : c->vars[ENV_DEFAULT_REGION]                        ? c->vars[ENV_DEFAULT_REGION]
                                                                             : kiln_aws_config_profile_value (c, "region");
-  c->region = region && *region ? xstrdup (region) : NULL;
+  c->region = region && *region ? kiln_xstrdup (region) : NULL;
   *out = c;
   return 0;
 fail:
@@ -530,9 +518,9 @@ keys_from (const struct kiln_aws_ini *ini, const char *section, const char *path
                            ak && *ak ? "aws_access_key_id" : "aws_secret_access_key",
                            ak && *ak ? "aws_secret_access_key" : "aws_access_key_id");
   const char *tok = kiln_aws_ini_get (ini, section, "aws_session_token");
-  out->access_key_id = xstrdup (ak);
-  out->secret_access_key = xstrdup (sk);
-  out->session_token = tok && *tok ? xstrdup (tok) : NULL;
+  out->access_key_id = kiln_xstrdup (ak);
+  out->secret_access_key = kiln_xstrdup (sk);
+  out->session_token = tok && *tok ? kiln_xstrdup (tok) : NULL;
   if (asprintf (&out->source, "profile '%s' in '%s'", profile, path) < 0)
     abort ();
   return 1;
@@ -547,10 +535,10 @@ kiln_aws_config_credentials (const struct kiln_aws_config *c, struct kiln_aws_cr
       const char *ak = c->vars[ENV_ACCESS_KEY_ID], *sk = c->vars[ENV_SECRET_ACCESS_KEY];
       if (ak && sk)
         {
-          out->access_key_id = xstrdup (ak);
-          out->secret_access_key = xstrdup (sk);
-          out->session_token = c->vars[ENV_SESSION_TOKEN] ? xstrdup (c->vars[ENV_SESSION_TOKEN]) : NULL;
-          out->source = xstrdup ("environment");
+          out->access_key_id = kiln_xstrdup (ak);
+          out->secret_access_key = kiln_xstrdup (sk);
+          out->session_token = c->vars[ENV_SESSION_TOKEN] ? kiln_xstrdup (c->vars[ENV_SESSION_TOKEN]) : NULL;
+          out->source = kiln_xstrdup ("environment");
           return 0;
         }
       if (ak || sk)
@@ -586,7 +574,7 @@ kiln_aws_default_endpoint (const char *service_id, const char *region)
 {
   char *r = NULL;
   bool china = strncmp (region, "cn-", 3) == 0;
-  _cleanup_free_ char *host = xstrdup (service_id);
+  _cleanup_free_ char *host = kiln_xstrdup (service_id);
   lowercase (host);
   for (char *p = host; *p; p++)
     if (*p == ' ')
@@ -631,7 +619,7 @@ set_endpoint (struct kiln_aws_endpoint *out, const char *url, bool custom, const
     return kiln_error_set (err, KILN_ERR_INVALID, 0, "endpoint URL '%s' from %s has no host", u, source);
   out->url = kiln_steal_pointer (&u);
   out->custom = custom;
-  out->source = xstrdup (source);
+  out->source = kiln_xstrdup (source);
   return 0;
 }
 
@@ -698,6 +686,6 @@ kiln_aws_config_endpoint (const struct kiln_aws_config *c, const char *service_i
       return kiln_error_set (err, KILN_ERR_INVALID, 0, "AWS region '%s' is not a region name", region);
   out->url = kiln_aws_default_endpoint (service_id, region);
   out->custom = false;
-  out->source = xstrdup ("default");
+  out->source = kiln_xstrdup ("default");
   return 0;
 }

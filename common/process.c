@@ -40,6 +40,7 @@
 #include <unistd.h>
 
 #include "cleanup.h"
+#include "xalloc.h"
 
 extern char **environ;
 
@@ -727,14 +728,6 @@ kiln_process_wait_exit (pid_t pid, int timeout_ms, int *status)
     }
 }
 
-static char *
-xstrdup (const char *s)
-{
-  char *copy = strdup (s);
-  if (copy == NULL)
-    abort ();
-  return copy;
-}
 
 char **
 kiln_strv_new (const char *first, ...)
@@ -752,7 +745,7 @@ kiln_strv_new (const char *first, ...)
   size_t i = 0;
   va_start (ap, first);
   for (const char *s = first; s; s = va_arg (ap, const char *))
-    v[i++] = xstrdup (s);
+    v[i++] = kiln_xstrdup (s);
   va_end (ap);
   return v;
 }
@@ -774,7 +767,7 @@ kiln_strv_push (char ***v, const char *s)
   char **grown = realloc (*v, (n + 2) * sizeof *grown);
   if (grown == NULL)
     abort ();
-  grown[n] = xstrdup (s);
+  grown[n] = kiln_xstrdup (s);
   grown[n + 1] = NULL;
   *v = grown;
 }

@@ -29,6 +29,7 @@
 #include "digest.h"
 #include "http_client.h"
 #include "sigv4.h"
+#include "xalloc.h"
 
 #define MAX_ATTEMPTS 3
 #define MAX_LIST_PAGES 1000000
@@ -46,23 +47,7 @@ struct kiln_s3_client {
   long timeout;
 };
 
-static char *
-xstrdup (const char *s)
-{
-  char *r = strdup (s ? s : "");
-  if (r == NULL)
-    abort ();
-  return r;
-}
 
-static char *
-xstrndup (const char *s, size_t n)
-{
-  char *r = strndup (s, n);
-  if (r == NULL)
-    abort ();
-  return r;
-}
 
 /* ---- XML ---- */
 
@@ -247,22 +232,22 @@ kiln_s3_client_new (const struct kiln_s3_options *opts, struct kiln_s3_client **
    * with none configured, use us-east-1 as the AWS CLI does for S3 rather
    * than fail (emulators accept any region). */
   const char *region = opts->region && *opts->region ? opts->region : kiln_aws_config_region (cfg);
-  c->region = xstrdup (region ? region : "us-east-1");
+  c->region = kiln_xstrdup (region ? region : "us-east-1");
   if (kiln_aws_config_endpoint (cfg, "s3", opts->endpoint_url, c->region, &ep, err) < 0)
     {
       kiln_error_prefix (err, "S3");
       goto out;
     }
-  c->endpoint = xstrdup (ep.url);
+  c->endpoint = kiln_xstrdup (ep.url);
   const char *sep = strstr (ep.url, "://");
-  c->scheme = xstrndup (ep.url, (size_t) (sep - ep.url));
+  c->scheme = kiln_xstrndup (ep.url, (size_t) (sep - ep.url));
   for (char *p = c->scheme; *p; p++)
     *p = (char) tolower ((unsigned char) *p);
   const char *auth = sep + 3;
   size_t alen = strcspn (auth, "/?#");
-  c->authority = xstrndup (auth, alen);
+  c->authority = kiln_xstrndup (auth, alen);
   const char *path = auth + alen;
-  c->base_path = xstrndup (path, strcspn (path, "?#"));
+  c->base_path = kiln_xstrndup (path, strcspn (path, "?#"));
   if (strchr (c->authority, '@'))
     {
       kiln_fail_invalid (err, "S3: endpoint '%s' must not carry user information", ep.source);
@@ -270,7 +255,7 @@ kiln_s3_client_new (const struct kiln_s3_options *opts, struct kiln_s3_client **
     }
   c->path_style = ep.custom || opts->force_path_style;
   c->expected_owner = opts->expected_bucket_owner && *opts->expected_bucket_owner
-                          ? xstrdup (opts->expected_bucket_owner)
+                          ? kiln_xstrdup (opts->expected_bucket_owner)
                           : NULL;
   c->insecure = opts->insecure;
   c->timeout = opts->timeout_seconds;
@@ -326,7 +311,7 @@ s3_attempt (struct kiln_s3_client *c, const struct s3_call *call, struct kiln_ht
   _cleanup_free_ char *host = NULL, *raw_path = NULL;
   if (path_style)
     {
-      host = xstrdup (c->authority);
+      host = kiln_xstrdup (c->authority);
       if (asprintf (&raw_path, "%s/%s%s%s", c->base_path, call->bucket, call->key ? "/" : "",
                     call->key ? call->key : "")
           < 0)
@@ -582,11 +567,11 @@ kiln_s3_head_object (struct kiln_s3_client *c, const char *bucket, const char *k
                             key);
       const char *v;
       if ((v = kiln_http_response_header (&resp, "etag")))
-        out->etag = xstrdup (v);
+        out->etag = kiln_xstrdup (v);
       if ((v = kiln_http_response_header (&resp, "last-modified")))
-        out->last_modified = xstrdup (v);
+        out->last_modified = kiln_xstrdup (v);
       if ((v = kiln_http_response_header (&resp, "content-type")))
-        out->content_type = xstrdup (v);
+        out->content_type = kiln_xstrdup (v);
       if (r < 0)
         kiln_s3_object_info_release (out);
     }
@@ -631,7 +616,7 @@ parse_list_page (const char *xml, struct kiln_s3_listing *out, bool *truncated, 
       if (key == NULL)
         return kiln_error_set (err, KILN_ERR_REMOTE, 0, "S3 ListObjectsV2 %s: an entry without a valid <Key>", what);
       struct kiln_s3_object o = {0};
-      o.key = url_encoded ? kiln_sigv4_uri_decode (key, strlen (key), true, NULL) : xstrdup (key);
+      o.key = url_encoded ? kiln_sigv4_uri_decode (key, strlen (key), true, NULL) : kiln_xstrdup (key);
       if (size && !parse_u64 (size, &o.info.size))
         {
           free (o.key);
@@ -712,7 +697,7 @@ kiln_s3_parse_uri (const char *uri, char **bucket, char **key, kiln_error **err)
   for (size_t i = 0; i < bl; i++)
     if (!(isalnum ((unsigned char) b[i]) || b[i] == '.' || b[i] == '-' || b[i] == '_'))
       return kiln_fail_invalid (err, "S3 URI '%s': '%.*s' is not a valid bucket name", uri, (int) bl, b);
-  *bucket = xstrndup (b, bl);
-  *key = xstrdup (b[bl] == '/' ? b + bl + 1 : "");
+  *bucket = kiln_xstrndup (b, bl);
+  *key = kiln_xstrdup (b[bl] == '/' ? b + bl + 1 : "");
   return 0;
 }

@@ -17,37 +17,14 @@
 #include <string.h>
 
 #include "cleanup.h"
+#include "xalloc.h"
 
 #define SCOPE_TERMINATOR "aws4_request"
 
 /* ---- small helpers ---- */
 
-static char *
-xstrdup (const char *s)
-{
-  char *r = strdup (s ? s : "");
-  if (r == NULL)
-    abort ();
-  return r;
-}
 
-static char *
-xstrndup (const char *s, size_t n)
-{
-  char *r = strndup (s, n);
-  if (r == NULL)
-    abort ();
-  return r;
-}
 
-static void *
-xcalloc (size_t n, size_t size)
-{
-  void *p = calloc (n ? n : 1, size);
-  if (p == NULL)
-    abort ();
-  return p;
-}
 
 static bool
 is_unreserved (unsigned char c)
@@ -161,7 +138,7 @@ kiln_sigv4_uri_encode (const char *s, bool keep_slash)
 char *
 kiln_sigv4_uri_decode (const char *s, size_t len, bool plus_is_space, size_t *out_len)
 {
-  char *r = xcalloc (len + 1, 1);
+  char *r = kiln_xcalloc (len + 1, 1);
   size_t o = 0;
   for (size_t i = 0; i < len; i++)
     {
@@ -191,7 +168,7 @@ kiln_sigv4_parse_query (const char *query, struct kiln_sigv4_pair **out, size_t 
   for (const char *p = query ? query : ""; *p; p++)
     if (*p == '&')
       cap++;
-  struct kiln_sigv4_pair *pairs = xcalloc (cap, sizeof *pairs);
+  struct kiln_sigv4_pair *pairs = kiln_xcalloc (cap, sizeof *pairs);
   const char *p = query ? query : "";
   while (*p)
     {
@@ -202,7 +179,7 @@ kiln_sigv4_parse_query (const char *query, struct kiln_sigv4_pair **out, size_t 
           const char *eq = memchr (p, '=', seg);
           size_t nlen = eq ? (size_t) (eq - p) : seg;
           pairs[n].name = kiln_sigv4_uri_decode (p, nlen, false, NULL);
-          pairs[n].value = eq ? kiln_sigv4_uri_decode (eq + 1, seg - nlen - 1, false, NULL) : xstrdup ("");
+          pairs[n].value = eq ? kiln_sigv4_uri_decode (eq + 1, seg - nlen - 1, false, NULL) : kiln_xstrdup ("");
           n++;
         }
       p += seg;
@@ -242,8 +219,8 @@ static char *
 normalize_path (const char *path)
 {
   size_t len = strlen (path);
-  const char **seg = xcalloc (len + 1, sizeof *seg);
-  size_t *seglen = xcalloc (len + 1, sizeof *seglen);
+  const char **seg = kiln_xcalloc (len + 1, sizeof *seg);
+  size_t *seglen = kiln_xcalloc (len + 1, sizeof *seglen);
   size_t n = 0;
   const char *p = path;
   while (*p)
@@ -319,7 +296,7 @@ cmp_enc_pair (const void *a, const void *b)
 char *
 kiln_sigv4_canonical_query (const struct kiln_sigv4_pair *query, size_t n)
 {
-  struct enc_pair *e = xcalloc (n, sizeof *e);
+  struct enc_pair *e = kiln_xcalloc (n, sizeof *e);
   for (size_t i = 0; i < n; i++)
     {
       e[i].name = kiln_sigv4_uri_encode (query[i].name, false);
@@ -369,7 +346,7 @@ lower_name (const char *name)
   size_t l = strlen (name);
   while (l > 0 && is_space (name[l - 1]))
     l--;
-  char *r = xstrndup (name, l);
+  char *r = kiln_xstrndup (name, l);
   for (char *p = r; *p; p++)
     *p = (char) tolower ((unsigned char) *p);
   return r;
@@ -407,7 +384,7 @@ static int
 canonical_headers (const struct kiln_sigv4_pair *headers, size_t n, char *const *only,
                    struct kiln_buf *canon, struct kiln_buf *signed_names, kiln_error **err)
 {
-  struct hdr *h = xcalloc (n, sizeof *h);
+  struct hdr *h = kiln_xcalloc (n, sizeof *h);
   size_t m = 0;
   int ret = 0;
   for (size_t i = 0; i < n; i++)
@@ -735,7 +712,7 @@ kiln_sigv4_presign (const struct kiln_sigv4_request *req, const struct kiln_sigv
   snprintf (expires, sizeof expires, "%ld", expires_seconds);
 
   size_t n = req->n_query;
-  struct kiln_sigv4_pair *q = xcalloc (n + 6, sizeof *q);
+  struct kiln_sigv4_pair *q = kiln_xcalloc (n + 6, sizeof *q);
   if (n)
     memcpy (q, req->query, n * sizeof *q);
   q[n++] = (struct kiln_sigv4_pair){"X-Amz-Algorithm", KILN_SIGV4_ALGORITHM};
@@ -814,10 +791,10 @@ parse_credential (const char *cred, struct kiln_sigv4_auth *a, kiln_error **err)
     return kiln_fail_invalid (err, "SigV4: credential '%s' has no access key", cred);
   if (strcmp (slash[3] + 1, SCOPE_TERMINATOR) != 0)
     return kiln_fail_invalid (err, "SigV4: credential scope of '%s' does not end in " SCOPE_TERMINATOR, cred);
-  a->access_key_id = xstrndup (cred, (size_t) (slash[0] - cred));
-  a->date = xstrndup (slash[0] + 1, (size_t) (slash[1] - slash[0] - 1));
-  a->region = xstrndup (slash[1] + 1, (size_t) (slash[2] - slash[1] - 1));
-  a->service = xstrndup (slash[2] + 1, (size_t) (slash[3] - slash[2] - 1));
+  a->access_key_id = kiln_xstrndup (cred, (size_t) (slash[0] - cred));
+  a->date = kiln_xstrndup (slash[0] + 1, (size_t) (slash[1] - slash[0] - 1));
+  a->region = kiln_xstrndup (slash[1] + 1, (size_t) (slash[2] - slash[1] - 1));
+  a->service = kiln_xstrndup (slash[2] + 1, (size_t) (slash[3] - slash[2] - 1));
   if (strlen (a->date) != 8 || strspn (a->date, "0123456789") != 8)
     return kiln_fail_invalid (err, "SigV4: credential date '%s' is not YYYYMMDD", a->date);
   if (*a->region == '\0' || *a->service == '\0')
@@ -836,7 +813,7 @@ parse_signed_headers (const char *list, struct kiln_sigv4_auth *a, kiln_error **
       size_t l = e ? (size_t) (e - p) : strlen (p);
       if (l == 0)
         return kiln_fail_invalid (err, "SigV4: empty name in signed headers '%s'", list);
-      char *name = xstrndup (p, l);
+      char *name = kiln_xstrndup (p, l);
       char *lname = lower_name (name);
       free (name);
       strv_push (&a->signed_headers, &n, lname);
@@ -852,7 +829,7 @@ parse_signed_headers (const char *list, struct kiln_sigv4_auth *a, kiln_error **
 static int
 parse_signature (const char *sig, struct kiln_sigv4_auth *a, kiln_error **err)
 {
-  char *s = xstrdup (sig);
+  char *s = kiln_xstrdup (sig);
   for (char *c = s; *c; c++)
     *c = (char) tolower ((unsigned char) *c);
   if (!is_lower_hex64 (s))
@@ -893,7 +870,7 @@ kiln_sigv4_parse_authorization (const char *value, struct kiln_sigv4_auth *out, 
       size_t tl = l;
       while (tl > 0 && is_space (p[tl - 1]))
         tl--;
-      _cleanup_free_ char *item = xstrndup (p, tl);
+      _cleanup_free_ char *item = kiln_xstrndup (p, tl);
       p += l;
       char *eq = strchr (item, '=');
       if (eq == NULL)
@@ -983,8 +960,8 @@ kiln_sigv4_parse_presigned (const struct kiln_sigv4_pair *query, size_t n_query,
     }
   if (ret == 0)
     {
-      out->amz_date = xstrdup (date);
-      out->session_token = tok ? xstrdup (tok) : NULL;
+      out->amz_date = kiln_xstrdup (date);
+      out->session_token = tok ? kiln_xstrdup (tok) : NULL;
       return 0;
     }
   kiln_sigv4_auth_release (out);
@@ -1006,7 +983,7 @@ kiln_sigv4_verify (const struct kiln_sigv4_request *req, const struct kiln_sigv4
 
   _cleanup_free_ char *amz_date = NULL;
   if (auth->presigned)
-    amz_date = xstrdup (auth->amz_date ? auth->amz_date : "");
+    amz_date = kiln_xstrdup (auth->amz_date ? auth->amz_date : "");
   else
     {
       const char *d = find_header (req->headers, req->n_headers, "x-amz-date");
@@ -1033,7 +1010,7 @@ kiln_sigv4_verify (const struct kiln_sigv4_request *req, const struct kiln_sigv4
   _cleanup_free_ char *payload_t = trimmed (payload_hash);
 
   /* A presigned request's signature is computed over every other parameter. */
-  struct kiln_sigv4_pair *q = xcalloc (req->n_query, sizeof *q);
+  struct kiln_sigv4_pair *q = kiln_xcalloc (req->n_query, sizeof *q);
   size_t nq = 0;
   for (size_t i = 0; i < req->n_query; i++)
     if (!(auth->presigned && req->query[i].name && strcmp (req->query[i].name, "X-Amz-Signature") == 0))

@@ -50,6 +50,7 @@
 #include "qemu/qemu_argv.h"
 #include "qemu/qga.h"
 #include "qemu/qmp.h"
+#include "xalloc.h"
 
 #define QEMU_BINARY "qemu-system-x86_64"
 #define QEMU_IMG "qemu-img"
@@ -103,14 +104,6 @@ qemu_of (struct kiln_target *t)
   return inst->priv;
 }
 
-static char *
-xstrdup (const char *s)
-{
-  char *copy = strdup (s);
-  if (copy == NULL)
-    abort ();
-  return copy;
-}
 
 static char *
 path_join (const char *dir, const char *name)
@@ -175,7 +168,7 @@ console_context (struct qemu_instance *q)
   _cleanup_free_ char *tail = q->console_path ? file_tail (q->console_path, CONSOLE_TAIL_IN_ERRORS) : NULL;
   char *s = NULL;
   if (tail == NULL || *tail == '\0')
-    return xstrdup ("");
+    return kiln_xstrdup ("");
   if (asprintf (&s, "; %s ends with:\n%s", q->console_path, tail) < 0)
     abort ();
   return s;
@@ -241,7 +234,7 @@ image_info (const char *image, const char *format, char **detected, uint64_t *vi
   json_t *size = json_object_get (info, "virtual-size");
   if (fmt == NULL || !json_is_integer (size))
     return kiln_fail (err, "inspect image '%s': qemu-img info gave no format or virtual size", image);
-  *detected = xstrdup (fmt);
+  *detected = kiln_xstrdup (fmt);
   *virtual_size = (uint64_t) json_integer_value (size);
   return 0;
 }
@@ -273,7 +266,7 @@ qemu_create (struct kiln_instance *inst, const struct kiln_instance_spec *spec, 
 
   q->overlay = path_join (spec->work_dir, "overlay.qcow2");
   q->pid_path = path_join (spec->work_dir, "qemu.pid");
-  q->console_path = spec->console_log ? xstrdup (spec->console_log) : path_join (spec->work_dir, "console.log");
+  q->console_path = spec->console_log ? kiln_xstrdup (spec->console_log) : path_join (spec->work_dir, "console.log");
   q->vcpus = spec->vcpus > 0 ? spec->vcpus : DEFAULT_VCPUS;
   q->memory_mib = spec->memory_mib > 0 ? spec->memory_mib : DEFAULT_MEMORY_MIB;
   q->network = spec->network;
@@ -283,14 +276,14 @@ qemu_create (struct kiln_instance *inst, const struct kiln_instance_spec *spec, 
   /* "/qmp.sock" is the longest name that goes in the socket directory. */
   size_t sun_path_max = sizeof ((struct sockaddr_un *) 0)->sun_path - 1;
   if (strlen (spec->work_dir) + strlen ("/qmp.sock") <= sun_path_max)
-    q->sock_dir = xstrdup (spec->work_dir);
+    q->sock_dir = kiln_xstrdup (spec->work_dir);
   else
     {
       char templ[] = "/tmp/kiln-qemu-XXXXXX";
       if (mkdtemp (templ) == NULL)
         return kiln_fail_errno (err, errno, "work directory '%s' is too long for unix sockets, and creating a "
                                 "socket directory under /tmp failed", spec->work_dir);
-      q->sock_dir = xstrdup (templ);
+      q->sock_dir = kiln_xstrdup (templ);
       q->own_sock_dir = true;
     }
   q->qmp_path = path_join (q->sock_dir, "qmp.sock");
