@@ -167,7 +167,8 @@ bootstrap (int argc, char **argv)
       fprintf (stderr, "kiln image bootstrap: %s\n", kiln_error_message (e));
       return KILN_EXIT_FAILED;
     }
-  if (asprintf (&debs, "%s/debs", cache) < 0)
+  /* build.sh keeps its downloads in KILN_IMAGE_CACHE/debs. */
+  if (asprintf (&debs, "%s/packages", cache) < 0)
     abort ();
   kiln_mkdir_p (debs, 0755, NULL);
   if (output == NULL)

@@ -65,24 +65,17 @@ class Agent:
         self.sock.sendall(bytes(self.out) + json.dumps(obj).encode() + b"\n")
         self.out.clear()
 
-    def try_send(self, obj):
-        """Sends without blocking; False if the message could not go out
-        whole (the rest goes before the next message). While no agent reads
-        the port, QEMU does not read the socket either, and a few dozen
-        queued messages fill it: a waiting client must not block on it."""
-        if not self.out:
-            self.out += json.dumps(obj).encode() + b"\n"
-            sent_new = True
-        else:
-            sent_new = False
+    def flush_nowait(self):
+        """Sends what is queued without blocking. While no agent reads the
+        port, QEMU does not read the socket either, and a few dozen queued
+        messages fill it: a client waiting for the agent must not block."""
         self.sock.setblocking(False)
         try:
             while self.out:
                 n = self.sock.send(self.out)
                 del self.out[:n]
         except BlockingIOError:
-            return False
-        return sent_new
+            pass
 
     def read(self, timeout):
         """One JSON message, or None on timeout or closed socket."""
@@ -112,14 +105,17 @@ class Agent:
         """guest-sync until the agent answers with our id (or deadline).
         Answers to earlier guest-syncs still queued are skipped."""
         while time.monotonic() < deadline:
-            if self.try_send({"execute": "guest-sync", "arguments": {"id": self.sync_id + 1}}):
+            if not self.out:  # a new id for every guest-sync sent
                 self.sync_id += 1
+                msg = {"execute": "guest-sync", "arguments": {"id": self.sync_id}}
+                self.out += json.dumps(msg).encode() + b"\n"
+            self.flush_nowait()
             end = min(deadline, time.monotonic() + interval)
             while time.monotonic() < end:
                 msg = self.read(end - time.monotonic())
                 if msg is None:
                     break
-                if msg.get("return") == self.sync_id:
+                if msg.get("return") == self.sync_id and not self.out:
                     return True
         return False
 

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # images/lib.sh: shell functions shared by images/*/build.sh.
 #
 # Sourced by bash scripts that run under `set -euo pipefail`. Everything here
@@ -41,19 +42,20 @@ kiln_run() {
 kiln_on_exit() {
 	local rc=$?
 	trap - EXIT INT TERM HUP
+	# The partial output goes first, in case a SIGKILL follows soon.
+	[ -n "$KILN_OUT_TMP" ] && rm -f "$KILN_OUT_TMP"
 	if [ -n "$KILN_CHILD" ]; then
-		# TERM, then KILL after 5 s (unshare ignores TERM; killing it kills
+		# TERM, then KILL after 1 s (unshare ignores TERM; killing it kills
 		# its namespaces and everything in them).
 		kill -TERM "$KILN_CHILD" 2>/dev/null || true
 		local i=0
-		while kill -0 "$KILN_CHILD" 2>/dev/null && [ $i -lt 50 ]; do
+		while kill -0 "$KILN_CHILD" 2>/dev/null && [ $i -lt 10 ]; do
 			sleep 0.1
 			i=$((i + 1))
 		done
 		kill -KILL "$KILN_CHILD" 2>/dev/null || true
 		wait "$KILN_CHILD" 2>/dev/null || true
 	fi
-	[ -n "$KILN_OUT_TMP" ] && rm -f "$KILN_OUT_TMP"
 	if [ -n "$KILN_OWN_WORKDIR" ]; then
 		rm -rf --one-file-system "$KILN_OWN_WORKDIR"
 	fi
@@ -81,6 +83,7 @@ kiln_on_signal() {
 #                 when it is set, so that later builds reuse them)
 kiln_init() {
 	KILN_IMAGE_NAME=$1
+	export PATH="${PATH:+$PATH:}/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 	shift
 	KILN_START=$(date +%s)
 	trap kiln_on_exit EXIT
@@ -139,9 +142,9 @@ kiln_need() {
 		fi
 	done
 	if [ -n "$missing" ]; then
+		# shellcheck disable=SC2086 # one package a word
 		kiln_die "missing host tools; install them with: apt-get install$(printf '%s\n' $missing | sort -u | tr '\n' ' ' | sed 's/^/ /;s/ $//')"
 	fi
-	PATH="$PATH:/usr/sbin:/sbin"
 }
 
 # kiln_need_file FILE PACKAGE

@@ -13,6 +13,7 @@ umask 022
 export LC_ALL=C
 
 here=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)
+# shellcheck source=../lib.sh
 . "$here/../lib.sh"
 
 kiln_init debian-12 "$@"

@@ -11,7 +11,9 @@ set -euo pipefail
 umask 022
 export LC_ALL=C.UTF-8 DEBIAN_FRONTEND=noninteractive DEBCONF_NONINTERACTIVE_SEEN=true
 here=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)
+# shellcheck source=../lib.sh
 . "$here/../lib.sh"
+# shellcheck disable=SC2034 # used by kiln_log and kiln_die
 KILN_IMAGE_NAME=debian-12
 
 : "${ROOT:?}" "${MIRROR:?}" "${KILN_DEBS:?}" "${UUID:?}" "${HOSTNAME_:?}" "${KERNEL_CMDLINE:?}"

@@ -11,6 +11,7 @@ umask 022
 export LC_ALL=C
 
 here=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)
+# shellcheck source=../lib.sh
 . "$here/../lib.sh"
 
 kiln_init tiny "$@"
@@ -37,7 +38,9 @@ kiln_extract "$W/kernel" "$kdeb"
 kiln_extract "$STAGE" "${debs[@]}"
 
 KVER=$(ls "$W/kernel/lib/modules")
-[ -n "$KVER" ] && [ -f "$W/kernel/boot/vmlinuz-$KVER" ] || kiln_die "unexpected layout in $kdeb"
+if [ -z "$KVER" ] || [ ! -f "$W/kernel/boot/vmlinuz-$KVER" ]; then
+	kiln_die "unexpected layout in $kdeb"
+fi
 depmod -b "$W/kernel" "$KVER" || kiln_die "depmod failed"
 
 # --- root file system ---------------------------------------------------------
@@ -137,7 +140,6 @@ PRETTY_NAME="kiln tiny"
 NAME="kiln tiny"
 ID=kiln-tiny
 VERSION_ID=1
-HOME_URL="https://example.invalid/kiln"
 EOF
 ln -s ../etc/os-release "$ROOT/usr/lib/os-release"
 UUID=$(kiln_new_uuid)
