@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <signal.h>
 #include <stdbool.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +36,29 @@
 
 #define BOOT_TIMEOUT_S 300
 #define BIG_FILE_SIZE (3 * 1024 * 1024)
+
+/* A TAP diagnostic: every line of the message prefixed with "# " (QEMU's
+ * messages quoted in errors span lines). */
+static void diag (const char *fmt, ...) __attribute__ ((format (printf, 1, 2)));
+
+static void
+diag (const char *fmt, ...)
+{
+  char *text = NULL;
+  va_list ap;
+  va_start (ap, fmt);
+  if (vasprintf (&text, fmt, ap) < 0)
+    abort ();
+  va_end (ap);
+  for (char *line = text; *line;)
+    {
+      char *nl = strchr (line, '\n');
+      size_t n = nl ? (size_t) (nl - line) : strlen (line);
+      printf ("# %.*s\n", (int) n, line);
+      line += n + (nl ? 1 : 0);
+    }
+  free (text);
+}
 
 static int test_count;
 static int failure_count;
@@ -78,13 +102,13 @@ guest (struct kiln_target *t, char *const *argv, const char *cwd, char *const *e
   _cleanup_error_ kiln_error *err = NULL;
   if (kiln_target_run (t, &cmd, &res, &err) < 0)
     {
-      printf ("# %s: %s\n", argv[0], kiln_error_message (err));
+      diag ("%s: %s\n", argv[0], kiln_error_message (err));
       kiln_target_result_release (&res);
       return false;
     }
   bool ok = res.exit_code == 0;
   if (!ok)
-    printf ("# %s: exit %d, stderr: %s\n", argv[0], res.exit_code, kiln_buf_str (&res.err));
+    diag ("%s: exit %d, stderr: %s\n", argv[0], res.exit_code, kiln_buf_str (&res.err));
   if (out)
     {
       *out = res.out;
@@ -113,7 +137,7 @@ check_run (struct kiln_target *t)
   char *uname[] = {"uname", "-a", NULL};
   struct kiln_buf out = KILN_BUF_INIT;
   bool ok = guest (t, uname, NULL, NULL, &out) && strncmp (kiln_buf_str (&out), "Linux", 5) == 0;
-  printf ("# %s", kiln_buf_str (&out));
+  diag ("%s", kiln_buf_str (&out));
   kiln_buf_release (&out);
 
   /* A round trip: guest-exec, status polls, output. */
@@ -121,7 +145,7 @@ check_run (struct kiln_target *t)
   double start = seconds_now ();
   for (int i = 0; i < 5; i++)
     ok = guest (t, truth, NULL, NULL, NULL) && ok;
-  printf ("# guest-exec round trip ('true'): %.0f ms\n", (seconds_now () - start) / 5 * 1000);
+  diag ("guest-exec round trip ('true'): %.0f ms\n", (seconds_now () - start) / 5 * 1000);
 
   char *where[] = {"sh", "-c", "pwd; echo \"$KILN_X\"", NULL};
   char *env[] = {"KILN_X=a b", NULL};
@@ -139,7 +163,7 @@ check_run (struct kiln_target *t)
   char *missing[] = {"kiln-no-such-program", NULL};
   cmd.argv = missing;
   ok = kiln_target_run (t, &cmd, &res, &err) < 0 && err->code == KILN_ERR_NOT_FOUND && ok;
-  printf ("# %s\n", kiln_error_message (err));
+  diag ("%s\n", kiln_error_message (err));
   kiln_target_result_release (&res);
   return ok;
 }
@@ -166,26 +190,26 @@ check_files (struct kiln_target *t, const char *work_dir)
 
   double start = seconds_now ();
   bool ok = kiln_target_put_file (t, local, remote, 0640, &err) == 0;
-  printf ("# put 3 MiB: %.2f s%s%s\n", seconds_now () - start, ok ? "" : ": ", ok ? "" : kiln_error_message (err));
+  diag ("put 3 MiB: %.2f s%s%s\n", seconds_now () - start, ok ? "" : ": ", ok ? "" : kiln_error_message (err));
   struct kiln_target_stat st;
   ok = ok && kiln_target_stat (t, remote, &st, &err) == 0 && st.exists && st.is_file && !st.is_dir
        && st.size == BIG_FILE_SIZE && st.mode == 0640 && st.uid == 0;
   start = seconds_now ();
   ok = ok && kiln_target_get_file (t, remote, back, &err) == 0;
-  printf ("# get 3 MiB: %.2f s\n", seconds_now () - start);
+  diag ("get 3 MiB: %.2f s\n", seconds_now () - start);
   struct kiln_buf got = KILN_BUF_INIT;
   ok = ok && kiln_read_file (back, &got, &err) == 0 && got.len == BIG_FILE_SIZE
        && memcmp (got.data, data, BIG_FILE_SIZE) == 0;
   kiln_buf_release (&got);
   if (!ok)
-    printf ("# %s\n", kiln_error_message (err));
+    diag ("%s\n", kiln_error_message (err));
   unlink (local);
   unlink (back);
 
   /* A file put into a missing directory fails, naming the path. */
   kiln_error_freep (&err);
   ok = kiln_target_put_data (t, "x", 1, "/nonexistent-kiln-dir/f", 0644, &err) < 0 && ok;
-  printf ("# %s\n", kiln_error_message (err));
+  diag ("%s\n", kiln_error_message (err));
   return ok;
 }
 
@@ -204,7 +228,7 @@ check_stat (struct kiln_target *t)
   /* lstat: a dangling link exists, as a link. */
   ok = kiln_target_stat (t, link, &st, &err) == 0 && st.exists && st.is_symlink && !st.is_file && ok;
   if (!ok)
-    printf ("# %s\n", kiln_error_message (err));
+    diag ("%s\n", kiln_error_message (err));
   return ok;
 }
 
@@ -218,10 +242,10 @@ check_timeout (struct kiln_target *t)
   double start = seconds_now ();
   int r = kiln_target_run (t, &cmd, &res, &err);
   double elapsed = seconds_now () - start;
-  printf ("# 'sleep 30' with a 1 s timeout returned after %.2f s\n", elapsed);
+  diag ("'sleep 30' with a 1 s timeout returned after %.2f s\n", elapsed);
   bool ok = r == 0 && res.timed_out && res.exit_code == -1 && elapsed < 10;
   if (r < 0)
-    printf ("# %s\n", kiln_error_message (err));
+    diag ("%s\n", kiln_error_message (err));
   kiln_target_result_release (&res);
 
   /* Neither the shell nor its sleep is left. */
@@ -243,9 +267,9 @@ check_reboot (struct kiln_target *t)
   _cleanup_error_ kiln_error *err = NULL;
   double start = seconds_now ();
   int r = kiln_target_reboot (t, &outcome, &err);
-  printf ("# reboot until the agent answered again: %.1f s\n", seconds_now () - start);
+  diag ("reboot until the agent answered again: %.1f s\n", seconds_now () - start);
   if (r < 0)
-    printf ("# %s\n", kiln_error_message (err));
+    diag ("%s\n", kiln_error_message (err));
   _cleanup_free_ char *after = r == 0 ? boot_id (t) : NULL;
   struct kiln_target_stat st;
   return r == 0 && outcome == KILN_REBOOT_DONE && before && after && strcmp (before, after) != 0
@@ -267,7 +291,7 @@ capture_one (struct kiln_instance *inst, const char *work_dir, enum kiln_image_f
   bool ok = kiln_instance_capture (inst, &spec, &err) == 0;
   double elapsed = seconds_now () - start;
   if (!ok)
-    printf ("# %s\n", kiln_error_message (err));
+    diag ("%s\n", kiln_error_message (err));
   char *argv[] = {"qemu-img", "info", "--output=json", output, NULL};
   struct kiln_process_spec ps = {.argv = argv, .timeout_ms = 60000};
   struct kiln_process_result res;
@@ -277,7 +301,7 @@ capture_one (struct kiln_instance *inst, const char *work_dir, enum kiln_image_f
       json_t *info = json_loads (kiln_buf_str (&res.out), 0, NULL);
       const char *got = json_string_value (json_object_get (info, "format"));
       uint64_t virtual = (uint64_t) json_integer_value (json_object_get (info, "virtual-size"));
-      printf ("# captured as %s%s in %.1f s: qemu-img says %s, %llu bytes, %lld on disk\n",
+      diag ("captured as %s%s in %.1f s: qemu-img says %s, %llu bytes, %lld on disk\n",
               kiln_image_format_name (format), compress ? " (compressed)" : "", elapsed, got ? got : "?",
               (unsigned long long) virtual, (long long) json_integer_value (json_object_get (info, "actual-size")));
       ok = got && strcmp (got, qemu_format) == 0 && json_object_get (info, "backing-filename") == NULL
@@ -386,13 +410,13 @@ check_second_instance (const struct kiln_driver *driver, const char *image, cons
                                     .disk_size_bytes = parent_size / 2};
   struct kiln_instance *inst = NULL;
   bool ok = kiln_instance_create (driver, &spec, &inst, &err) < 0 && strstr (err->message, "smaller") != NULL;
-  printf ("# %s\n", kiln_error_message (err));
+  diag ("%s\n", kiln_error_message (err));
   kiln_error_freep (&err);
 
   spec.disk_size_bytes = parent_size + 64 * 1024 * 1024;
   if (kiln_instance_create (driver, &spec, &inst, &err) < 0)
     {
-      printf ("# %s\n", kiln_error_message (err));
+      diag ("%s\n", kiln_error_message (err));
       return false;
     }
   _cleanup_free_ char *overlay = NULL, *hidden = NULL, *pid_file = NULL;
@@ -403,7 +427,7 @@ check_second_instance (const struct kiln_driver *driver, const char *image, cons
 
   ok = rename (overlay, hidden) == 0 && ok;
   int r = kiln_instance_start (inst, 60, &err);
-  printf ("# %s\n", kiln_error_message (err));
+  diag ("%s\n", kiln_error_message (err));
   ok = r < 0 && strstr (kiln_error_message (err), "QEMU exited") && strstr (kiln_error_message (err), "overlay.qcow2")
        && access (pid_file, F_OK) < 0 && ok;
   kiln_error_freep (&err);
@@ -424,17 +448,17 @@ check_second_instance (const struct kiln_driver *driver, const char *image, cons
            && strtoull (kiln_buf_str (&out), NULL, 10) * 512 == spec.disk_size_bytes && ok;
       kiln_buf_release (&out);
       sock_dir = socket_dir_of (pid);
-      printf ("# sockets in %s\n", sock_dir ? sock_dir : "?");
+      diag ("sockets in %s\n", sock_dir ? sock_dir : "?");
       ok = sock_dir && strncmp (sock_dir, deep, strlen (deep)) != 0 && ok;
     }
   else
     {
-      printf ("# %s\n", kiln_error_message (err));
+      diag ("%s\n", kiln_error_message (err));
       ok = false;
     }
   kiln_instance_destroy (inst);
   _cleanup_free_ char *left = listing (deep);
-  printf ("# left in the deep work directory: %s\n", left);
+  diag ("left in the deep work directory: %s\n", left);
   bool no_sock_dir = sock_dir && access (sock_dir, F_OK) < 0 && errno == ENOENT;
   return ok && pid > 0 && kill (pid, 0) < 0 && errno == ESRCH && strcmp (left, "console.log") == 0 && no_sock_dir;
 }
@@ -482,16 +506,16 @@ main (int argc, char **argv)
   _cleanup_error_ kiln_error *err = NULL;
   bool alive = report (kiln_instance_create (driver, &spec, &inst, &err) == 0, "create an overlay on the image");
   if (!alive)
-    printf ("# %s\n", kiln_error_message (err));
+    diag ("%s\n", kiln_error_message (err));
 
   pid_t qemu_pid = 0;
   if (alive)
     {
       double start = seconds_now ();
       alive = kiln_instance_start (inst, BOOT_TIMEOUT_S, &err) == 0;
-      printf ("# start until the agent answered: %.1f s\n", seconds_now () - start);
+      diag ("start until the agent answered: %.1f s\n", seconds_now () - start);
       if (!alive)
-        printf ("# %s\n", kiln_error_message (err));
+        diag ("%s\n", kiln_error_message (err));
       else
         qemu_pid = (pid_t) atoi (inst->id + strlen ("qemu-"));
       report (alive && inst->target.scratch_dir && strncmp (inst->target.scratch_dir, "/var/tmp/kiln-scratch-", 22) == 0,
@@ -510,9 +534,9 @@ main (int argc, char **argv)
     {
       double start = seconds_now ();
       alive = kiln_instance_shutdown (inst, 120, &err) == 0;
-      printf ("# shutdown: %.1f s\n", seconds_now () - start);
+      diag ("shutdown: %.1f s\n", seconds_now () - start);
       if (!alive)
-        printf ("# %s\n", kiln_error_message (err));
+        diag ("%s\n", kiln_error_message (err));
       report (alive && kill (qemu_pid, 0) < 0 && errno == ESRCH, "shutdown: the guest powers off, QEMU exits");
     }
   if (alive)
@@ -520,7 +544,7 @@ main (int argc, char **argv)
 
   kiln_instance_destroy (inst);
   _cleanup_free_ char *left = listing (work_dir);
-  printf ("# left in the work directory: %s\n", left);
+  diag ("left in the work directory: %s\n", left);
   bool clean = strcmp (left, "console.log") == 0 || (inst == NULL && strcmp (left, "") == 0);
   report (clean && (qemu_pid == 0 || (kill (qemu_pid, 0) < 0 && errno == ESRCH)),
           "destroy: no QEMU, nothing left but console.log");
@@ -536,7 +560,7 @@ main (int argc, char **argv)
       kiln_remove_tree (work_dir, &rm_err);
     }
   else
-    printf ("# work directory kept: %s\n", work_dir);
+    diag ("work directory kept: %s\n", work_dir);
   printf ("1..%d\n", test_count);
   return failure_count ? 1 : 0;
 }
