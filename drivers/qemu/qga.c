@@ -37,6 +37,7 @@
 #include "log.h"
 #include "process.h"
 #include "qmp.h"
+#include "fsutil.h"
 
 #define POLL_FIRST_MS 10
 #define POLL_MAX_MS 200
@@ -707,35 +708,7 @@ kiln_qga_file_put (struct kiln_qga *g, const char *local_path, const char *path,
   return r;
 }
 
-static void
-unlink_tempp (char **path)
-{
-  if (*path)
-    {
-      int saved = errno;
-      unlink (*path);
-      errno = saved;
-      free (*path);
-    }
-}
 
-#define _cleanup_unlink_ __attribute__ ((cleanup (unlink_tempp)))
-
-static int
-write_all (int fd, const unsigned char *data, size_t len)
-{
-  while (len > 0)
-    {
-      ssize_t n = write (fd, data, len);
-      if (n < 0 && errno == EINTR)
-        continue;
-      if (n < 0)
-        return -1;
-      data += n;
-      len -= (size_t) n;
-    }
-  return 0;
-}
 
 /* Reads the open guest file handle into fd until its end. */
 static int
@@ -761,7 +734,7 @@ copy_out (struct kiln_qga *g, json_int_t handle, int fd, const char *path, const
           return kiln_error_set (err, KILN_ERR_REMOTE, 0, "read '%s' on the guest: bad data in guest-file-read reply",
                                  path);
         }
-      int w = write_all (fd, data, len);
+      int w = kiln_write_all (fd, data, len);
       free (data);
       if (w < 0)
         return kiln_fail_errno (err, errno, "write '%s'", local_path);
