@@ -100,6 +100,35 @@ stage_done (struct build *b, const char *name, const char *status, double t0, js
   say (b, "[%s] %s (%.1f s)", name, status, now () - t0);
 }
 
+/* The recipe's userDataOverride (base64, checked by the plan) runs on the
+ * build instance before the components, as user data does on EC2. */
+static int
+run_user_data (struct build *b, kiln_error **err)
+{
+  struct kiln_target *t = kiln_instance_target (b->inst);
+  unsigned char *script = NULL;
+  size_t len = 0;
+  if (kiln_base64_decode (b->plan->user_data, strlen (b->plan->user_data), &script, &len) < 0)
+    return kiln_fail_invalid (err, "userDataOverride is not base64");
+  _cleanup_free_ char *path = NULL;
+  if (asprintf (&path, "%s/user-data", t->scratch_dir ? t->scratch_dir : "/var/tmp") < 0)
+    abort ();
+  int r = kiln_target_put_data (t, script, len, path, 0700, err);
+  free (script);
+  if (r < 0)
+    return kiln_error_prefix (err, "userDataOverride");
+  say (b, "[build] running userDataOverride");
+  /* A script without "#!" runs under sh, as cloud-init would run it. */
+  char *argv[] = {(char *) "sh", (char *) "-c", (char *) "head -c 2 \"$1\" | grep -q '#!' && exec \"$1\"; exec sh \"$1\"",
+                  (char *) "user-data", path, NULL};
+  struct kiln_buf out = KILN_BUF_INIT;
+  r = kiln_target_run_checked (t, argv, 3600, &out, err);
+  kiln_buf_release (&out);
+  if (r < 0)
+    return kiln_error_prefix (err, "userDataOverride");
+  return 0;
+}
+
 /* Boots an instance from image and waits for its agent. */
 static int
 boot (struct build *b, const char *label, const char *image, const char *format, uint64_t disk_size,
@@ -133,6 +162,8 @@ boot (struct build *b, const char *label, const char *image, const char *format,
   if (kiln_instance_start (b->inst, timeout, err) < 0)
     return -1;
   say (b, "[%s] instance %s is up", label, b->inst->id ? b->inst->id : "");
+  if (b->plan->user_data && strcmp (label, "build") == 0 && run_user_data (b, err) < 0)
+    return -1;
   if (b->plan->working_directory)
     {
       /* The recipe's workingDirectory is where the executor's files go. */

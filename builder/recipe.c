@@ -303,6 +303,13 @@ read_recipe (struct reader *rd, struct kiln_plan *p)
       const struct kiln_yaml_node *ud = kiln_yaml_map_get (n, "userDataOverride");
       if (ud && scalar (rd, ud, "userDataOverride", &p->user_data) < 0)
         return -1;
+      /* Image Builder takes user data base64-encoded; kiln runs it as a
+       * script on the build instance, so it must decode. */
+      unsigned char *decoded = NULL;
+      size_t decoded_len = 0;
+      if (p->user_data && kiln_base64_decode (p->user_data, strlen (p->user_data), &decoded, &decoded_len) < 0)
+        return FAIL (rd, ud, "userDataOverride must be base64-encoded, as Image Builder takes it");
+      free (decoded);
     }
   if (required (rd, root, "components", &n) < 0)
     return -1;
