@@ -17,7 +17,10 @@ Cases:
              nothing behind.
   sigkill    SIGKILL in the middle of a build leaves QEMU dead (it dies with
              kiln) and the next kiln command removes the run directory.
+  keep       --keep-on-failure keeps the failed build instance running after
+             kiln exits, and the next kiln command leaves it alone.
 """
+import base64
 import json
 import os
 import shutil
@@ -55,12 +58,15 @@ class Case:
         os.makedirs(self.runtime)
         self.env = dict(os.environ, KILN_RUNTIME_DIR=self.runtime)
 
-    def recipe(self, name, components):
+    def recipe(self, name, components, user_data=None):
         path = os.path.join(self.tmp, name + ".yml")
         comps = "\n".join(f"  - componentArn: {os.path.join(HERE, 'data', c)}" for c in components)
         with open(path, "w") as f:
             f.write(f"name: {name}\nsemanticVersion: 1.0.0\nparentImage: {self.image}\n"
                     f"components:\n{comps}\n")
+            if user_data:
+                encoded = base64.b64encode(user_data.encode()).decode()
+                f.write(f"additionalInstanceConfiguration:\n  userDataOverride: {encoded}\n")
         return path
 
     def leftovers(self):
@@ -83,7 +89,8 @@ class Case:
 
 
 def case_build(c):
-    recipe = c.recipe("vm-build", ["files.yml", "config.yml"])
+    recipe = c.recipe("vm-build", ["files.yml", "config.yml"],
+                      user_data="#!/bin/sh\nmkdir -p /etc/kiln\necho from-user-data > /etc/kiln/user-data\n")
     t0 = time.time()
     p = subprocess.run([c.kiln, "build", recipe, "--output", c.out, "--json"], capture_output=True, text=True,
                        env=c.env, timeout=1800)
@@ -116,6 +123,8 @@ def case_build(c):
         problems.append(f"test phase results: {test_outputs}")
     if not any("motd=built by kiln" in o for _, _, o in test_outputs):
         problems.append(f"test phase did not see the configuration: {test_outputs}")
+    if not any("from-user-data" in o for _, _, o in test_outputs):
+        problems.append(f"test phase did not see what userDataOverride wrote: {test_outputs}")
     problems += c.leftovers()
     return problems
 
@@ -171,11 +180,28 @@ def interrupted(c, sig):
     return problems + c.leftovers()
 
 
+def case_keep(c):
+    recipe = c.recipe("vm-keep", ["failing.yml"])
+    p = subprocess.run([c.kiln, "build", recipe, "--output", c.out, "--keep-on-failure"], capture_output=True,
+                       text=True, env=c.env, timeout=1800)
+    problems = []
+    if p.returncode != 1 or "kept instance" not in p.stderr:
+        problems.append(f"expected a failure that keeps the instance, got {p.returncode}: {p.stderr[-1500:]}")
+    if not qemu_processes(c.runtime):
+        problems.append("the kept instance is not running after kiln exited")
+    # Another kiln command must leave the kept instance alone.
+    subprocess.run([c.kiln, "build", os.path.join(c.tmp, "missing.yml")], capture_output=True, env=c.env)
+    if not qemu_processes(c.runtime) or not os.listdir(c.runtime):
+        problems.append("the next kiln command reaped the kept instance")
+    return problems  # Case.close() stops the kept QEMU and removes its files
+
+
 CASES = {
     "build": case_build,
     "failure": case_failure,
     "sigterm": lambda c: interrupted(c, signal.SIGTERM),
     "sigkill": lambda c: interrupted(c, signal.SIGKILL),
+    "keep": case_keep,
 }
 
 
