@@ -12,16 +12,17 @@
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <time.h>
 
 static int tap_count;    /* tests reported so far */
 static int tap_failures; /* how many of them failed */
 
-static inline void tap_ok (bool cond, const char *fmt, ...) __attribute__ ((format (printf, 2, 3)));
+static inline bool tap_ok (bool cond, const char *fmt, ...) __attribute__ ((format (printf, 2, 3)));
 
 /* Reports one test: "ok N - NAME" when cond holds, else "not ok N - NAME",
  * NAME formatted from fmt as by printf.  stdout is flushed, so the line comes
- * before anything a child process writes next. */
-static inline void
+ * before anything a child process writes next.  Returns cond. */
+static inline bool
 tap_ok (bool cond, const char *fmt, ...)
 {
   va_list ap;
@@ -33,6 +34,7 @@ tap_ok (bool cond, const char *fmt, ...)
   if (!cond)
     tap_failures++;
   fflush (stdout);
+  return cond;
 }
 
 /* Prints the plan for the tests reported ("1..N") and returns the program's
@@ -42,6 +44,15 @@ tap_done (void)
 {
   printf ("1..%d\n", tap_count);
   return tap_failures ? 1 : 0;
+}
+
+/* Seconds on the monotonic clock, for tests that time what they check. */
+static inline double
+seconds_now (void)
+{
+  struct timespec ts;
+  clock_gettime (CLOCK_MONOTONIC, &ts);
+  return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
 }
 
 /* In a function returning bool: when cond is false, prints a TAP diagnostic

@@ -18,41 +18,14 @@
 
 #include "cleanup.h"
 #include "process.h"
+#include "tap.h"
 
 #define MIB (1024 * 1024)
 #define _unused_ __attribute__ ((unused))
 
-static int test_count;
-static int failure_count;
 
-static void
-report (bool ok, const char *name)
-{
-  test_count++;
-  if (!ok)
-    failure_count++;
-  printf ("%s %d - %s\n", ok ? "ok" : "not ok", test_count, name);
-  fflush (stdout);
-}
 
-#define CHECK(cond)                                                          \
-  do                                                                         \
-    {                                                                        \
-      if (!(cond))                                                           \
-        {                                                                    \
-          printf ("# %s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-          return false;                                                      \
-        }                                                                    \
-    }                                                                        \
-  while (0)
 
-static double
-seconds_now (void)
-{
-  struct timespec ts;
-  clock_gettime (CLOCK_MONOTONIC, &ts);
-  return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
-}
 
 /* --- child modes --------------------------------------------------------- */
 
@@ -679,32 +652,31 @@ main (int argc, char **argv)
   if (argc == 4 && strcmp (argv[1], "--child-spew") == 0)
     return child_spew (strtoull (argv[2], NULL, 10), strtoull (argv[3], NULL, 10));
 
-  report (test_big_interleaved_output (), "8 MiB on stdout and stderr interleaved");
-  report (test_stdin_echo (), "1 MiB of stdin echoed by cat");
-  report (test_stdin_not_read (), "stdin the child never reads");
-  report (test_stdin_default_devnull (), "stdin defaults to /dev/null");
-  report (test_exit_codes (), "exit codes");
-  report (test_killed_by_signal (), "killed by a signal");
-  report (test_timeout (), "timeout stops sleep 30 quickly");
-  report (test_timeout_with_grandchild (), "timeout kills the whole process group");
-  report (test_timeout_term_ignored (), "SIGKILL after the grace period");
-  report (test_grandchild_holds_pipes (), "grandchild holding the pipes does not keep us");
-  report (test_grandchild_other_group (), "grandchild in another session does not keep us");
-  report (test_env_override (), "environment overrides");
-  report (test_path_override_used_for_lookup (), "PATH override decides the program lookup");
-  report (test_cwd (), "working directory");
-  report (test_missing_cwd (), "missing working directory is reported");
-  report (test_missing_program (), "missing program is reported");
-  report (test_capture_limit (), "capture_limit keeps a prefix and counts everything");
-  report (test_cancel (), "cancel flag");
-  report (test_empty_argv (), "empty argv is rejected");
-  report (test_sigpipe_ignored_by_caller (), "children start with SIGPIPE at its default");
-  report (test_strv (), "strv helpers");
-  report (test_spawn_streams_env_cwd (), "spawn: stdin/stdout/stderr files, env, cwd, exit status");
-  report (test_spawn_failures (), "spawn: exec, chdir and open failures are reported");
-  report (test_wait_exit_timeout (), "wait_exit: timeout, then reap");
-  report (test_spawn_dies_with_parent (), "spawn: the child dies with a SIGKILLed parent");
+  tap_ok (test_big_interleaved_output (), "8 MiB on stdout and stderr interleaved");
+  tap_ok (test_stdin_echo (), "1 MiB of stdin echoed by cat");
+  tap_ok (test_stdin_not_read (), "stdin the child never reads");
+  tap_ok (test_stdin_default_devnull (), "stdin defaults to /dev/null");
+  tap_ok (test_exit_codes (), "exit codes");
+  tap_ok (test_killed_by_signal (), "killed by a signal");
+  tap_ok (test_timeout (), "timeout stops sleep 30 quickly");
+  tap_ok (test_timeout_with_grandchild (), "timeout kills the whole process group");
+  tap_ok (test_timeout_term_ignored (), "SIGKILL after the grace period");
+  tap_ok (test_grandchild_holds_pipes (), "grandchild holding the pipes does not keep us");
+  tap_ok (test_grandchild_other_group (), "grandchild in another session does not keep us");
+  tap_ok (test_env_override (), "environment overrides");
+  tap_ok (test_path_override_used_for_lookup (), "PATH override decides the program lookup");
+  tap_ok (test_cwd (), "working directory");
+  tap_ok (test_missing_cwd (), "missing working directory is reported");
+  tap_ok (test_missing_program (), "missing program is reported");
+  tap_ok (test_capture_limit (), "capture_limit keeps a prefix and counts everything");
+  tap_ok (test_cancel (), "cancel flag");
+  tap_ok (test_empty_argv (), "empty argv is rejected");
+  tap_ok (test_sigpipe_ignored_by_caller (), "children start with SIGPIPE at its default");
+  tap_ok (test_strv (), "strv helpers");
+  tap_ok (test_spawn_streams_env_cwd (), "spawn: stdin/stdout/stderr files, env, cwd, exit status");
+  tap_ok (test_spawn_failures (), "spawn: exec, chdir and open failures are reported");
+  tap_ok (test_wait_exit_timeout (), "wait_exit: timeout, then reap");
+  tap_ok (test_spawn_dies_with_parent (), "spawn: the child dies with a SIGKILLed parent");
 
-  printf ("1..%d\n", test_count);
-  return failure_count ? 1 : 0;
+  return tap_done ();
 }

@@ -39,39 +39,12 @@
 #include "process.h"
 #include "qemu/qga.h"
 #include "qemu/qmp.h"
+#include "tap.h"
 
-static int test_count;
-static int failure_count;
 static const char *data_dir;
 
-static void
-report (bool ok, const char *name)
-{
-  test_count++;
-  if (!ok)
-    failure_count++;
-  printf ("%s %d - %s\n", ok ? "ok" : "not ok", test_count, name);
-  fflush (stdout);
-}
 
-#define CHECK(cond)                                                          \
-  do                                                                         \
-    {                                                                        \
-      if (!(cond))                                                           \
-        {                                                                    \
-          printf ("# %s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-          return false;                                                      \
-        }                                                                    \
-    }                                                                        \
-  while (0)
 
-static double
-seconds_now (void)
-{
-  struct timespec ts;
-  clock_gettime (CLOCK_MONOTONIC, &ts);
-  return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
-}
 
 static void
 sleep_ms (int ms)
@@ -1019,20 +992,19 @@ main (int argc, char **argv)
     }
   data_dir = argv[1];
 
-  report (test_qmp_session (), "QMP: greeting, capabilities, events around replies, stale reply, RESET");
-  report (test_qmp_error_and_timeout (), "QMP: error reply, timeout, late reply skipped, event wait timeout");
-  report (test_qmp_connect_retries (), "QMP: connect retries until the socket appears; bounded; long path");
-  report (test_qga_sync_skips_stale (), "QGA: sync skips recorded stale replies, split into pieces");
-  report (test_qga_never_answers (), "QGA: a guest that never answers gives a bounded timeout");
-  report (test_qga_resync_after_timeout (), "QGA: a late reply after a timeout is skipped by the re-sync");
-  report (test_qga_exec_output (), "QGA: guest-exec with polling and base64 output");
-  report (test_qga_exec_timeout_kills_group (), "QGA: deadline kills the process group");
-  report (test_qga_wrapper_failures_reported (), "QGA: wrapper's command-not-found becomes an error");
-  report (test_qga_files (), "QGA: files in and out in chunks; agent errors name the path");
-  report (test_qga_shutdown (), "QGA: guest-shutdown silence is success, an error reply is not");
-  report (test_wrapper_script (), "wrapper script: cwd, env, process group, exit status, failures");
-  report (test_kill_script (), "kill script: the wrapped program's whole group goes");
+  tap_ok (test_qmp_session (), "QMP: greeting, capabilities, events around replies, stale reply, RESET");
+  tap_ok (test_qmp_error_and_timeout (), "QMP: error reply, timeout, late reply skipped, event wait timeout");
+  tap_ok (test_qmp_connect_retries (), "QMP: connect retries until the socket appears; bounded; long path");
+  tap_ok (test_qga_sync_skips_stale (), "QGA: sync skips recorded stale replies, split into pieces");
+  tap_ok (test_qga_never_answers (), "QGA: a guest that never answers gives a bounded timeout");
+  tap_ok (test_qga_resync_after_timeout (), "QGA: a late reply after a timeout is skipped by the re-sync");
+  tap_ok (test_qga_exec_output (), "QGA: guest-exec with polling and base64 output");
+  tap_ok (test_qga_exec_timeout_kills_group (), "QGA: deadline kills the process group");
+  tap_ok (test_qga_wrapper_failures_reported (), "QGA: wrapper's command-not-found becomes an error");
+  tap_ok (test_qga_files (), "QGA: files in and out in chunks; agent errors name the path");
+  tap_ok (test_qga_shutdown (), "QGA: guest-shutdown silence is success, an error reply is not");
+  tap_ok (test_wrapper_script (), "wrapper script: cwd, env, process group, exit status, failures");
+  tap_ok (test_kill_script (), "kill script: the wrapped program's whole group goes");
 
-  printf ("1..%d\n", test_count);
-  return failure_count ? 1 : 0;
+  return tap_done ();
 }

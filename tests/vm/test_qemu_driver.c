@@ -33,6 +33,7 @@
 #include "fsutil.h"
 #include "log.h"
 #include "process.h"
+#include "tap.h"
 
 #define BOOT_TIMEOUT_S 300
 #define BIG_FILE_SIZE (3 * 1024 * 1024)
@@ -60,27 +61,8 @@ diag (const char *fmt, ...)
   free (text);
 }
 
-static int test_count;
-static int failure_count;
 
-static bool
-report (bool ok, const char *name)
-{
-  test_count++;
-  if (!ok)
-    failure_count++;
-  printf ("%s %d - %s\n", ok ? "ok" : "not ok", test_count, name);
-  fflush (stdout);
-  return ok;
-}
 
-static double
-seconds_now (void)
-{
-  struct timespec ts;
-  clock_gettime (CLOCK_MONOTONIC, &ts);
-  return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
-}
 
 static bool
 program_exists (const char *name)
@@ -504,7 +486,7 @@ main (int argc, char **argv)
   };
   struct kiln_instance *inst = NULL;
   _cleanup_error_ kiln_error *err = NULL;
-  bool alive = report (kiln_instance_create (driver, &spec, &inst, &err) == 0, "create an overlay on the image");
+  bool alive = tap_ok (kiln_instance_create (driver, &spec, &inst, &err) == 0, "create an overlay on the image");
   if (!alive)
     diag ("%s\n", kiln_error_message (err));
 
@@ -518,17 +500,17 @@ main (int argc, char **argv)
         diag ("%s\n", kiln_error_message (err));
       else
         qemu_pid = (pid_t) atoi (inst->id + strlen ("qemu-"));
-      report (alive && inst->target.scratch_dir && strncmp (inst->target.scratch_dir, "/var/tmp/kiln-scratch-", 22) == 0,
+      tap_ok (alive && inst->target.scratch_dir && strncmp (inst->target.scratch_dir, "/var/tmp/kiln-scratch-", 22) == 0,
               "start: boot until the guest agent answers");
     }
   struct kiln_target *t = alive ? kiln_instance_target (inst) : NULL;
   if (alive)
     {
-      report (check_run (t), "run: uname, round trips, cwd and env, exit status, missing program");
-      report (check_files (t, work_dir), "put and get a 3 MiB file");
-      report (check_stat (t), "stat: directory, missing path, dangling symlink");
-      report (check_timeout (t), "a 1 s timeout kills 'sleep 30' and its shell");
-      alive = report (check_reboot (t), "reboot: a new boot id, the agent answers again");
+      tap_ok (check_run (t), "run: uname, round trips, cwd and env, exit status, missing program");
+      tap_ok (check_files (t, work_dir), "put and get a 3 MiB file");
+      tap_ok (check_stat (t), "stat: directory, missing path, dangling symlink");
+      tap_ok (check_timeout (t), "a 1 s timeout kills 'sleep 30' and its shell");
+      alive = tap_ok (check_reboot (t), "reboot: a new boot id, the agent answers again");
     }
   if (alive)
     {
@@ -537,30 +519,29 @@ main (int argc, char **argv)
       diag ("shutdown: %.1f s\n", seconds_now () - start);
       if (!alive)
         diag ("%s\n", kiln_error_message (err));
-      report (alive && kill (qemu_pid, 0) < 0 && errno == ESRCH, "shutdown: the guest powers off, QEMU exits");
+      tap_ok (alive && kill (qemu_pid, 0) < 0 && errno == ESRCH, "shutdown: the guest powers off, QEMU exits");
     }
   if (alive)
-    report (check_capture (inst, work_dir), "capture as qcow2 (compressed), raw, vmdk, vhd, vhdx: standalone, same size");
+    tap_ok (check_capture (inst, work_dir), "capture as qcow2 (compressed), raw, vmdk, vhd, vhdx: standalone, same size");
 
   kiln_instance_destroy (inst);
   _cleanup_free_ char *left = listing (work_dir);
   diag ("left in the work directory: %s\n", left);
   bool clean = strcmp (left, "console.log") == 0 || (inst == NULL && strcmp (left, "") == 0);
-  report (clean && (qemu_pid == 0 || (kill (qemu_pid, 0) < 0 && errno == ESRCH)),
+  tap_ok (clean && (qemu_pid == 0 || (kill (qemu_pid, 0) < 0 && errno == ESRCH)),
           "destroy: no QEMU, nothing left but console.log");
-  report (check_second_instance (driver, image, work_dir),
+  tap_ok (check_second_instance (driver, image, work_dir),
           "deep work directory, grown disk, failed start, destroy while running");
   stat (image, &parent_after);
-  report (parent_before.st_mtime == parent_after.st_mtime && parent_before.st_size == parent_after.st_size,
+  tap_ok (parent_before.st_mtime == parent_after.st_mtime && parent_before.st_size == parent_after.st_size,
           "the parent image was not written");
 
-  if (failure_count == 0 && getenv ("KILN_TEST_KEEP") == NULL)
+  if (tap_failures == 0 && getenv ("KILN_TEST_KEEP") == NULL)
     {
       _cleanup_error_ kiln_error *rm_err = NULL;
       kiln_remove_tree (work_dir, &rm_err);
     }
   else
     diag ("work directory kept: %s\n", work_dir);
-  printf ("1..%d\n", test_count);
-  return failure_count ? 1 : 0;
+  return tap_done ();
 }
