@@ -269,3 +269,15 @@ kiln_base64_decode (const char *in, size_t in_len, unsigned char **out, size_t *
   *out = kiln_steal_pointer (&raw);
   return 0;
 }
+
+int
+kiln_hex_digit_value (char c)
+{
+  if (c >= '0' && c <= '9')
+    return c - '0';
+  if (c >= 'a' && c <= 'f')
+    return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F')
+    return c - 'A' + 10;
+  return -1;
+}

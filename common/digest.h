@@ -18,6 +18,9 @@ void kiln_sha256_hex (const void *data, size_t len, char out[KILN_SHA256_LEN * 2
 void kiln_hmac_sha256 (const void *key, size_t key_len, const void *data, size_t len,
                        unsigned char out[KILN_SHA256_LEN]);
 
+/* The value of one hex digit (either case), or -1 for any other character. */
+int kiln_hex_digit_value (char c);
+
 /* Lowercase hex of n bytes into out (2n+1 bytes). */
 void kiln_hex_encode (const unsigned char *in, size_t n, char *out);
 

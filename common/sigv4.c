@@ -18,6 +18,7 @@
 
 #include "cleanup.h"
 #include "xalloc.h"
+#include "digest.h"
 
 #define SCOPE_TERMINATOR "aws4_request"
 
@@ -39,17 +40,6 @@ is_space (char c)
   return c == ' ' || c == '\t' || c == '\r' || c == '\n';
 }
 
-static int
-hex_value (char c)
-{
-  if (c >= '0' && c <= '9')
-    return c - '0';
-  if (c >= 'a' && c <= 'f')
-    return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F')
-    return c - 'A' + 10;
-  return -1;
-}
 
 static bool
 is_lower_hex64 (const char *s)
@@ -144,8 +134,8 @@ kiln_sigv4_uri_decode (const char *s, size_t len, bool plus_is_space, size_t *ou
     {
       if (s[i] == '%' && i + 2 < len)
         {
-          int hi = hex_value (s[i + 1]);
-          int lo = hex_value (s[i + 2]);
+          int hi = kiln_hex_digit_value (s[i + 1]);
+          int lo = kiln_hex_digit_value (s[i + 2]);
           if (hi >= 0 && lo >= 0)
             {
               r[o++] = (char) (hi << 4 | lo);

@@ -57,17 +57,6 @@ url_scheme (const char *url)
   return SCHEME_NONE;
 }
 
-static int
-hex_value (char c)
-{
-  if (c >= '0' && c <= '9')
-    return c - '0';
-  if (c >= 'a' && c <= 'f')
-    return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F')
-    return c - 'A' + 10;
-  return -1;
-}
 
 /* Percent-decodes s[0..len), malloc'd; NULL for a malformed escape or %00. */
 static char *
@@ -84,8 +73,8 @@ percent_decode (const char *s, size_t len)
           out[k++] = s[i];
           continue;
         }
-      int hi = i + 2 < len ? hex_value (s[i + 1]) : -1;
-      int lo = hi >= 0 ? hex_value (s[i + 2]) : -1;
+      int hi = i + 2 < len ? kiln_hex_digit_value (s[i + 1]) : -1;
+      int lo = hi >= 0 ? kiln_hex_digit_value (s[i + 2]) : -1;
       if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
         {
           free (out);
@@ -169,7 +158,7 @@ static bool
 is_hex (const char *s)
 {
   for (; *s; s++)
-    if (hex_value (*s) < 0)
+    if (kiln_hex_digit_value (*s) < 0)
       return false;
   return true;
 }
