@@ -11,4 +11,6 @@ apt-get install -y -qq --no-install-recommends \
   python3 ca-certificates bash coreutils findutils bc \
   qemu-system-x86 qemu-utils \
   e2fsprogs fdisk util-linux kmod cpio gzip grub-common grub-pc-bin \
-  debootstrap debian-archive-keyring
+  debootstrap debian-archive-keyring \
+  libmicrohttpd-dev libxml2-dev libsqlite3-dev \
+  awscli python3-boto3

@@ -51,6 +51,12 @@ struct kiln_instance_spec {
   /* The instance may outlive kiln (--keep-on-failure): the driver must not
    * tie its life to kiln's process. */
   bool detach;
+  /* The instance's disk is durable, owned by the caller: create reuses the
+   * disk an earlier instance with the same work_dir left there (else makes a
+   * new one), and destroy leaves it (the caller deletes work_dir when the
+   * disk should go).  How kiln-emulator stops, starts and restarts
+   * instances. */
+  bool persistent_disk;
 };
 
 enum kiln_image_format {
@@ -65,6 +71,11 @@ struct kiln_capture_spec {
   const char *output;          /* file to write (a temporary name: the caller publishes it) */
   enum kiln_image_format format;
   bool compress;               /* qcow2 only */
+  /* Capture a running instance without shutting it down: the guest is paused
+   * while its disk is copied, so the copy is crash-consistent (as EC2's
+   * CreateImage with NoReboot).  Without it, capturing a running instance
+   * is an error. */
+  bool live;
 };
 
 struct kiln_driver {

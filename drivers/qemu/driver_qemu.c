@@ -92,6 +92,7 @@ struct qemu_instance {
   int boot_timeout_ms;   /* start's timeout, reused for reboots */
   pid_t pid;             /* QEMU while it runs (not yet reaped), else 0 */
   bool detach;           /* QEMU may outlive kiln (keep-on-failure) */
+  bool persistent_disk;  /* the overlay is the caller's: destroy keeps it */
   volatile sig_atomic_t *cancel; /* the user interrupted kiln: stop waiting */
   struct kiln_qmp *qmp;
   struct kiln_qga *qga;
@@ -271,6 +272,7 @@ qemu_create (struct kiln_instance *inst, const struct kiln_instance_spec *spec, 
   q->memory_mib = spec->memory_mib > 0 ? spec->memory_mib : DEFAULT_MEMORY_MIB;
   q->network = spec->network;
   q->detach = spec->detach;
+  q->persistent_disk = spec->persistent_disk;
   q->cancel = spec->cancel;
 
   /* "/qmp.sock" is the longest name that goes in the socket directory. */
@@ -289,6 +291,11 @@ qemu_create (struct kiln_instance *inst, const struct kiln_instance_spec *spec, 
   q->qmp_path = path_join (q->sock_dir, "qmp.sock");
   q->qga_path = path_join (q->sock_dir, "qga.sock");
 
+  if (spec->persistent_disk && access (q->overlay, F_OK) == 0)
+    {
+      kiln_log_debug ("qemu: %s: reusing the disk %s", inst->name, q->overlay);
+      return 0;
+    }
   _cleanup_strv_ char **argv
       = kiln_strv_new (QEMU_IMG, "create", "-q", "-f", "qcow2", "-b", parent, "-F", format, q->overlay, NULL);
   if (spec->disk_size_bytes > parent_size)
@@ -830,8 +837,11 @@ static int
 qemu_capture (struct kiln_instance *inst, const struct kiln_capture_spec *spec, kiln_error **err)
 {
   struct qemu_instance *q = inst->priv;
-  if (qemu_running (q, NULL))
+  bool running = qemu_running (q, NULL);
+  if (running && !spec->live)
     return kiln_fail (err, "the instance is still running: shut it down before capturing its disk");
+  if (running && q->qmp == NULL)
+    return kiln_fail (err, "the instance is running but its QMP connection is gone: cannot pause it to capture");
   if (q->overlay == NULL || access (q->overlay, R_OK) < 0)
     return kiln_fail (err, "the instance has no disk to capture");
 
@@ -846,6 +856,10 @@ qemu_capture (struct kiln_instance *inst, const struct kiln_capture_spec *spec, 
     default: return kiln_fail_invalid (err, "unknown image format %d", (int) spec->format);
     }
   _cleanup_strv_ char **argv = kiln_strv_new (QEMU_IMG, "convert", "-q", "-f", "qcow2", "-O", format, NULL);
+  /* A running QEMU holds the image's lock; reading beside it is safe once
+   * the guest is paused (pausing drains and flushes its I/O). */
+  if (running)
+    kiln_strv_push (&argv, "-U");
   if (spec->compress)
     {
       if (spec->format == KILN_IMAGE_QCOW2)
@@ -865,7 +879,23 @@ qemu_capture (struct kiln_instance *inst, const struct kiln_capture_spec *spec, 
   kiln_strv_push (&argv, q->overlay);
   kiln_strv_push (&argv, spec->output);
   int64_t started_at = kiln_qemu_now_ms ();
-  if (run_tool (argv, NULL, err) < 0)
+  if (running && kiln_qmp_execute (q->qmp, "stop", NULL, NULL, QMP_TIMEOUT_MS, err) < 0)
+    return kiln_error_prefix (err, "pause the guest to capture its disk");
+  int r = run_tool (argv, NULL, err);
+  if (running)
+    {
+      _cleanup_error_ kiln_error *cont_err = NULL;
+      if (kiln_qmp_execute (q->qmp, "cont", NULL, NULL, QMP_TIMEOUT_MS, &cont_err) < 0)
+        {
+          if (r == 0)
+            {
+              kiln_error_move (err, &cont_err);
+              return kiln_error_prefix (err, "resume the guest after capturing its disk");
+            }
+          kiln_log_warn ("qemu: %s: resume after capture: %s", inst->name, kiln_error_message (cont_err));
+        }
+    }
+  if (r < 0)
     return kiln_error_prefix (err, "convert '%s' to %s '%s'", q->overlay, format, spec->output);
   kiln_log_debug ("qemu: %s: captured as %s in %.1f s", inst->name, format,
                   (double) (kiln_qemu_now_ms () - started_at) / 1000.0);
@@ -904,7 +934,7 @@ qemu_destroy (struct kiln_instance *inst)
   int r = 0;
   if (stop_qemu (q) < 0)
     kiln_log_warn ("qemu: %s: QEMU did not stop on quit or SIGTERM and was killed", inst->name);
-  if (remove_file (q->overlay) < 0 || remove_file (q->qmp_path) < 0 || remove_file (q->qga_path) < 0
+  if ((!q->persistent_disk && remove_file (q->overlay) < 0) || remove_file (q->qmp_path) < 0 || remove_file (q->qga_path) < 0
       || remove_file (q->pid_path) < 0)
     r = -1;
   if (q->own_sock_dir && q->sock_dir && rmdir (q->sock_dir) < 0 && errno != ENOENT)

@@ -1,0 +1,277 @@
+/* ec2_snapshots.c - EBS snapshots as far as AMIs need them: DescribeSnapshots
+ * and DeleteSnapshot.
+ *
+ * Snapshots are made by CreateImage (the VM host fills their disk),
+ * CopyImage and `kiln-emulator import-image` (ec2_images.c); each holds the
+ * root volume of an image.  They are private to their owner and region:
+ * there is no snapshot sharing (CreateVolumePermission), so RestorableBy
+ * names the caller's own snapshots or none, and sharing an AMI does not
+ * share its snapshot, as on AWS.
+ *
+ * A snapshot's disk file (DATA_DIR/disks/<id>.<format>) is not removed with
+ * its row: emu_disks_collect removes it once no snapshot row and no live
+ * instance (whose overlay may be backed by it) refers to it. */
+#include "ec2.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cleanup.h"
+#include "store.h"
+#include "vmhost.h"
+#include "xalloc.h"
+
+/* Snapshots made without a volume (copies, imports, captures of instances
+ * whose volumes kiln-emulator does not model) name this one, as AWS does for
+ * copied snapshots. */
+#define NO_VOLUME_ID "vol-ffffffff"
+
+static void
+filters_releasep (struct emu_filters *f)
+{
+  emu_filters_release (f);
+}
+#define _cleanup_filters_ __attribute__ ((cleanup (filters_releasep)))
+
+/* EC2 ids: "snap-" and 8 or 17 lowercase hex digits. */
+static bool
+snapshot_id_well_formed (const char *id)
+{
+  if (strncmp (id, "snap-", 5) != 0)
+    return false;
+  size_t len = strspn (id + 5, "0123456789abcdef");
+  return id[5 + len] == '\0' && (len == 8 || len == 17);
+}
+
+static int
+fail_malformed (struct emu_call *c, const char *id)
+{
+  return emu_fail (c, 400, "InvalidSnapshotID.Malformed", "Invalid id: \"%s\" (expecting \"snap-...\")", id);
+}
+
+static bool
+account_id_valid (const char *s)
+{
+  return strlen (s) == 12 && strspn (s, "0123456789") == 12;
+}
+
+static bool
+list_contains (const char *const *list, size_t n, const char *s)
+{
+  for (size_t i = 0; i < n; i++)
+    if (list[i] && strcmp (list[i], s) == 0)
+      return true;
+  return false;
+}
+
+/* ---- DescribeSnapshots ---- */
+
+static const char *const snapshot_filters[] = {
+  "description", "encrypted", "kms-key-id", "owner-alias", "owner-id", "progress", "snapshot-id", "start-time",
+  "status", "storage-tier", "volume-id", "volume-size", "tag:*", "tag-key", "tag-value", NULL,
+};
+
+static json_t *
+snapshot_filter_fields (json_t *snap)
+{
+  char start[32];
+  emu_format_time ((time_t) emu_row_int (snap, "start_time"), start);
+  const char *volume = emu_row_str_or_null (snap, "volume_id");
+  json_t *f = json_object ();
+  if (emu_row_str_or_null (snap, "description"))
+    json_object_set_new (f, "description", json_string (emu_row_str (snap, "description")));
+  json_object_set_new (f, "encrypted", json_string ("false"));
+  json_object_set_new (f, "owner-id", json_string (emu_row_str (snap, "account")));
+  json_object_set_new (f, "progress", json_string (emu_row_str (snap, "progress")));
+  json_object_set_new (f, "snapshot-id", json_string (emu_row_str (snap, "id")));
+  json_object_set_new (f, "start-time", json_string (start));
+  json_object_set_new (f, "status", json_string (emu_row_str (snap, "state")));
+  json_object_set_new (f, "storage-tier", json_string ("standard"));
+  json_object_set_new (f, "volume-id", json_string (volume ? volume : NO_VOLUME_ID));
+  json_object_set_new (f, "volume-size", json_string (emu_row_str (snap, "volume_size")));
+  return f;
+}
+
+static void
+write_snapshot (struct emu_call *c, json_t *snap, json_t *tags)
+{
+  const char *volume = emu_row_str_or_null (snap, "volume_id");
+  emu_xml_start (c, "item");
+  emu_xml_text (c, "snapshotId", emu_row_str (snap, "id"));
+  emu_xml_text (c, "volumeId", volume ? volume : NO_VOLUME_ID);
+  emu_xml_text (c, "status", emu_row_str (snap, "state"));
+  if (strcmp (emu_row_str (snap, "state"), "error") == 0)
+    emu_xml_text (c, "statusMessage", emu_row_str_or_null (snap, "state_message"));
+  emu_xml_time (c, "startTime", (time_t) emu_row_int (snap, "start_time"));
+  emu_xml_text (c, "progress", emu_row_str (snap, "progress"));
+  emu_xml_text (c, "ownerId", emu_row_str (snap, "account"));
+  emu_xml_textf (c, "volumeSize", "%lld", emu_row_int (snap, "volume_size"));
+  emu_xml_text (c, "description", emu_row_str_or_null (snap, "description"));
+  emu_xml_bool (c, "encrypted", false);
+  emu_xml_text (c, "storageTier", "standard");
+  emu_xml_tag_set (c, "tagSet", tags);
+  emu_xml_end (c);
+}
+
+/* Owner.N and RestorableBy.N narrow the caller's own snapshots (the only
+ * ones it can see): Owner "self" or the caller's id keeps them, any other
+ * owner (an account id, "amazon") has none to show; RestorableBy "self" or
+ * the caller's id keeps them, another account or "all" has none (nothing is
+ * shared). */
+static int
+op_describe_snapshots (struct emu_call *c)
+{
+  size_t n_ids = 0, n_owners = 0, n_restorable = 0;
+  _cleanup_free_ const char **ids = emu_param_list (c, "SnapshotId", &n_ids);
+  _cleanup_free_ const char **owners = emu_param_list (c, "Owner", &n_owners);
+  _cleanup_free_ const char **restorable = emu_param_list (c, "RestorableBy", &n_restorable);
+  if (n_ids > 0 && emu_param (c, "MaxResults"))
+    return emu_fail (c, 400, "InvalidParameterCombination", "The parameter snapshotSet cannot be used with the "
+                     "parameter maxResults");
+  for (size_t i = 0; i < n_ids; i++)
+    if (!snapshot_id_well_formed (ids[i]))
+      return fail_malformed (c, ids[i]);
+  bool caller_owner = n_owners == 0, caller_restorable = n_restorable == 0;
+  for (size_t i = 0; i < n_owners; i++)
+    {
+      if (strcmp (owners[i], "self") == 0 || strcmp (owners[i], c->account) == 0)
+        caller_owner = true;
+      else if (strcmp (owners[i], "amazon") != 0 && strcmp (owners[i], "aws-marketplace") != 0
+               && strcmp (owners[i], "aws-backup-vault") != 0 && !account_id_valid (owners[i]))
+        return emu_fail (c, 400, "InvalidUserID.Malformed", "Invalid user id: \"%s\"", owners[i]);
+    }
+  for (size_t i = 0; i < n_restorable; i++)
+    {
+      if (strcmp (restorable[i], "self") == 0 || strcmp (restorable[i], c->account) == 0)
+        caller_restorable = true;
+      else if (strcmp (restorable[i], "all") != 0 && !account_id_valid (restorable[i]))
+        return emu_fail (c, 400, "InvalidUserID.Malformed", "Invalid user id: \"%s\"", restorable[i]);
+    }
+  _cleanup_filters_ struct emu_filters filters = {0};
+  if (emu_filters_parse (c, snapshot_filters, &filters) < 0)
+    return -1;
+
+  _cleanup_error_ kiln_error *err = NULL;
+  _cleanup_json_ json_t *rows = emu_db_query (c->emu, &err, "SELECT * FROM snapshots WHERE account = ? AND "
+                                              "region = ? ORDER BY seq", c->account, c->region);
+  if (rows == NULL)
+    return emu_fail_internal (c, err);
+
+  /* Every id asked for must exist, whatever the other parameters select. */
+  if (n_ids > 0)
+    {
+      _cleanup_free_ char *missing = NULL;
+      for (size_t i = 0; i < n_ids; i++)
+        {
+          bool found = false;
+          size_t k;
+          json_t *row;
+          json_array_foreach (rows, k, row)
+            if (strcmp (emu_row_str (row, "id"), ids[i]) == 0)
+              {
+                found = true;
+                break;
+              }
+          if (found || (missing && strstr (missing, ids[i])))
+            continue;
+          char *more;
+          if (asprintf (&more, "%s%s%s", missing ? missing : "", missing ? ", " : "", ids[i]) < 0)
+            abort ();
+          free (missing);
+          missing = more;
+        }
+      if (missing)
+        return emu_fail (c, 400, "InvalidSnapshot.NotFound", "The snapshot '%s' does not exist.", missing);
+    }
+
+  _cleanup_json_ json_t *all_tags = emu_tags_all (c);
+  if (all_tags == NULL)
+    return -1;
+  _cleanup_json_ json_t *no_tags = json_object ();
+  _cleanup_json_ json_t *selected = json_array ();
+  if (caller_owner && caller_restorable)
+    {
+      size_t k;
+      json_t *row;
+      json_array_foreach (rows, k, row)
+        {
+          const char *id = emu_row_str (row, "id");
+          if (n_ids > 0 && !list_contains (ids, n_ids, id))
+            continue;
+          json_t *tags = json_object_get (all_tags, id);
+          _cleanup_json_ json_t *fields = snapshot_filter_fields (row);
+          if (emu_filters_match (&filters, fields, tags ? tags : no_tags))
+            json_array_append (selected, row);
+        }
+    }
+
+  size_t start = 0, count = 0;
+  _cleanup_free_ char *next_token = NULL;
+  if (emu_page (c, json_array_size (selected), 5, &start, &count, &next_token) < 0)
+    return -1;
+  emu_xml_start (c, "snapshotSet");
+  for (size_t i = start; i < start + count; i++)
+    {
+      json_t *snap = json_array_get (selected, i);
+      write_snapshot (c, snap, json_object_get (all_tags, emu_row_str (snap, "id")));
+    }
+  emu_xml_end (c);
+  emu_xml_text (c, "nextToken", next_token);
+  return 0;
+}
+
+/* ---- DeleteSnapshot ---- */
+
+/* Inside the transaction: refuse while a registered image in the region
+ * uses the snapshot, else drop its row and its tags. */
+static int
+delete_snapshot_rows (struct emu_call *c, const char *snapshot_id)
+{
+  _cleanup_error_ kiln_error *err = NULL;
+  _cleanup_json_ json_t *snap = emu_db_query_one (c->emu, &err, "SELECT id FROM snapshots WHERE id = ? AND "
+                                                  "account = ? AND region = ?", snapshot_id, c->account, c->region);
+  if (snap == NULL && err)
+    return emu_fail_internal (c, err);
+  if (snap == NULL)
+    return emu_fail (c, 400, "InvalidSnapshot.NotFound", "The snapshot '%s' does not exist.", snapshot_id);
+  _cleanup_json_ json_t *user = emu_db_query_one (c->emu, &err, "SELECT id FROM images WHERE root_snapshot = ? AND "
+                                                  "region = ? AND state <> 'deregistered' ORDER BY seq",
+                                                  snapshot_id, c->region);
+  if (user == NULL && err)
+    return emu_fail_internal (c, err);
+  if (user)
+    return emu_fail (c, 400, "InvalidSnapshot.InUse", "The snapshot %s is currently in use by %s", snapshot_id,
+                     emu_row_str (user, "id"));
+  if (emu_db_exec (c->emu, &err, "DELETE FROM snapshots WHERE id = ?", snapshot_id) < 0
+      || emu_db_exec (c->emu, &err, "DELETE FROM tags WHERE resource_id = ?", snapshot_id) < 0)
+    return emu_fail_internal (c, err);
+  return 0;
+}
+
+static int
+op_delete_snapshot (struct emu_call *c)
+{
+  const char *snapshot_id;
+  if (emu_param_required (c, "SnapshotId", &snapshot_id) < 0)
+    return -1;
+  if (!snapshot_id_well_formed (snapshot_id))
+    return fail_malformed (c, snapshot_id);
+  _cleanup_error_ kiln_error *err = NULL;
+  if (emu_db_begin (c->emu, &err) < 0)
+    return emu_fail_internal (c, err);
+  int r = delete_snapshot_rows (c, snapshot_id);
+  if (emu_db_end (c->emu, r == 0, &err) < 0)
+    return emu_fail_internal (c, err);
+  if (r < 0)
+    return -1;
+  emu_disks_collect (c->emu);
+  emu_xml_bool (c, "return", true);
+  return 0;
+}
+
+const struct emu_operation emu_ec2_snapshot_ops[] = {
+  {"DeleteSnapshot", op_delete_snapshot},
+  {"DescribeSnapshots", op_describe_snapshots},
+  {NULL, NULL},
+};

@@ -1,0 +1,186 @@
+/* emulator.h - kiln-emulator's core: one request in, one response out.
+ *
+ * The HTTP server (server.c) turns what libmicrohttpd received into a
+ * `struct emu_request` and hands it to kiln_emu_handle(), which is the whole
+ * emulator as a function: SigV4 verification (auth.c) names the account,
+ * region and service; the service's protocol (ec2_protocol.c: EC2 Query + XML;
+ * ssm_protocol.c: awsJson1_1) decodes the operation's parameters and finds the
+ * handler in the service's table; the handler reads and writes the state
+ * store (store.c) and, for instances that really run, the VM host (vmhost.c).
+ * Tests call kiln_emu_handle() directly with a fixed clock.
+ *
+ * Every handler sees a `struct emu_call`: who is calling (account, region),
+ * the decoded input, and where the output goes.  A handler fails with
+ * emu_fail(), which records the AWS error code, HTTP status and message the
+ * protocol encodes in its own error shape. */
+#ifndef KILN_EMULATOR_EMULATOR_H
+#define KILN_EMULATOR_EMULATOR_H
+
+#include <jansson.h>
+#include <libxml/xmlwriter.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <time.h>
+
+#include "buf.h"
+#include "error.h"
+#include "sigv4.h"
+
+#define EMU_DEFAULT_LISTEN "127.0.0.1:4566"
+/* Largest request body accepted (EC2's own limit on a Query request is far
+ * below; UserData is at most 16 KiB). */
+#define EMU_MAX_BODY (10u * 1024 * 1024)
+/* SigV4: requests dated further than this from the server's clock fail. */
+#define EMU_CLOCK_SKEW_SECONDS (15 * 60)
+
+struct emu_account {
+  char *id;                 /* 12 digits */
+  char *access_key_id;
+  char *secret_access_key;
+};
+
+enum emu_instances_mode {
+  EMU_INSTANCES_MOCK,       /* API only: no guests, commands fail clearly */
+  EMU_INSTANCES_QEMU,       /* every instance is a QEMU guest (drivers/qemu) */
+};
+
+struct emu_vmhost;
+
+struct kiln_emu {
+  struct emu_account *accounts;
+  size_t n_accounts;
+  char *state_dir;          /* NULL: state in memory, nothing on disk but guests' disks */
+  char *data_dir;           /* disks and instance directories: state_dir, or a temporary one */
+  bool own_data_dir;        /* data_dir is temporary and removed at exit */
+  enum emu_instances_mode instances;
+  time_t fixed_now;         /* tests: the clock; 0 = real time */
+  unsigned long long id_seed; /* tests: deterministic ids when non-zero */
+
+  sqlite3 *db;
+  pthread_mutex_t db_lock;  /* one connection, serialized */
+  struct emu_vmhost *vmhost;
+};
+
+/* A request as received.  Path and query are decoded; header names keep the
+ * case they were sent in. */
+struct emu_request {
+  const char *method;
+  const char *path;
+  const struct kiln_sigv4_pair *query;
+  size_t n_query;
+  const struct kiln_sigv4_pair *headers;
+  size_t n_headers;
+  const char *body;
+  size_t body_len;
+};
+
+struct emu_response {
+  int status;
+  char *content_type;       /* malloc'd */
+  struct kiln_buf body;
+  struct kiln_sigv4_pair *headers; /* extra headers, malloc'd names and values */
+  size_t n_headers;
+};
+
+void emu_response_release (struct emu_response *r);
+void emu_response_add_header (struct emu_response *r, const char *name, const char *value);
+
+/* The whole emulator: never fails, every problem is an AWS-shaped error
+ * response.  Thread-safe. */
+void kiln_emu_handle (struct kiln_emu *emu, const struct emu_request *req, struct emu_response *resp);
+
+/* ---- one call to an operation ---- */
+
+struct emu_param {
+  char *name;
+  char *value;
+};
+
+struct emu_call {
+  struct kiln_emu *emu;
+  const struct emu_request *req;
+  const char *account;      /* the caller's account id */
+  const char *region;       /* from the credential scope */
+  const char *service;      /* signing name: "ec2", "ssm" */
+  const char *operation;    /* "RunInstances", "SendCommand" */
+  char request_id[37];
+  time_t now;
+
+  /* EC2 Query input: decoded form/query parameters, sorted by name. */
+  struct emu_param *params;
+  size_t n_params;
+  /* EC2 output: the writer is inside <OperationResponse>, after <requestId>. */
+  xmlTextWriterPtr xml;
+
+  /* awsJson1_1 input (an object, never NULL) and output (an object the
+   * handler fills; starts empty). */
+  json_t *input;
+  json_t *output;
+
+  /* Set by emu_fail. */
+  int error_status;
+  char *error_code;
+  char *error_message;
+};
+
+/* Records an AWS error (HTTP status, code such as "InvalidInstanceID.NotFound",
+ * message) on the call and returns -1.  The first error recorded wins. */
+int emu_fail (struct emu_call *c, int status, const char *code, const char *fmt, ...)
+    __attribute__ ((format (printf, 4, 5)));
+/* The common case: 400 InvalidParameterValue. */
+#define emu_fail_param(c, ...) emu_fail ((c), 400, "InvalidParameterValue", __VA_ARGS__)
+/* An internal problem (database, disk): 500 InternalError with err's message. */
+int emu_fail_internal (struct emu_call *c, kiln_error *err);
+
+typedef int (*emu_handler_fn) (struct emu_call *c);
+
+struct emu_operation {
+  const char *name;
+  emu_handler_fn fn;
+};
+
+/* Handler tables, one per service area, each ended by {NULL, NULL}. */
+extern const struct emu_operation emu_ec2_instance_ops[];
+extern const struct emu_operation emu_ec2_image_ops[];
+extern const struct emu_operation emu_ec2_snapshot_ops[];
+extern const struct emu_operation emu_ec2_tag_ops[];
+extern const struct emu_operation emu_ec2_keypair_ops[];
+extern const struct emu_operation emu_ec2_region_ops[];
+extern const struct emu_operation emu_ssm_command_ops[];
+extern const struct emu_operation emu_ssm_parameter_ops[];
+
+/* ---- protocols ---- */
+
+/* EC2 Query (ec2_protocol.c): decodes c->req's parameters, runs the operation
+ * named by Action and encodes its XML reply or error into resp. */
+void emu_ec2_serve (struct emu_call *c, struct emu_response *resp);
+/* awsJson1_1 for SSM (ssm_protocol.c): the operation named by X-Amz-Target. */
+void emu_ssm_serve (struct emu_call *c, struct emu_response *resp);
+/* The error recorded on c (emu_fail) in each protocol's error shape. */
+void emu_ec2_error_reply (struct emu_call *c, struct emu_response *resp);
+void emu_ssm_error_reply (struct emu_call *c, struct emu_response *resp);
+
+/* ---- shared helpers (emulator.c) ---- */
+
+time_t emu_now (struct kiln_emu *emu);
+/* "i-0123456789abcdef0": prefix, '-', 17 lowercase hex digits; malloc'd. */
+char *emu_new_id (struct kiln_emu *emu, const char *prefix);
+/* A random UUID (request ids, command ids) into out[37]. */
+void emu_new_uuid (struct kiln_emu *emu, char out[37]);
+/* ISO 8601 UTC with milliseconds, as EC2 writes times: 2026-11-24T10:00:00.000Z. */
+void emu_format_time (time_t t, char out[32]);
+
+/* Accounts: the one an access key belongs to, or NULL. */
+const struct emu_account *emu_account_by_key (struct kiln_emu *emu, const char *access_key_id);
+bool emu_account_exists (struct kiln_emu *emu, const char *account_id);
+/* Loads --accounts FILE, or the default test/test and test2/test2 accounts
+ * when path is NULL. */
+int emu_accounts_load (struct kiln_emu *emu, const char *path, kiln_error **err);
+
+/* Regions kiln-emulator serves (NULL-terminated) and whether name is one. */
+extern const char *const emu_regions[];
+bool emu_region_known (const char *name);
+
+#endif

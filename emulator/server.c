@@ -1,0 +1,225 @@
+/* server.c - libmicrohttpd glue (server.h).
+ *
+ * libmicrohttpd decodes the URL it hands the access handler ('+' in the query
+ * becomes a space), but SigV4 signs the query as sent, so the raw request
+ * line is taken from the URI log callback, which runs first and whose return
+ * value becomes the connection's per-request context. */
+#include "server.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "cleanup.h"
+#include "log.h"
+#include "xalloc.h"
+
+struct emu_server {
+  struct MHD_Daemon *daemon;
+  struct kiln_emu *emu;
+};
+
+/* One request being received. */
+struct pending {
+  char *raw_uri;
+  struct kiln_buf body;
+  bool started;     /* the access handler has seen the request once */
+  bool too_large;
+};
+
+static void *
+uri_logged (void *cls, const char *uri, struct MHD_Connection *con)
+{
+  struct pending *p = kiln_xcalloc (1, sizeof *p);
+  p->raw_uri = kiln_xstrdup (uri ? uri : "/");
+  return p;
+}
+
+static void
+request_completed (void *cls, struct MHD_Connection *con, void **con_cls, enum MHD_RequestTerminationCode toe)
+{
+  struct pending *p = *con_cls;
+  if (p == NULL)
+    return;
+  free (p->raw_uri);
+  kiln_buf_release (&p->body);
+  free (p);
+  *con_cls = NULL;
+}
+
+struct header_list {
+  struct kiln_sigv4_pair *items;
+  size_t n;
+};
+
+static enum MHD_Result
+collect_header (void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+  struct header_list *h = cls;
+  h->items = realloc (h->items, (h->n + 1) * sizeof *h->items);
+  if (h->items == NULL)
+    abort ();
+  h->items[h->n].name = kiln_xstrdup (key);
+  h->items[h->n].value = kiln_xstrdup (value ? value : "");
+  h->n++;
+  return MHD_YES;
+}
+
+static enum MHD_Result
+send_response (struct MHD_Connection *con, const struct emu_response *r)
+{
+  struct MHD_Response *resp
+      = MHD_create_response_from_buffer (r->body.len, r->body.data ? r->body.data : (void *) "", MHD_RESPMEM_MUST_COPY);
+  if (resp == NULL)
+    return MHD_NO;
+  if (r->content_type)
+    MHD_add_response_header (resp, MHD_HTTP_HEADER_CONTENT_TYPE, r->content_type);
+  for (size_t i = 0; i < r->n_headers; i++)
+    MHD_add_response_header (resp, r->headers[i].name, r->headers[i].value);
+  enum MHD_Result ret = MHD_queue_response (con, (unsigned) r->status, resp);
+  MHD_destroy_response (resp);
+  return ret;
+}
+
+static enum MHD_Result
+send_too_large (struct MHD_Connection *con)
+{
+  static const char body[] = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error>"
+                             "<Code>RequestEntityTooLarge</Code><Message>Request bodies are limited to 10485760 "
+                             "bytes.</Message></Error></Errors><RequestID></RequestID></Response>";
+  struct emu_response r = {.status = 413, .content_type = (char *) "text/xml;charset=UTF-8"};
+  r.body.data = (char *) body;
+  r.body.len = sizeof body - 1;
+  return send_response (con, &r);
+}
+
+static enum MHD_Result
+access_handler (void *cls, struct MHD_Connection *con, const char *url, const char *method, const char *version,
+                const char *upload_data, size_t *upload_data_size, void **con_cls)
+{
+  struct emu_server *s = cls;
+  struct pending *p = *con_cls;
+  if (p == NULL)
+    return MHD_NO;
+  if (!p->started)
+    {
+      p->started = true;
+      const char *length = MHD_lookup_connection_value (con, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+      if (length && strtoull (length, NULL, 10) > EMU_MAX_BODY)
+        p->too_large = true;
+      return MHD_YES;
+    }
+  if (*upload_data_size > 0)
+    {
+      if (!p->too_large && p->body.len + *upload_data_size > EMU_MAX_BODY)
+        {
+          p->too_large = true;
+          kiln_buf_release (&p->body);
+        }
+      if (!p->too_large)
+        kiln_buf_append (&p->body, upload_data, *upload_data_size);
+      *upload_data_size = 0;
+      return MHD_YES;
+    }
+  if (p->too_large)
+    return send_too_large (con);
+
+  /* The raw request target: path before '?', query after. */
+  const char *q = strchr (p->raw_uri, '?');
+  size_t path_len = q ? (size_t) (q - p->raw_uri) : strlen (p->raw_uri);
+  _cleanup_free_ char *path = kiln_sigv4_uri_decode (p->raw_uri, path_len, false, NULL);
+  struct kiln_sigv4_pair *query = NULL;
+  size_t n_query = 0;
+  if (q)
+    kiln_sigv4_parse_query (q + 1, &query, &n_query);
+  struct header_list headers = {0};
+  MHD_get_connection_values (con, MHD_HEADER_KIND, collect_header, &headers);
+
+  struct emu_request req = {
+    .method = method,
+    .path = path,
+    .query = query,
+    .n_query = n_query,
+    .headers = headers.items,
+    .n_headers = headers.n,
+    .body = p->body.data ? p->body.data : "",
+    .body_len = p->body.len,
+  };
+  struct emu_response resp;
+  kiln_emu_handle (s->emu, &req, &resp);
+  kiln_log_debug ("emulator: %s %s -> %d", method, p->raw_uri, resp.status);
+  enum MHD_Result ret = send_response (con, &resp);
+  emu_response_release (&resp);
+  kiln_sigv4_pairs_free (query, n_query);
+  kiln_sigv4_pairs_free (headers.items, headers.n);
+  return ret;
+}
+
+static void
+mhd_log (void *cls, const char *fmt, va_list ap)
+{
+  char msg[512];
+  vsnprintf (msg, sizeof msg, fmt, ap);
+  size_t n = strlen (msg);
+  while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
+    msg[--n] = '\0';
+  kiln_log_debug ("libmicrohttpd: %s", msg);
+}
+
+int
+emu_server_start (struct kiln_emu *emu, const char *listen, unsigned threads, struct emu_server **out, char **url,
+                  kiln_error **err)
+{
+  const char *colon = strrchr (listen, ':');
+  if (colon == NULL || colon == listen)
+    return kiln_fail_invalid (err, "--listen '%s': expected HOST:PORT", listen);
+  _cleanup_free_ char *host = kiln_xstrndup (listen, (size_t) (colon - listen));
+  char *end;
+  errno = 0;
+  long port = strtol (colon + 1, &end, 10);
+  if (*end != '\0' || colon[1] == '\0' || errno || port < 0 || port > 65535)
+    return kiln_fail_invalid (err, "--listen '%s': bad port", listen);
+  struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons ((uint16_t) port)};
+  if (strcmp (host, "localhost") == 0)
+    addr.sin_addr.s_addr = htonl (INADDR_LOOPBACK);
+  else if (inet_pton (AF_INET, host, &addr.sin_addr) != 1)
+    return kiln_fail_invalid (err, "--listen '%s': '%s' is not an IPv4 address", listen, host);
+
+  struct emu_server *s = kiln_xcalloc (1, sizeof *s);
+  s->emu = emu;
+  s->daemon = MHD_start_daemon (MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, 0, NULL, NULL, access_handler, s,
+                                MHD_OPTION_SOCK_ADDR, (struct sockaddr *) &addr,
+                                MHD_OPTION_THREAD_POOL_SIZE, threads > 0 ? threads : 4u,
+                                MHD_OPTION_URI_LOG_CALLBACK, uri_logged, NULL,
+                                MHD_OPTION_NOTIFY_COMPLETED, request_completed, NULL,
+                                MHD_OPTION_CONNECTION_TIMEOUT, 120u,
+                                MHD_OPTION_CONNECTION_LIMIT, 1000u,
+                                MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+                                MHD_OPTION_END);
+  if (s->daemon == NULL)
+    {
+      int e = errno;
+      free (s);
+      return kiln_error_set (err, KILN_ERR_IO, e, "listen on %s", listen);
+    }
+  const union MHD_DaemonInfo *info = MHD_get_daemon_info (s->daemon, MHD_DAEMON_INFO_BIND_PORT);
+  unsigned bound = info ? info->port : (unsigned) port;
+  if (asprintf (url, "http://%s:%u", host, bound) < 0)
+    abort ();
+  *out = s;
+  return 0;
+}
+
+void
+emu_server_stop (struct emu_server *s)
+{
+  if (s == NULL)
+    return;
+  MHD_stop_daemon (s->daemon);
+  free (s);
+}
