@@ -443,7 +443,7 @@ op_describe_tags (struct emu_call *c)
   _cleanup_error_ kiln_error *err = NULL;
   _cleanup_json_ json_t *rows
       = emu_db_query (c->emu, &err, "SELECT resource_id, resource_type, key, value FROM tags WHERE account = ? "
-                      "AND region = ? ORDER BY resource_id, key", c->account, c->region);
+                      "AND region = ? AND resource_type <> 'Parameter' ORDER BY resource_id, key", c->account, c->region);
   if (rows == NULL)
     return emu_fail_internal (c, err);
 

@@ -1076,7 +1076,8 @@ op_get_parameter (struct emu_call *c)
 {
   const char *spec;
   bool decrypt;
-  if (in_string (c, c->input, "Name", true, 1, MAX_NAME, true, &spec) < 0 || in_bool (c, "WithDecryption", &decrypt) < 0)
+  if (in_string (c, c->input, "Name", true, 1, MAX_NAME, true, &spec) < 0
+      || in_bool (c, "WithDecryption", &decrypt) < 0)
     return -1;
   _cleanup_error_ kiln_error *err = NULL;
   _cleanup_json_ json_t *row = NULL;

@@ -84,8 +84,10 @@ emu_ssm_serve (struct emu_call *c, struct emu_response *resp)
         emu_fail (c, 500, "InternalServerError", "%s failed without saying why", c->operation);
       goto out;
     }
-  _cleanup_free_ char *text = json_dumps (c->output, JSON_COMPACT);
-  kiln_buf_puts (&resp->body, text);
+  {
+    _cleanup_free_ char *text = json_dumps (c->output, JSON_COMPACT);
+    kiln_buf_puts (&resp->body, text);
+  }
   resp->status = 200;
   resp->content_type = kiln_xstrdup ("application/x-amz-json-1.1");
 
