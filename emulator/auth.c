@@ -68,6 +68,7 @@ emu_auth_verify (struct kiln_emu *emu, const struct emu_request *req, time_t now
   *message = NULL;
   struct kiln_sigv4_auth auth = {0};
   _cleanup_error_ kiln_error *err = NULL;
+  _cleanup_error_ kiln_error *verr = NULL;
 
   const char *authorization = emu_request_header (req, "Authorization");
   if (authorization)
@@ -178,7 +179,6 @@ emu_auth_verify (struct kiln_emu *emu, const struct emu_request *req, time_t now
     .flags = kiln_sigv4_service_flags (auth.service),
   };
   struct kiln_sigv4_result computed = {0};
-  _cleanup_error_ kiln_error *verr = NULL;
   if (kiln_sigv4_verify (&sreq, &auth, account->secret_access_key, &computed, &verr) < 0)
     {
       if (verr && verr->code == KILN_ERR_INVALID)

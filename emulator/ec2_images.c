@@ -227,15 +227,23 @@ image_lookup_owned (struct emu_call *c, const char *image_id)
   return kiln_steal_pointer (&row);
 }
 
+/* The id of the account's live image named name in region (a row), NULL
+ * when there is none (*err untouched) or on error.  Names are unique per
+ * account and region among images that are not deregistered. */
+static json_t *
+image_named (struct kiln_emu *emu, const char *account, const char *region, const char *name, kiln_error **err)
+{
+  return emu_db_query_one (emu, err, "SELECT id FROM images WHERE account = ? AND region = ? AND name = ? AND "
+                           "state <> 'deregistered'", account, region, name);
+}
+
 /* Fails with InvalidAMIName.Duplicate when the account already has a live
  * image named name in region.  Call inside the transaction that inserts. */
 static int
 check_name_free (struct emu_call *c, const char *account, const char *region, const char *name)
 {
   _cleanup_error_ kiln_error *err = NULL;
-  _cleanup_json_ json_t *dup = emu_db_query_one (c->emu, &err, "SELECT id FROM images WHERE account = ? AND "
-                                                 "region = ? AND name = ? AND state <> 'deregistered'",
-                                                 account, region, name);
+  _cleanup_json_ json_t *dup = image_named (c->emu, account, region, name, &err);
   if (dup == NULL && err)
     return emu_fail_internal (c, err);
   if (dup)
@@ -358,8 +366,9 @@ parse_mappings (struct emu_call *c, const char *root_device, struct root_mapping
         {
           if (no_device || (virtual_name && !has_ebs))
             continue;
-          return emu_fail_param (c, "kiln-emulator images have a single volume, the root device %s; the mapping "
-                                 "of %s (BlockDeviceMapping.%d) cannot be honoured", root_device, device, k);
+          return emu_fail_param (c, "kiln-emulator images have a single volume, on the root device (RootDeviceName "
+                                 "%s); the mapping of %s (BlockDeviceMapping.%d) cannot be honoured", root_device,
+                                 device, k);
         }
       if (root->present)
         return emu_fail (c, 400, "InvalidBlockDeviceMapping", "The device %s is mapped more than once", device);
@@ -1386,20 +1395,27 @@ op_reset_image_attribute (struct emu_call *c)
 
 /* ---- import-image ---- */
 
+static int
+check_import_name (struct kiln_emu *emu, const char *account, const char *region, const char *name,
+                   kiln_error **err)
+{
+  _cleanup_json_ json_t *dup = image_named (emu, account, region, name, err);
+  if (dup == NULL && *err)
+    return -1;
+  if (dup)
+    return kiln_error_set (err, KILN_ERR_INVALID, 0, "account %s already has an image named '%s' in %s: %s",
+                           account, name, region, emu_row_str (dup, "id"));
+  return 0;
+}
+
 /* Inside the transaction: the rows, then the converted file under its final
  * name. */
 static int
 import_rows (struct kiln_emu *emu, const struct image_spec *img, const struct snapshot_spec *snap, bool is_public,
              const char *tmp, const char *final, kiln_error **err)
 {
-  _cleanup_json_ json_t *dup = emu_db_query_one (emu, err, "SELECT id FROM images WHERE account = ? AND region = ? "
-                                                 "AND name = ? AND state <> 'deregistered'",
-                                                 img->account, img->region, img->name);
-  if (dup == NULL && *err)
+  if (check_import_name (emu, img->account, img->region, img->name, err) < 0)
     return -1;
-  if (dup)
-    return kiln_error_set (err, KILN_ERR_INVALID, 0, "account %s already has an image named '%s' in %s: %s",
-                           img->account, img->name, img->region, emu_row_str (dup, "id"));
   if (insert_snapshot (emu, snap, err) < 0 || insert_image (emu, img, err) < 0)
     return -1;
   if (is_public
@@ -1427,6 +1443,9 @@ emu_image_import (struct kiln_emu *emu, const char *file, const char *name, cons
                               "digits, spaces and ( ) [ ] . / - ' @ _", name, IMAGE_NAME_MIN, IMAGE_NAME_MAX);
   if (access (file, R_OK) < 0)
     return kiln_fail_errno (err, errno, "import '%s'", file);
+  /* Refuse a taken name before converting (the transaction checks again). */
+  if (check_import_name (emu, account, region, name, err) < 0)
+    return -1;
 
   _cleanup_free_ char *dir = NULL;
   if (asprintf (&dir, "%s/disks", emu->data_dir) < 0)

@@ -571,10 +571,12 @@ emu_ec2_serve (struct emu_call *c, struct emu_response *resp)
   xmlBufferPtr buf = xmlBufferCreate ();
   c->xml = xmlNewTextWriterMemory (buf, 0);
   xmlTextWriterStartDocument (c->xml, "1.0", "UTF-8", NULL);
-  _cleanup_free_ char *root = NULL;
-  if (asprintf (&root, "%sResponse", action) < 0)
-    abort ();
-  xmlTextWriterStartElement (c->xml, BAD_CAST root);
+  {
+    _cleanup_free_ char *root = NULL;
+    if (asprintf (&root, "%sResponse", action) < 0)
+      abort ();
+    xmlTextWriterStartElement (c->xml, BAD_CAST root);
+  }
   xmlTextWriterWriteAttribute (c->xml, BAD_CAST "xmlns", BAD_CAST EC2_XMLNS);
   emu_xml_text (c, "requestId", c->request_id);
   int r = fn (c);

@@ -70,6 +70,7 @@ struct vm {
   char *running_command;           /* the command id the worker runs, or NULL */
   bool terminated;                 /* no more jobs will be taken */
   bool quit;                       /* emulator shutdown */
+  bool busy;                       /* the worker is doing a job */
   struct vm *next;
 };
 
@@ -609,6 +610,7 @@ worker (void *opaque)
         vm->tail = NULL;
       if (j->kind != JOB_COMMAND)
         vm->cancel = 0;
+      vm->busy = true;
       pthread_mutex_unlock (&vm->lock);
 
       switch (j->kind)
@@ -623,6 +625,10 @@ worker (void *opaque)
         }
       bool ended = j->kind == JOB_TERMINATE;
       job_free (j);
+      pthread_mutex_lock (&vm->lock);
+      vm->busy = false;
+      pthread_cond_broadcast (&vm->cond);
+      pthread_mutex_unlock (&vm->lock);
       if (ended)
         break;
     }
@@ -693,7 +699,7 @@ queue (struct kiln_emu *emu, const char *id, enum job_kind kind, const char *a, 
   else
     vm->head = j;
   vm->tail = j;
-  pthread_cond_signal (&vm->cond);
+  pthread_cond_broadcast (&vm->cond);
   pthread_mutex_unlock (&vm->lock);
 }
 
@@ -825,6 +831,22 @@ emu_disks_collect (struct kiln_emu *emu)
   closedir (dir);
 }
 
+void
+emu_vmhost_wait_idle (struct kiln_emu *emu)
+{
+  struct emu_vmhost *h = emu->vmhost;
+  pthread_mutex_lock (&h->lock);
+  for (struct vm *vm = h->vms; vm; vm = vm->next)
+    {
+      pthread_mutex_lock (&vm->lock);
+      /* A terminated vm's worker has ended: nothing more will run. */
+      while ((vm->head || vm->busy) && !vm->quit)
+        pthread_cond_wait (&vm->cond, &vm->lock);
+      pthread_mutex_unlock (&vm->lock);
+    }
+  pthread_mutex_unlock (&h->lock);
+}
+
 /* ---- start and stop ---- */
 
 static void
@@ -905,7 +927,7 @@ emu_vmhost_shutdown (struct kiln_emu *emu)
       pthread_mutex_lock (&vm->lock);
       vm->quit = true;
       vm->cancel = 1;
-      pthread_cond_signal (&vm->cond);
+      pthread_cond_broadcast (&vm->cond);
       pthread_mutex_unlock (&vm->lock);
     }
   while (vms)

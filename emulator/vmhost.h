@@ -49,6 +49,10 @@ void emu_vmhost_cancel_command (struct kiln_emu *emu, const char *command_id, co
 /* The guest's serial console output so far, malloc'd; NULL when none. */
 char *emu_vmhost_console (struct kiln_emu *emu, const char *instance_id, size_t max_bytes);
 
+/* Blocks until every queued job has been done (tests: makes the state a
+ * request sees after others deterministic). */
+void emu_vmhost_wait_idle (struct kiln_emu *emu);
+
 /* DATA_DIR/disks/<snapshot_id>.<format>, malloc'd. */
 char *emu_disk_path (struct kiln_emu *emu, const char *snapshot_id, const char *format);
 /* Removes disk files that no snapshot row and no live instance refers to. */
