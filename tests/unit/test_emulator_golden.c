@@ -12,6 +12,10 @@
  * purpose.  Between requests the harness waits for the mock VM host to finish
  * the work queued (state transitions), so what a request sees is fixed.
  *
+ * A "request" that is one line "KILN import-image NAME REGION ACCOUNT
+ * private|public" instead registers a 1 GiB empty qcow2 as an AMI (as
+ * `kiln-emulator import-image` does) and replies with its id.
+ *
  * NAME.resp holds, per request, "HTTP STATUS", the Content-Type, a blank line
  * and the body, separated by "%%" lines.  KILN_REGENERATE=1 rewrites the .resp
  * files from what the emulator answers (review the diff). */
@@ -21,10 +25,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "buf.h"
 #include "cleanup.h"
 #include "digest.h"
+#include "ec2.h"
+#include "process.h"
 #include "emulator.h"
 #include "fsutil.h"
 #include "sigv4.h"
@@ -179,6 +186,35 @@ run_one (struct kiln_emu *emu, struct parsed *p, struct kiln_buf *out)
   kiln_sigv4_pairs_free (query, n_query);
 }
 
+/* "import-image NAME REGION ACCOUNT private|public" */
+static void
+import_image (struct kiln_emu *emu, const char *line, struct kiln_buf *out)
+{
+  char name[64], region[64], account[64], visibility[16];
+  if (sscanf (line, "import-image %63s %63s %63s %15s", name, region, account, visibility) != 4)
+    {
+      kiln_buf_printf (out, "# bad directive: %s\n", line);
+      return;
+    }
+  _cleanup_free_ char *disk = NULL;
+  if (asprintf (&disk, "%s/source.qcow2", emu->data_dir) < 0)
+    abort ();
+  char *const argv[] = {(char *) "qemu-img", (char *) "create", (char *) "-q", (char *) "-f", (char *) "qcow2", disk,
+                        (char *) "1G", NULL};
+  struct kiln_process_spec spec = {.argv = argv, .timeout_ms = 60000};
+  struct kiln_process_result res = {0};
+  _cleanup_error_ kiln_error *err = NULL;
+  _cleanup_free_ char *id = NULL;
+  if (kiln_process_run (&spec, &res, &err) < 0 || res.exit_code != 0)
+    kiln_buf_printf (out, "# qemu-img create failed: %s\n", err ? kiln_error_message (err) : "exit status");
+  else if (emu_image_import (emu, disk, name, region, account, strcmp (visibility, "public") == 0, &id, &err) < 0)
+    kiln_buf_printf (out, "# import failed: %s\n", kiln_error_message (err));
+  else
+    kiln_buf_printf (out, "IMPORTED %s\n", id);
+  kiln_process_result_release (&res);
+  unlink (disk);
+}
+
 static bool
 run_case (const char *dir, const char *name)
 {
@@ -216,11 +252,13 @@ run_case (const char *dir, const char *name)
       size_t n = strlen (one);
       while (n && one[n - 1] == '\n')
         one[--n] = '\0';
-      struct parsed req;
+      struct parsed req = {0};
       if (!first)
         kiln_buf_puts (&out, "%%\n");
       first = false;
-      if (parse_request (one, &req))
+      if (strncmp (one, "KILN ", 5) == 0)
+        import_image (&emu, one + 5, &out);
+      else if (parse_request (one, &req))
         run_one (&emu, &req, &out);
       else
         kiln_buf_printf (&out, "# unparsable request: %s\n", one);
