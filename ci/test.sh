@@ -1,6 +1,7 @@
 #!/bin/sh
 # kiln's test command (README.md): builds kiln and runs every meson test
-# suite (unit, component, vm), then runs the unit and component suites again in a build with
+# suite (unit, component, emulator, vm), then runs the unit and component
+# suites and the emulator's protocol test again in a build with
 # AddressSanitizer and UBSan, then fuzzes the document parser briefly when
 # clang can build libFuzzer targets.  Build directories: build/, build-asan/,
 # build-fuzz/.
@@ -20,6 +21,10 @@ meson setup build-asan -Db_sanitize=address,undefined --reconfigure >/dev/null 2
 meson compile -C build-asan
 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 ASAN_OPTIONS=detect_leaks=1 \
   meson test -C build-asan --print-errorlogs --suite unit --suite component
+# kiln-emulator under the sanitizers too, driven by the real AWS clients
+# (mock instances: the guests' side is the vm suite's).
+UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 ASAN_OPTIONS=detect_leaks=1 \
+  meson test -C build-asan --print-errorlogs emulator_protocol
 
 if command -v clang >/dev/null 2>&1; then
   if [ ! -d build-fuzz ]; then

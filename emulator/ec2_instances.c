@@ -247,17 +247,6 @@ required_ids (struct emu_call *c, size_t *n)
   return ids;
 }
 
-static int
-dry_run (struct emu_call *c)
-{
-  bool dry;
-  if (emu_param_bool (c, "DryRun", false, &dry) < 0)
-    return -1;
-  if (dry)
-    return emu_fail (c, 412, "DryRunOperation", "Request would have succeeded, but DryRun flag is set.");
-  return 0;
-}
-
 /* ---- RunInstances ---- */
 
 static int
@@ -376,8 +365,6 @@ run_instances (struct emu_call *c)
       profile = profile_arn;
     }
   const char *client_token = emu_param (c, "ClientToken");
-  if (dry_run (c) < 0)
-    return -1;
 
   /* One transaction: the idempotency check, the quota and the rows. */
   if (emu_db_begin (c->emu, &err) < 0)
@@ -730,11 +717,6 @@ change_instances (struct emu_call *c, enum change what, const char *set_name)
                            "be %s.", emu_row_str (row, "id"), what == CHANGE_START ? "started" : "stopped");
         }
     }
-  if (dry_run (c) < 0)
-    {
-      emu_db_end (c->emu, false, NULL);
-      return -1;
-    }
   char now[24];
   snprintf (now, sizeof now, "%lld", (long long) c->now);
   char stamp[32];
@@ -825,8 +807,6 @@ reboot_instances (struct emu_call *c)
         return emu_fail (c, 400, "IncorrectInstanceState", "The instance '%s' is not in a state from which it can be "
                          "rebooted.", emu_row_str (row, "id"));
     }
-  if (dry_run (c) < 0)
-    return -1;
   /* EC2 ignores reboots of instances that are not running. */
   json_array_foreach (rows, i, row)
     if (strcmp (emu_row_str (row, "state"), "running") == 0)

@@ -568,6 +568,17 @@ emu_ec2_serve (struct emu_call *c, struct emu_response *resp)
       goto out;
     }
 
+  /* DryRun asks whether the caller may do this: with no IAM here, always,
+   * so no operation runs (the answer EC2 gives when permission is there). */
+  bool dry;
+  if (emu_param_bool (c, "DryRun", false, &dry) < 0)
+    goto out;
+  if (dry)
+    {
+      emu_fail (c, 412, "DryRunOperation", "Request would have succeeded, but DryRun flag is set.");
+      goto out;
+    }
+
   xmlBufferPtr buf = xmlBufferCreate ();
   c->xml = xmlNewTextWriterMemory (buf, 0);
   xmlTextWriterStartDocument (c->xml, "1.0", "UTF-8", NULL);

@@ -395,11 +395,12 @@ job_capture (struct vm *vm, const char *image, const char *snapshot, bool no_reb
       made_here = r == 0;
     }
   _cleanup_free_ char *disk = emu_disk_path (emu, snapshot, "qcow2");
-  _cleanup_free_ char *tmp = NULL;
-  if (asprintf (&tmp, "%s.part", disk) < 0)
-    abort ();
   _cleanup_free_ char *disks_dir = NULL;
   if (asprintf (&disks_dir, "%s/disks", emu->data_dir) < 0)
+    abort ();
+  /* Hidden while written: emu_disks_collect leaves dot files alone. */
+  _cleanup_free_ char *tmp = NULL;
+  if (asprintf (&tmp, "%s/.%s.qcow2.part", disks_dir, snapshot) < 0)
     abort ();
   if (r == 0)
     r = kiln_mkdir_p (disks_dir, 0755, &err);
@@ -790,6 +791,15 @@ emu_disks_collect (struct kiln_emu *emu)
   if (dir == NULL)
     return;
   _cleanup_error_ kiln_error *err = NULL;
+  /* In a write transaction: `import-image` (another process) renames its
+   * disk into place inside its own, so a disk seen here without its row is
+   * truly unused, not one about to be committed. */
+  if (emu_db_begin (emu, &err) < 0)
+    {
+      db_warn ("collect disks", err);
+      closedir (dir);
+      return;
+    }
   /* Disks in use: every snapshot's, and every live instance's parent. */
   _cleanup_json_ json_t *used = emu_db_query0 (emu, &err,
                                                "SELECT disk FROM snapshots WHERE disk IS NOT NULL UNION "
@@ -798,6 +808,7 @@ emu_disks_collect (struct kiln_emu *emu)
   if (used == NULL)
     {
       db_warn ("collect disks", err);
+      emu_db_end (emu, false, NULL);
       closedir (dir);
       return;
     }
@@ -807,7 +818,7 @@ emu_disks_collect (struct kiln_emu *emu)
   struct dirent *e;
   while ((e = readdir (dir)))
     {
-      if (e->d_name[0] == '.' || strstr (e->d_name, ".part"))
+      if (e->d_name[0] == '.')
         continue;
       _cleanup_free_ char *full = NULL;
       if (asprintf (&full, "%s/%s", dir_path, e->d_name) < 0)
@@ -828,6 +839,7 @@ emu_disks_collect (struct kiln_emu *emu)
       if (!in_use && unlink (full) == 0)
         kiln_log_debug ("emulator: removed unused disk %s", full);
     }
+  emu_db_end (emu, false, NULL);
   closedir (dir);
 }
 
