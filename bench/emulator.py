@@ -31,7 +31,6 @@ import json
 import os
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -73,12 +72,16 @@ def signing_cost(n=3000):
     return (time.perf_counter() - t0) / n
 
 
-def rss_kib(pid):
+def proc_status(pid, field):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1])
     return 0
+
+
+def rss_kib(pid):
+    return proc_status(pid, "VmRSS")
 
 
 def cpu_seconds(pid):
@@ -273,6 +276,7 @@ def run_server(s, seconds):
     f = s.figures
     time.sleep(1.0)
     f["rss_idle_kib"] = rss_kib(s.proc.pid)
+    f["threads_idle"] = proc_status(s.proc.pid, "Threads")
 
     # 50 instances for DescribeInstances, in the account "test".
     headers, body = sign(s.port, f"Action=RunInstances&Version=2016-11-15&ImageId={s.ami}&MinCount=50&MaxCount=50"
@@ -320,6 +324,8 @@ def run_server(s, seconds):
             f[f"run_{threads}"]["note"] = "ran out of accounts before the time was up"
     time.sleep(2.0)
     f["rss_loaded_kib"] = rss_kib(s.proc.pid)
+    f["threads_loaded"] = proc_status(s.proc.pid, "Threads")
+    f["instances"] = 50 + f["run_1"]["requests"] + f["run_8"]["requests"]
 
 
 def print_report(servers, sign_us, seconds, peer_problem):
@@ -332,7 +338,7 @@ def print_report(servers, sign_us, seconds, peer_problem):
     if peer_problem:
         print(f"  peer: NOT MEASURED: {peer_problem}")
     names = [s.name for s in servers]
-    w = max(18, *(len(n) + 2 for n in names))
+    w = max(21, *(len(n) + 2 for n in names))
     print()
     print(f"{'':50s}" + "".join(f"{n:>{w}s}" for n in names))
 
@@ -352,6 +358,8 @@ def print_report(servers, sign_us, seconds, peer_problem):
                 lambda f: f"{f[k]['client_cpu_us']:.0f} us ({f[k]['client_cpu_pct']:.0f}%)")
             row("    errors", lambda f: f"{f[k]['errors']}")
     row("RSS idle after the load", lambda f: f"{f['rss_loaded_kib'] / 1024:.1f} MiB")
+    row("instances held after the load", lambda f: f"{f['instances']}")
+    row("threads: idle after startup / after the load", lambda f: f"{f['threads_idle']} / {f['threads_loaded']}")
     if len(servers) == 2:
         a, b = servers[0].figures, servers[1].figures
         print()

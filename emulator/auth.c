@@ -168,6 +168,8 @@ emu_auth_verify (struct kiln_emu *emu, const struct emu_request *req, time_t now
       payload_hash = claimed;
     }
 
+  /* Presigned: SDKs sign the body's hash for these services (S3 is the one
+   * that signs UNSIGNED-PAYLOAD), so that is tried first, then the other. */
   struct kiln_sigv4_request sreq = {
     .method = req->method,
     .path = req->path,
@@ -175,11 +177,20 @@ emu_auth_verify (struct kiln_emu *emu, const struct emu_request *req, time_t now
     .n_query = req->n_query,
     .headers = req->headers,
     .n_headers = req->n_headers,
-    .payload_hash = auth.presigned ? KILN_SIGV4_UNSIGNED_PAYLOAD : payload_hash,
+    .payload_hash = payload_hash,
     .flags = kiln_sigv4_service_flags (auth.service),
   };
   struct kiln_sigv4_result computed = {0};
-  if (kiln_sigv4_verify (&sreq, &auth, account->secret_access_key, &computed, &verr) < 0)
+  int verified = kiln_sigv4_verify (&sreq, &auth, account->secret_access_key, &computed, &verr);
+  if (verified < 0 && auth.presigned && verr && verr->code != KILN_ERR_INVALID)
+    {
+      kiln_sigv4_result_release (&computed);
+      kiln_error_free (verr);
+      verr = NULL;
+      sreq.payload_hash = KILN_SIGV4_UNSIGNED_PAYLOAD;
+      verified = kiln_sigv4_verify (&sreq, &auth, account->secret_access_key, &computed, &verr);
+    }
+  if (verified < 0)
     {
       if (verr && verr->code == KILN_ERR_INVALID)
         result = fail (message, EMU_AUTH_INCOMPLETE, "The request signature does not conform to AWS standards: %s",
@@ -230,7 +241,7 @@ emu_auth_error (enum emu_auth_failure kind, bool json, int *status, const char *
       return;
     case EMU_AUTH_BAD_PAYLOAD:
       *status = 400;
-      *code = json ? "InvalidSignatureException" : "XAmzContentSHA256Mismatch";
+      *code = json ? "InvalidSignatureException" : "SignatureDoesNotMatch";
       return;
     case EMU_AUTH_OK:
       break;

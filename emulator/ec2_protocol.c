@@ -443,8 +443,8 @@ add_param (struct emu_call *c, char *name, char *value)
 /* Splits an application/x-www-form-urlencoded body ('+' is a space) into
  * the call's parameters.  A pair without a name or with a broken escape is
  * a malformed query string, as EC2 calls it. */
-static int
-parse_form (struct emu_call *c, const char *body, size_t len)
+int
+emu_form_parse (struct emu_call *c, const char *body, size_t len)
 {
   size_t i = 0;
   while (i < len)
@@ -489,8 +489,15 @@ static int
 decode_params (struct emu_call *c)
 {
   const struct emu_request *req = c->req;
-  for (size_t i = 0; i < req->n_query; i++)
-    add_param (c, kiln_xstrdup (req->query[i].name), kiln_xstrdup (req->query[i].value ? req->query[i].value : ""));
+  if (req->raw_query)
+    {
+      if (emu_form_parse (c, req->raw_query, strlen (req->raw_query)) < 0)
+        return -1;
+    }
+  else
+    for (size_t i = 0; i < req->n_query; i++)
+      add_param (c, kiln_xstrdup (req->query[i].name),
+                 kiln_xstrdup (req->query[i].value ? req->query[i].value : ""));
   if (req->body_len > 0)
     {
       const char *type = NULL;
@@ -500,7 +507,7 @@ decode_params (struct emu_call *c)
       if (type && strncasecmp (type, "application/x-www-form-urlencoded", 33) != 0)
         return emu_fail (c, 400, "InvalidParameterValue", "EC2 Query requests are sent as "
                          "application/x-www-form-urlencoded, not '%s'.", type);
-      if (parse_form (c, req->body, req->body_len) < 0)
+      if (emu_form_parse (c, req->body, req->body_len) < 0)
         return -1;
     }
   qsort (c->params, c->n_params, sizeof *c->params, compare_param);
@@ -511,8 +518,8 @@ decode_params (struct emu_call *c)
   return 0;
 }
 
-static void
-free_params (struct emu_call *c)
+void
+emu_params_free (struct emu_call *c)
 {
   for (size_t i = 0; i < c->n_params; i++)
     {
@@ -612,5 +619,5 @@ emu_ec2_serve (struct emu_call *c, struct emu_response *resp)
 out:
   if (c->error_code)
     emu_ec2_error_reply (c, resp);
-  free_params (c);
+  emu_params_free (c);
 }

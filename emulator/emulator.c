@@ -72,10 +72,16 @@ kiln_emu_handle (struct kiln_emu *emu, const struct emu_request *req, struct emu
   emu_new_uuid (emu, c.request_id);
   bool json = emu_request_header (req, "X-Amz-Target") != NULL;
 
-  struct emu_auth auth;
+  /* A query string that is not form encoding is refused as such before
+   * its signature (computed over bytes that mean nothing) is checked. */
+  struct emu_auth auth = {0};
   _cleanup_free_ char *message = NULL;
-  enum emu_auth_failure kind = emu_auth_verify (emu, req, c.now, &auth, &message);
-  if (kind != EMU_AUTH_OK)
+  bool query_ok = req->raw_query == NULL || emu_form_parse (&c, req->raw_query, strlen (req->raw_query)) == 0;
+  emu_params_free (&c);
+  enum emu_auth_failure kind = query_ok ? emu_auth_verify (emu, req, c.now, &auth, &message) : EMU_AUTH_OK;
+  if (!query_ok)
+    kiln_log_debug ("emulator: %s %s refused: %s", req->method, req->path, c.error_message);
+  else if (kind != EMU_AUTH_OK)
     {
       int status;
       const char *code;

@@ -68,6 +68,9 @@ struct kiln_emu {
 struct emu_request {
   const char *method;
   const char *path;
+  /* The query string as sent (after '?', still encoded), or NULL when the
+   * request has none; query is its decoding. */
+  const char *raw_query;
   const struct kiln_sigv4_pair *query;
   size_t n_query;
   const struct kiln_sigv4_pair *headers;
@@ -158,6 +161,11 @@ extern const struct emu_operation emu_ssm_parameter_ops[];
 void emu_ec2_serve (struct emu_call *c, struct emu_response *resp);
 /* awsJson1_1 for SSM (ssm_protocol.c): the operation named by X-Amz-Target. */
 void emu_ssm_serve (struct emu_call *c, struct emu_response *resp);
+/* Splits form-encoded text ('+' is a space) into c->params, failing the
+ * call with MalformedQueryString on a pair without a name or a broken
+ * %-escape; emu_params_free releases them. */
+int emu_form_parse (struct emu_call *c, const char *text, size_t len);
+void emu_params_free (struct emu_call *c);
 /* The error recorded on c (emu_fail) in each protocol's error shape. */
 void emu_ec2_error_reply (struct emu_call *c, struct emu_response *resp);
 void emu_ssm_error_reply (struct emu_call *c, struct emu_response *resp);

@@ -143,6 +143,7 @@ access_handler (void *cls, struct MHD_Connection *con, const char *url, const ch
   struct emu_request req = {
     .method = method,
     .path = path,
+    .raw_query = q ? q + 1 : NULL,
     .query = query,
     .n_query = n_query,
     .headers = headers.items,

@@ -68,9 +68,7 @@ struct vm {
   struct job *head, *tail;
   volatile sig_atomic_t cancel;    /* interrupts the worker's current wait */
   char *running_command;           /* the command id the worker runs, or NULL */
-  bool terminated;                 /* no more jobs will be taken */
   bool quit;                       /* emulator shutdown */
-  bool busy;                       /* the worker is doing a job */
   struct vm *next;
 };
 
@@ -79,6 +77,8 @@ struct emu_vmhost {
   pthread_mutex_t lock;            /* guards vms */
   struct vm *vms;
   bool shutting_down;
+  unsigned long pending;           /* jobs queued or running, all instances */
+  pthread_cond_t idle;             /* signalled when pending drops */
 };
 
 static void
@@ -571,24 +571,75 @@ job_command (struct vm *vm, const char *command)
   free (sp.cwd);
 }
 
-/* Drops the jobs still queued (the instance is going): their commands and
- * captures fail. */
+/* Fails what the dropped jobs (detached from a queue) were to do: their
+ * commands and captures.  Called without any vmhost lock held. */
 static void
-drop_queued (struct vm *vm)
+fail_dropped (struct kiln_emu *emu, const char *instance_id, struct job *j)
 {
-  struct kiln_emu *emu = vm->host->emu;
-  struct job *j = vm->head;
-  vm->head = vm->tail = NULL;
   while (j)
     {
       struct job *next = j->next;
       if (j->kind == JOB_CAPTURE)
         capture_failed (emu, j->a, j->b, "Server.InternalError: the instance was terminated during CreateImage");
       else if (j->kind == JOB_COMMAND)
-        fail_leftovers (emu, vm->id);
+        fail_leftovers (emu, instance_id);
       job_free (j);
       j = next;
     }
+}
+
+static void
+vm_free (struct vm *vm)
+{
+  struct job *j = vm->head;
+  while (j)
+    {
+      struct job *next = j->next;
+      job_free (j);
+      j = next;
+    }
+  free (vm->running_command);
+  free (vm->id);
+  free (vm->dir);
+  pthread_mutex_destroy (&vm->lock);
+  pthread_cond_destroy (&vm->cond);
+  free (vm);
+}
+
+/* With its queue empty and no guest (mock mode, stopped, terminated), a
+ * worker leaves: threads exist only for instances that have work or a
+ * guest.  Takes the host lock first (the order queue() uses) so no job can
+ * slip in between the check and the exit.  Returns true when the vm is gone. */
+static bool
+worker_leaves (struct vm *vm)
+{
+  struct emu_vmhost *h = vm->host;
+  pthread_mutex_lock (&h->lock);
+  if (h->shutting_down)
+    {
+      /* emu_vmhost_shutdown owns the list now and joins this thread. */
+      pthread_mutex_unlock (&h->lock);
+      return false;
+    }
+  pthread_mutex_lock (&vm->lock);
+  bool leave = vm->head == NULL && vm->inst == NULL;
+  if (leave)
+    {
+      for (struct vm **p = &h->vms; *p; p = &(*p)->next)
+        if (*p == vm)
+          {
+            *p = vm->next;
+            break;
+          }
+    }
+  pthread_mutex_unlock (&vm->lock);
+  pthread_mutex_unlock (&h->lock);
+  if (leave)
+    {
+      pthread_detach (vm->thread);
+      vm_free (vm);
+    }
+  return leave;
 }
 
 static void *
@@ -611,7 +662,6 @@ worker (void *opaque)
         vm->tail = NULL;
       if (j->kind != JOB_COMMAND)
         vm->cancel = 0;
-      vm->busy = true;
       pthread_mutex_unlock (&vm->lock);
 
       switch (j->kind)
@@ -624,77 +674,76 @@ worker (void *opaque)
         case JOB_CAPTURE: job_capture (vm, j->a, j->b, j->flag); break;
         case JOB_COMMAND: job_command (vm, j->a); break;
         }
-      bool ended = j->kind == JOB_TERMINATE;
       job_free (j);
       pthread_mutex_lock (&vm->lock);
-      vm->busy = false;
-      pthread_cond_broadcast (&vm->cond);
+      bool idle = vm->head == NULL && vm->inst == NULL;
       pthread_mutex_unlock (&vm->lock);
-      if (ended)
-        break;
+      pthread_mutex_lock (&vm->host->lock);
+      vm->host->pending--;
+      pthread_cond_broadcast (&vm->host->idle);
+      pthread_mutex_unlock (&vm->host->lock);
+      if (idle && worker_leaves (vm))
+        return NULL;
     }
   /* Emulator shutdown: the guest stops, its disk stays for the restart. */
   guest_down (vm, false, NULL);
   return NULL;
 }
 
-/* The vm for an instance, made (with its worker) on first use; NULL once the
- * host is shutting down. */
+/* The vm of an instance, or NULL.  Call with the host lock held. */
 static struct vm *
-vm_get (struct kiln_emu *emu, const char *id)
+vm_find (struct emu_vmhost *h, const char *id)
 {
-  struct emu_vmhost *h = emu->vmhost;
-  pthread_mutex_lock (&h->lock);
-  struct vm *vm = NULL;
-  if (!h->shutting_down)
-    {
-      for (vm = h->vms; vm; vm = vm->next)
-        if (strcmp (vm->id, id) == 0)
-          break;
-      if (vm == NULL)
-        {
-          vm = kiln_xcalloc (1, sizeof *vm);
-          vm->host = h;
-          vm->id = kiln_xstrdup (id);
-          vm->dir = instance_dir (emu, id);
-          pthread_mutex_init (&vm->lock, NULL);
-          pthread_cond_init (&vm->cond, NULL);
-          if (pthread_create (&vm->thread, NULL, worker, vm) != 0)
-            abort ();
-          vm->next = h->vms;
-          h->vms = vm;
-        }
-    }
-  pthread_mutex_unlock (&h->lock);
-  return vm;
+  for (struct vm *vm = h->vms; vm; vm = vm->next)
+    if (strcmp (vm->id, id) == 0)
+      return vm;
+  return NULL;
 }
 
 static void
 queue (struct kiln_emu *emu, const char *id, enum job_kind kind, const char *a, const char *b, bool flag)
 {
-  struct vm *vm = vm_get (emu, id);
-  if (vm == NULL)
-    return;
+  struct emu_vmhost *h = emu->vmhost;
   struct job *j = kiln_xcalloc (1, sizeof *j);
   j->kind = kind;
   j->a = a ? kiln_xstrdup (a) : NULL;
   j->b = b ? kiln_xstrdup (b) : NULL;
   j->flag = flag;
-  pthread_mutex_lock (&vm->lock);
-  if (vm->terminated)
+  struct job *dropped = NULL;
+
+  pthread_mutex_lock (&h->lock);
+  if (h->shutting_down)
     {
-      pthread_mutex_unlock (&vm->lock);
+      pthread_mutex_unlock (&h->lock);
       job_free (j);
       return;
     }
+  struct vm *vm = vm_find (h, id);
+  if (vm == NULL)
+    {
+      vm = kiln_xcalloc (1, sizeof *vm);
+      vm->host = h;
+      vm->id = kiln_xstrdup (id);
+      vm->dir = instance_dir (emu, id);
+      pthread_mutex_init (&vm->lock, NULL);
+      pthread_cond_init (&vm->cond, NULL);
+      if (pthread_create (&vm->thread, NULL, worker, vm) != 0)
+        abort ();
+      vm->next = h->vms;
+      h->vms = vm;
+    }
+  pthread_mutex_lock (&vm->lock);
   if (kind == JOB_TERMINATE)
     {
       /* Whatever the worker waits on (a boot, a command) gives up, and
        * nothing queued behind will run. */
-      vm->terminated = true;
       vm->cancel = 1;
-      drop_queued (vm);
+      dropped = vm->head;
+      vm->head = vm->tail = NULL;
+      for (struct job *d = dropped; d; d = d->next)
+        h->pending--;
     }
+  h->pending++;
   if (vm->tail)
     vm->tail->next = j;
   else
@@ -702,6 +751,8 @@ queue (struct kiln_emu *emu, const char *id, enum job_kind kind, const char *a, 
   vm->tail = j;
   pthread_cond_broadcast (&vm->cond);
   pthread_mutex_unlock (&vm->lock);
+  pthread_mutex_unlock (&h->lock);
+  fail_dropped (emu, id, dropped);
 }
 
 void
@@ -750,13 +801,17 @@ emu_vmhost_run_command (struct kiln_emu *emu, const char *command_id, const char
 void
 emu_vmhost_cancel_command (struct kiln_emu *emu, const char *command_id, const char *instance_id)
 {
-  struct vm *vm = vm_get (emu, instance_id);
-  if (vm == NULL)
-    return;
-  pthread_mutex_lock (&vm->lock);
-  if (vm->running_command && strcmp (vm->running_command, command_id) == 0)
-    vm->cancel = 1;
-  pthread_mutex_unlock (&vm->lock);
+  struct emu_vmhost *h = emu->vmhost;
+  pthread_mutex_lock (&h->lock);
+  struct vm *vm = vm_find (h, instance_id);
+  if (vm)
+    {
+      pthread_mutex_lock (&vm->lock);
+      if (vm->running_command && strcmp (vm->running_command, command_id) == 0)
+        vm->cancel = 1;
+      pthread_mutex_unlock (&vm->lock);
+    }
+  pthread_mutex_unlock (&h->lock);
 }
 
 char *
@@ -848,14 +903,8 @@ emu_vmhost_wait_idle (struct kiln_emu *emu)
 {
   struct emu_vmhost *h = emu->vmhost;
   pthread_mutex_lock (&h->lock);
-  for (struct vm *vm = h->vms; vm; vm = vm->next)
-    {
-      pthread_mutex_lock (&vm->lock);
-      /* A terminated vm's worker has ended: nothing more will run. */
-      while ((vm->head || vm->busy) && !vm->quit)
-        pthread_cond_wait (&vm->cond, &vm->lock);
-      pthread_mutex_unlock (&vm->lock);
-    }
+  while (h->pending > 0 && !h->shutting_down)
+    pthread_cond_wait (&h->idle, &h->lock);
   pthread_mutex_unlock (&h->lock);
 }
 
@@ -913,6 +962,7 @@ emu_vmhost_init (struct kiln_emu *emu, kiln_error **err)
   struct emu_vmhost *h = kiln_xcalloc (1, sizeof *h);
   h->emu = emu;
   pthread_mutex_init (&h->lock, NULL);
+  pthread_cond_init (&h->idle, NULL);
   emu->vmhost = h;
   _cleanup_free_ char *dir = NULL;
   if (asprintf (&dir, "%s/instances", emu->data_dir) < 0)
@@ -931,6 +981,7 @@ emu_vmhost_shutdown (struct kiln_emu *emu)
     return;
   pthread_mutex_lock (&h->lock);
   h->shutting_down = true;
+  pthread_cond_broadcast (&h->idle);
   struct vm *vms = h->vms;
   h->vms = NULL;
   pthread_mutex_unlock (&h->lock);
@@ -947,21 +998,10 @@ emu_vmhost_shutdown (struct kiln_emu *emu)
       struct vm *vm = vms;
       vms = vm->next;
       pthread_join (vm->thread, NULL);
-      struct job *j = vm->head;
-      while (j)
-        {
-          struct job *next = j->next;
-          job_free (j);
-          j = next;
-        }
-      free (vm->running_command);
-      free (vm->id);
-      free (vm->dir);
-      pthread_mutex_destroy (&vm->lock);
-      pthread_cond_destroy (&vm->cond);
-      free (vm);
+      vm_free (vm);
     }
   pthread_mutex_destroy (&h->lock);
+  pthread_cond_destroy (&h->idle);
   free (h);
   emu->vmhost = NULL;
 }

@@ -174,7 +174,7 @@ run_one (struct kiln_emu *emu, struct parsed *p, struct kiln_buf *out)
         }
     }
   struct emu_request req = {
-    .method = p->method, .path = path, .query = query, .n_query = n_query, .headers = p->headers,
+    .method = p->method, .path = path, .raw_query = q ? q + 1 : NULL, .query = query, .n_query = n_query, .headers = p->headers,
     .n_headers = p->n_headers, .body = p->body, .body_len = strlen (p->body)};
   struct emu_response resp;
   kiln_emu_handle (emu, &req, &resp);
