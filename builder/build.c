@@ -23,6 +23,7 @@
 #include "fsutil.h"
 #include "log.h"
 #include "rundir.h"
+#include "xalloc.h"
 
 #define DEFAULT_BOOT_TIMEOUT 600
 #define SHUTDOWN_TIMEOUT 300
@@ -148,11 +149,13 @@ boot (struct build *b, const char *label, const char *image, const char *format,
     .memory_mib = b->opts->memory_mib,
     .disk_size_bytes = disk_size,
     .network = b->opts->network,
-    .user_data = b->plan->user_data,
+    /* userDataOverride is the build instance's, as in Image Builder. */
+    .user_data = strcmp (label, "build") == 0 ? b->plan->user_data : NULL,
     .work_dir = work,
     .console_log = console,
     .cancel = b->opts->cancel,
     .detach = b->opts->keep_on_failure && strcmp (label, "build") == 0,
+    .cloud = b->opts->cloud,
   };
   say (b, "[%s] creating a %s instance from %s", label, b->opts->driver->name, image);
   if (kiln_instance_create (b->opts->driver, &spec, &b->inst, err) < 0)
@@ -162,7 +165,10 @@ boot (struct build *b, const char *label, const char *image, const char *format,
   if (kiln_instance_start (b->inst, timeout, err) < 0)
     return -1;
   say (b, "[%s] instance %s is up", label, b->inst->id ? b->inst->id : "");
-  if (b->plan->user_data && strcmp (label, "build") == 0 && run_user_data (b, err) < 0)
+  /* Cloud drivers hand user data to the instance at launch (cloud-init or
+   * the like runs it); on local guests kiln runs it itself. */
+  if (b->plan->user_data && strcmp (label, "build") == 0 && !b->opts->driver->cloud_images
+      && run_user_data (b, err) < 0)
     return -1;
   if (b->plan->working_directory)
     {
@@ -347,6 +353,46 @@ publish (struct build *b, const char *captured, struct kiln_build_result *res, c
   return 0;
 }
 
+/* A cloud driver's image stays where it was made: publishing writes the
+ * manifest naming it. */
+static int
+publish_cloud (struct build *b, const char *image_id, const char *region, struct kiln_build_result *res,
+               const char *started, kiln_error **err)
+{
+  const struct kiln_plan *p = b->plan;
+  _cleanup_json_ json_t *plan_json = kiln_plan_to_json (p);
+  const char *base = json_string_value (json_object_get (plan_json, "output"));
+  _cleanup_free_ char *manifest_final = NULL;
+  _cleanup_free_ char *manifest_tmp = NULL;
+  if (asprintf (&manifest_final, "%s/%s.manifest.json", b->opts->output_dir, base) < 0
+      || asprintf (&manifest_tmp, "%s/.%s.manifest.json.tmp-%d", b->opts->output_dir, base, (int) getpid ()) < 0)
+    abort ();
+  double t0 = now ();
+  char ended[32];
+  utc_stamp (ended, sizeof ended, false);
+  stage_done (b, "publish", "success", t0, NULL);
+  json_t *parent = json_pack ("{s:s}", "image", p->parent_image);
+  json_t *m = json_pack ("{s:s, s:s, s:s?, s:s, s:{s:s, s:s, s:O}, s:o, s:o, s:s, s:{s:[{s:s, s:s}]}, s:O, s:s, "
+                         "s:s}",
+                         "name", p->name, "version", p->version, "description", p->description, "kilnVersion",
+                         KILN_VERSION, "recipe", "path", p->recipe_path, "sha256", p->recipe_sha256, "content",
+                         p->recipe, "parentImage", parent, "components", components_json (p), "driver",
+                         b->opts->driver->name, "output", "images", "region", region ? region : "", "imageId",
+                         image_id, "stages", b->stages, "startTime", started, "endTime", ended);
+  _cleanup_free_ char *text = json_dumps (m, JSON_INDENT (2) | JSON_PRESERVE_ORDER);
+  if (kiln_write_file_atomic (manifest_tmp, text, strlen (text), 0644, err) < 0
+      || (rename (manifest_tmp, manifest_final) < 0 && kiln_fail_errno (err, errno, "publish '%s'", manifest_final)))
+    {
+      unlink (manifest_tmp);
+      json_decref (m);
+      return kiln_error_prefix (err, "publish");
+    }
+  res->manifest = m;
+  res->image_path = kiln_xstrdup (image_id);
+  res->manifest_path = kiln_steal_pointer (&manifest_final);
+  return 0;
+}
+
 static int
 run_stages (struct build *b, struct kiln_build_result *res, kiln_error **err)
 {
@@ -372,14 +418,24 @@ run_stages (struct build *b, struct kiln_build_result *res, kiln_error **err)
     }
   stage_done (b, "build", "success", t0, build_extra);
 
-  /* Capture: the build instance's disk as a standalone image. */
+  /* Capture: the build instance's disk as a standalone image (a file, or an
+   * image in the cloud the driver works in). */
   t0 = now ();
+  bool cloud = b->opts->driver->cloud_images;
   _cleanup_free_ char *captured = NULL;
-  if (asprintf (&captured, "%s/image.qcow2", b->rd->path) < 0)
+  _cleanup_free_ char *image_region = NULL;
+  _cleanup_free_ char *image_name = NULL;
+  if (!cloud && asprintf (&captured, "%s/image.qcow2", b->rd->path) < 0)
+    abort ();
+  char stamp[32];
+  utc_stamp (stamp, sizeof stamp, true);
+  if (asprintf (&image_name, "%s-%s-%s", p->name, p->version, stamp) < 0)
     abort ();
   struct kiln_capture_spec cs = {.output = captured, .format = KILN_IMAGE_QCOW2,
-                                 .compress = b->opts->format == KILN_IMAGE_QCOW2};
-  say (b, "[capture] writing the build instance's disk");
+                                 .compress = b->opts->format == KILN_IMAGE_QCOW2,
+                                 .image_id = cloud ? &captured : NULL, .image_region = cloud ? &image_region : NULL,
+                                 .image_name = image_name, .description = p->description};
+  say (b, cloud ? "[capture] creating an image of the build instance" : "[capture] writing the build instance's disk");
   if (kiln_instance_capture (b->inst, &cs, err) < 0 || check_cancel (b, err) < 0)
     {
       stage_done (b, "capture", "failed", t0, NULL);
@@ -392,7 +448,7 @@ run_stages (struct build *b, struct kiln_build_result *res, kiln_error **err)
   t0 = now ();
   if (plan_has_phase (p, "test"))
     {
-      if (boot (b, "test", captured, "qcow2", 0, err) < 0 || run_components (b, "test", "test", err) < 0
+      if (boot (b, "test", captured, cloud ? NULL : "qcow2", 0, err) < 0 || run_components (b, "test", "test", err) < 0
           || check_cancel (b, err) < 0)
         {
           stage_done (b, "test", "failed", t0, NULL);
@@ -405,6 +461,8 @@ run_stages (struct build *b, struct kiln_build_result *res, kiln_error **err)
   else
     stage_done (b, "test", "skipped (no component has a test phase)", t0, NULL);
 
+  if (cloud)
+    return publish_cloud (b, captured, image_region, res, started, err);
   return publish (b, captured, res, started, err);
 }
 

@@ -5,7 +5,9 @@
  *   component, in recipe order → clean shutdown → capture the disk →
  *   a fresh test instance from the capture → test phases → publish.
  *
- * Publishing writes DIR/<name>-<version>.<ext> and its .manifest.json; the
+ * Publishing writes DIR/<name>-<version>.<ext> and its .manifest.json (a
+ * cloud driver's image stays in the cloud: only the manifest, naming it, is
+ * written); the
  * manifest is written last and is the mark of a complete build, and a
  * failed or interrupted build publishes neither.  Every instance, overlay and
  * temporary file is gone when kiln_build_run returns, whatever the ending,
@@ -34,13 +36,16 @@ struct kiln_build_opts {
   bool network;              /* give instances a network */
   int boot_timeout_seconds;  /* 0: 600 */
   FILE *progress;            /* stage and step progress; NULL: none */
+  /* Cloud drivers (ec2): account and infrastructure settings; NULL for
+   * local drivers or the defaults. */
+  const struct kiln_cloud_settings *cloud;
   volatile sig_atomic_t *cancel;
 };
 
 struct kiln_build_result {
   bool ok;
   json_t *manifest;          /* the published manifest, on success */
-  char *image_path;          /* published image, on success */
+  char *image_path;          /* published image, on success (a cloud driver: its id) */
   char *manifest_path;
   char *logs_dir;            /* the executor logs of this build */
   char *kept;                /* what keep_on_failure kept, for the user */

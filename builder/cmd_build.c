@@ -20,7 +20,9 @@ build_usage (FILE *out)
            "usage: kiln build RECIPE [--driver NAME] [--output DIR] [--format qcow2|raw|vmdk|vhd|vhdx]\n"
            "                  [--keep-on-failure] [--json] [--vcpus N] [--memory MIB] [--network]\n"
            "                  [--boot-timeout SECONDS] [--plan]\n"
+           "                  [--endpoint-url URL] [--region REGION] [--profile NAME] [--instance-type TYPE]\n"
            "--plan prints the build plan (JSON) and builds nothing.\n"
+           "--endpoint-url, --region, --profile and --instance-type: the ec2 driver (AWS, or kiln-emulator).\n"
            "drivers: %s (default qemu); output directory default: kiln-output\n",
            kiln_driver_names ());
 }
@@ -39,11 +41,16 @@ kiln_cmd_build (int argc, char **argv)
     {"network", no_argument, NULL, 'n'},
     {"boot-timeout", required_argument, NULL, 't'},
     {"plan", no_argument, NULL, 'p'},
+    {"endpoint-url", required_argument, NULL, 'E'},
+    {"region", required_argument, NULL, 'R'},
+    {"profile", required_argument, NULL, 'P'},
+    {"instance-type", required_argument, NULL, 'I'},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
   };
   const char *driver_name = "qemu", *output = "kiln-output", *format = "qcow2";
-  bool keep = false, json_out = false, network = false, plan_only = false;
+  bool keep = false, json_out = false, network = false, plan_only = false, format_given = false;
+  struct kiln_cloud_settings cloud = {0};
   long vcpus = 0, memory = 0, boot_timeout = 0;
   int opt;
   optind = 1;
@@ -60,6 +67,19 @@ kiln_cmd_build (int argc, char **argv)
           break;
         case 'f':
           format = optarg;
+          format_given = true;
+          break;
+        case 'E':
+          cloud.endpoint_url = optarg;
+          break;
+        case 'R':
+          cloud.region = optarg;
+          break;
+        case 'P':
+          cloud.profile = optarg;
+          break;
+        case 'I':
+          cloud.instance_type = optarg;
           break;
         case 'k':
           keep = true;
@@ -137,12 +157,30 @@ kiln_cmd_build (int argc, char **argv)
       kiln_plan_free (plan);
       return KILN_EXIT_OK;
     }
-  if (!plan->parent_is_file && strcmp (driver->name, "qemu") == 0)
+  const char *refusal = NULL;
+  if (!driver->cloud_images && !plan->parent_is_file)
+    refusal = "is not a disk image file, which the driver needs";
+  else if (driver->cloud_images && plan->parent_is_file)
+    refusal = "is a disk image file; the driver launches images in its cloud (ami-... or ssm:/parameter)";
+  if (refusal)
     {
-      fprintf (stderr, "kiln build: parentImage '%s' is not a disk image file, which the %s driver needs\n",
-               plan->parent_image, driver->name);
+      fprintf (stderr, "kiln build: parentImage '%s' %s (driver %s)\n", plan->parent_image, refusal, driver->name);
       kiln_plan_free (plan);
       return KILN_EXIT_FAILED;
+    }
+  if (driver->cloud_images && format_given)
+    {
+      fprintf (stderr, "kiln build: --format does not apply to the %s driver: its image is made in the cloud\n",
+               driver->name);
+      kiln_plan_free (plan);
+      return KILN_EXIT_USAGE;
+    }
+  if (!driver->cloud_images && (cloud.endpoint_url || cloud.region || cloud.profile || cloud.instance_type))
+    {
+      fprintf (stderr, "kiln build: --endpoint-url, --region, --profile and --instance-type apply to cloud drivers "
+               "(ec2), not to %s\n", driver->name);
+      kiln_plan_free (plan);
+      return KILN_EXIT_USAGE;
     }
 
   struct kiln_build_opts bo = {
@@ -156,6 +194,7 @@ kiln_cmd_build (int argc, char **argv)
     .boot_timeout_seconds = (int) boot_timeout,
     .progress = stderr,
     .cancel = &kiln_cli_cancel,
+    .cloud = driver->cloud_images ? &cloud : NULL,
   };
   struct kiln_build_result res;
   int r = kiln_build_run (plan, &bo, &res, &e);

@@ -32,6 +32,20 @@
 
 struct kiln_instance;
 
+/* Where and how a cloud driver (ec2) launches: account settings and Image
+ * Builder's infrastructure configuration.  Local drivers take none. */
+struct kiln_cloud_settings {
+  const char *endpoint_url;            /* overrides, or NULL: as AWS tools find them */
+  const char *region;
+  const char *profile;
+  const char *instance_type;           /* NULL: the driver's default */
+  const char *subnet_id;
+  const char *const *security_group_ids; /* NULL-terminated, or NULL */
+  const char *instance_profile_name;
+  const char *key_pair;
+  const char *const *tags;             /* key, value, key, value, ..., NULL: on everything made */
+};
+
 struct kiln_instance_spec {
   const char *name;            /* short label for logs ("build", "test") */
   const char *image;           /* parent image: a file path, or a driver's image id */
@@ -57,6 +71,8 @@ struct kiln_instance_spec {
    * disk should go).  How kiln-emulator stops, starts and restarts
    * instances. */
   bool persistent_disk;
+  /* Cloud drivers: where to launch; NULL means the defaults AWS tools use. */
+  const struct kiln_cloud_settings *cloud;
 };
 
 enum kiln_image_format {
@@ -76,11 +92,22 @@ struct kiln_capture_spec {
    * CreateImage with NoReboot).  Without it, capturing a running instance
    * is an error. */
   bool live;
+  /* Drivers whose images live in a cloud (ec2) make an image there instead
+   * of writing output: its id goes to *image_id (malloc'd), named image_name
+   * with description.  Local drivers leave it alone. */
+  char **image_id;
+  char **image_region;         /* and the region it is in (malloc'd) */
+  const char *image_name;
+  const char *description;
 };
 
 struct kiln_driver {
   const char *name;
   size_t priv_size;            /* bytes of zeroed private state per instance */
+
+  /* Whether images are files (qemu, fake) or ids in a cloud (ec2): what
+   * spec->image names and what capture produces. */
+  bool cloud_images;
 
   /* Required. */
   int (*create) (struct kiln_instance *inst, const struct kiln_instance_spec *spec, kiln_error **err);
