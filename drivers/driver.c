@@ -14,9 +14,11 @@
 
 extern const struct kiln_driver kiln_driver_fake;
 extern const struct kiln_driver kiln_driver_qemu;
+extern const struct kiln_driver kiln_driver_ec2;
 
 static const struct kiln_driver *const drivers[] = {
   &kiln_driver_qemu,
+  &kiln_driver_ec2,
   &kiln_driver_fake,
   NULL,
 };

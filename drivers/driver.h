@@ -135,7 +135,7 @@ struct kiln_instance {
 
 /* The driver registered under name, or NULL. */
 const struct kiln_driver *kiln_driver_find (const char *name);
-/* "qemu, fake" for messages. */
+/* "qemu, ec2, fake" for messages. */
 const char *kiln_driver_names (void);
 
 /* Dispatchers.  Each names the driver and instance in its errors. */
