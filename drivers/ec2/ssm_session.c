@@ -99,15 +99,17 @@ static const char download_prelude[]
 
 /* The run watchdog, as sh -c's script: $1 the program's pid (a process
  * group leader when setsid exists), $2 the run script's pid, $3 the timeout
- * in seconds (0: none), $4 the marker to create when the time is up.  It
- * polls once a second and exits when the program does. */
+ * in seconds (0: none), $4 the run's scratch directory, where it leaves the
+ * marker "t" when the time is up.  It polls once a second and exits when
+ * the program does.  When the run script is gone (cancelled), nobody will
+ * read the output: it kills the program and removes the directory. */
 static const char watchdog_script[]
-    = "p=$1 m=$2 t=$3 f=$4 s=$(date +%s)\n"
+    = "p=$1 m=$2 t=$3 d=$4 s=$(date +%s)\n"
       "kg () { kill -$1 -\"$p\" 2>/dev/null || kill -$1 \"$p\" 2>/dev/null; }\n"
       "while kill -0 \"$p\" 2>/dev/null; do\n"
-      "  if ! kill -0 \"$m\" 2>/dev/null; then kg 9; exit 0; fi\n"
+      "  if ! kill -0 \"$m\" 2>/dev/null; then kg 9; sleep 1; rm -rf \"$d\"; exit 0; fi\n"
       "  if [ \"$t\" -gt 0 ] && [ $(($(date +%s) - s)) -ge \"$t\" ]; then\n"
-      "    : >\"$f\"; kg 15; i=0\n"
+      "    : >\"$d/t\"; kg 15; i=0\n"
       "    while [ $i -lt 10 ] && kill -0 \"$p\" 2>/dev/null; do sleep 1; i=$((i + 1)); done\n"
       "    kg 9; exit 0\n"
       "  fi\n"
@@ -688,7 +690,7 @@ build_run_script (struct kiln_buf *b, const struct kiln_target_command *cmd, con
                       "p=$!\n"
                       "$ks sh -c ");
   put_quoted (b, watchdog_script);
-  kiln_buf_printf (b, " kiln-watchdog \"$p\" \"$$\" %d \"$d/t\" </dev/null >/dev/null 2>&1 &\n"
+  kiln_buf_printf (b, " kiln-watchdog \"$p\" \"$$\" %d \"$d\" </dev/null >/dev/null 2>&1 &\n"
                       "w=$!\n"
                       "wait \"$p\"; rc=$?\n"
                       "kill \"$w\" 2>/dev/null\n"
