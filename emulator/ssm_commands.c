@@ -7,7 +7,8 @@
  * (vmhost.c) and records the real exit code and output.  A command's status
  * is derived from its invocations when read, as SSM reports it.  Output is
  * kept whole; what the API shows is cut where AWS cuts it (24,000 characters
- * in GetCommandInvocation, 2,500 in a plugin's Output). */
+ * of stdout and 8,000 of stderr in GetCommandInvocation, 2,500 in a
+ * plugin's Output). */
 #include "emulator.h"
 
 #include <stdio.h>
@@ -24,6 +25,8 @@
 #define PLUGIN_NAME "aws:runShellScript"
 #define MAX_INSTANCES_PER_COMMAND 50
 #define STDOUT_CUT 24000
+/* GetCommandInvocation shows less of stderr than of stdout. */
+#define STDERR_CUT 8000
 #define PLUGIN_OUTPUT_CUT 2500
 #define DEFAULT_EXECUTION_TIMEOUT "3600"
 #define MAX_EXECUTION_TIMEOUT 172800L
@@ -490,7 +493,7 @@ get_command_invocation (struct emu_call *c)
   json_object_set_new (o, "StatusDetails", json_string (emu_row_str (row, "status_details")));
   json_object_set_new (o, "StandardOutputContent", cut_text (emu_row_str (row, "stdout"), STDOUT_CUT));
   json_object_set_new (o, "StandardOutputUrl", json_string (""));
-  json_object_set_new (o, "StandardErrorContent", cut_text (emu_row_str (row, "stderr"), STDOUT_CUT));
+  json_object_set_new (o, "StandardErrorContent", cut_text (emu_row_str (row, "stderr"), STDERR_CUT));
   json_object_set_new (o, "StandardErrorUrl", json_string (""));
   json_object_set_new (o, "CloudWatchOutputConfig", json_pack ("{s:s, s:b}", "CloudWatchLogGroupName", "",
                                                                "CloudWatchOutputEnabled", 0));

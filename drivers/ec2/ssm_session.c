@@ -772,6 +772,10 @@ collect_run_output (struct kiln_ssm_session *s, const char *text, const char *di
   return 0;
 }
 
+/* The program's exit status is what sh's wait reports: a program killed by
+ * a signal other than the timeout's reads as 128+N, not -1 (the shell cannot
+ * tell the two apart).  A missing cwd or program is KILN_ERR_NOT_FOUND, as
+ * on the QEMU driver's guests. */
 int
 kiln_ssm_run (struct kiln_ssm_session *s, const struct kiln_target_command *cmd, struct kiln_target_result *res,
               kiln_error **err)
