@@ -353,6 +353,19 @@ publish (struct build *b, const char *captured, struct kiln_build_result *res, c
   return 0;
 }
 
+/* A build that fails after its capture leaves no image behind: a cloud
+ * image is deleted (a file capture goes with the run directory). */
+static void
+delete_cloud_image (struct build *b, const char *image_id)
+{
+  drop_instance (b);
+  struct kiln_instance_spec spec = {.name = "cleanup", .image = image_id, .cancel = NULL, .cloud = b->opts->cloud};
+  _cleanup_error_ kiln_error *err = NULL;
+  say (b, "[cleanup] deleting image %s", image_id);
+  if (kiln_image_delete (b->opts->driver, &spec, image_id, &err) < 0)
+    kiln_log_error ("could not delete image %s of the failed build: %s", image_id, kiln_error_message (err));
+}
+
 /* A cloud driver's image stays where it was made: publishing writes the
  * manifest naming it. */
 static int
@@ -439,6 +452,9 @@ run_stages (struct build *b, struct kiln_build_result *res, kiln_error **err)
   if (kiln_instance_capture (b->inst, &cs, err) < 0 || check_cancel (b, err) < 0)
     {
       stage_done (b, "capture", "failed", t0, NULL);
+      /* Interrupted once the cloud image existed: it goes too. */
+      if (cloud && captured)
+        delete_cloud_image (b, captured);
       return kiln_error_prefix (err, "capture stage");
     }
   drop_instance (b);
@@ -452,6 +468,8 @@ run_stages (struct build *b, struct kiln_build_result *res, kiln_error **err)
           || check_cancel (b, err) < 0)
         {
           stage_done (b, "test", "failed", t0, NULL);
+          if (cloud)
+            delete_cloud_image (b, captured);
           return kiln_error_prefix (err, "test stage");
         }
       json_t *extra = json_pack ("{s:s}", "instance", b->inst->id ? b->inst->id : "");
@@ -462,7 +480,12 @@ run_stages (struct build *b, struct kiln_build_result *res, kiln_error **err)
     stage_done (b, "test", "skipped (no component has a test phase)", t0, NULL);
 
   if (cloud)
-    return publish_cloud (b, captured, image_region, res, started, err);
+    {
+      if (publish_cloud (b, captured, image_region, res, started, err) == 0)
+        return 0;
+      delete_cloud_image (b, captured);
+      return -1;
+    }
   return publish (b, captured, res, started, err);
 }
 

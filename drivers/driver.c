@@ -116,6 +116,23 @@ kiln_instance_capture (struct kiln_instance *inst, const struct kiln_capture_spe
   return 0;
 }
 
+int
+kiln_image_delete (const struct kiln_driver *driver, const struct kiln_instance_spec *spec, const char *image_id,
+                   kiln_error **err)
+{
+  if (driver->delete_image == NULL)
+    return kiln_error_set (err, KILN_ERR_UNSUPPORTED, 0, "driver '%s' does not support deleting an image",
+                           driver->name);
+  struct kiln_instance *inst = NULL;
+  if (kiln_instance_create (driver, spec, &inst, err) < 0)
+    return kiln_error_prefix (err, "delete image %s", image_id);
+  int r = driver->delete_image (inst, image_id, err);
+  if (r < 0)
+    kiln_error_prefix (err, "%s: delete image %s", driver->name, image_id);
+  kiln_instance_destroy (inst);
+  return r;
+}
+
 char *
 kiln_instance_console_tail (struct kiln_instance *inst, size_t max_bytes)
 {

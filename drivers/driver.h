@@ -119,6 +119,10 @@ struct kiln_driver {
   /* Optional. */
   int (*shutdown) (struct kiln_instance *inst, int timeout_seconds, kiln_error **err);
   int (*capture) (struct kiln_instance *inst, const struct kiln_capture_spec *spec, kiln_error **err);
+  /* Deletes an image capture made (cloud drivers: the AMI and its
+   * snapshots), for a build that failed after its capture.  Called on an
+   * instance that was created but need not have been started. */
+  int (*delete_image) (struct kiln_instance *inst, const char *image_id, kiln_error **err);
   /* Console output so far (for error messages), malloc'd; NULL if none. */
   char *(*console_tail) (struct kiln_instance *inst, size_t max_bytes);
 };
@@ -146,6 +150,10 @@ struct kiln_target *kiln_instance_target (struct kiln_instance *inst);
 int kiln_instance_shutdown (struct kiln_instance *inst, int timeout_seconds, kiln_error **err);
 int kiln_instance_capture (struct kiln_instance *inst, const struct kiln_capture_spec *spec, kiln_error **err);
 char *kiln_instance_console_tail (struct kiln_instance *inst, size_t max_bytes);
+/* Deletes image_id (made by capture) with an instance of driver created from
+ * spec for the purpose and destroyed after; nothing is launched. */
+int kiln_image_delete (const struct kiln_driver *driver, const struct kiln_instance_spec *spec, const char *image_id,
+                       kiln_error **err);
 /* Destroys (once) and frees.  Safe on NULL. */
 void kiln_instance_destroy (struct kiln_instance *inst);
 

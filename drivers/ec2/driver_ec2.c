@@ -12,6 +12,8 @@
  *            tagged), the AMI id is the result
  *   reboot   RebootInstances, then waits for a new boot id over SSM
  *   destroy  TerminateInstances (idempotent; waits for it to take)
+ *   delete_image  DeregisterImage and DeleteSnapshot, for a build that
+ *            failed after its capture
  * Waits poll with growing pauses, honour the cancel flag and give up with an
  * error naming the instance and the state it was left in.  Works against AWS
  * and kiln-emulator alike (the endpoint comes from the cloud settings or from
@@ -29,6 +31,7 @@
 #include "digest.h"
 #include "driver.h"
 #include "log.h"
+#include "process.h"
 #include "ssm_session.h"
 #include "xalloc.h"
 
@@ -605,6 +608,50 @@ ec2_capture (struct kiln_instance *inst, const struct kiln_capture_spec *spec, k
   return 0;
 }
 
+/* DeregisterImage, then DeleteSnapshot of every snapshot the image's block
+ * device mappings name (deregistering leaves them, and they cost money). */
+static int
+ec2_delete_image (struct kiln_instance *inst, const char *image_id, kiln_error **err)
+{
+  struct ec2_instance *e = inst->priv;
+  struct kiln_aws_params p = KILN_AWS_PARAMS_INIT;
+  kiln_aws_params_add (&p, "ImageId.1", image_id);
+  xmlDoc *doc = NULL;
+  int r = kiln_aws_ec2_call (e->ec2, "DescribeImages", &p, &doc, NULL, err);
+  kiln_aws_params_release (&p);
+  if (r < 0)
+    return -1;
+  _cleanup_strv_ char **snapshots = NULL;
+  xmlNode *mapping = kiln_aws_xml_find (kiln_aws_xml_root (doc), "imagesSet/item/blockDeviceMapping/item");
+  for (; mapping; mapping = kiln_aws_xml_next (mapping))
+    {
+      _cleanup_free_ char *snap = kiln_aws_xml_text (mapping, "ebs/snapshotId");
+      if (snap)
+        kiln_strv_push (&snapshots, snap);
+    }
+  xmlFreeDoc (doc);
+  p = (struct kiln_aws_params) KILN_AWS_PARAMS_INIT;
+  kiln_aws_params_add (&p, "ImageId", image_id);
+  r = kiln_aws_ec2_call (e->ec2, "DeregisterImage", &p, &doc, NULL, err);
+  kiln_aws_params_release (&p);
+  xmlFreeDoc (doc);
+  if (r < 0)
+    return -1;
+  for (size_t i = 0; snapshots && snapshots[i]; i++)
+    {
+      p = (struct kiln_aws_params) KILN_AWS_PARAMS_INIT;
+      kiln_aws_params_add (&p, "SnapshotId", snapshots[i]);
+      doc = NULL;
+      r = kiln_aws_ec2_call (e->ec2, "DeleteSnapshot", &p, &doc, NULL, err);
+      kiln_aws_params_release (&p);
+      xmlFreeDoc (doc);
+      if (r < 0)
+        return kiln_error_prefix (err, "image %s is deregistered but its snapshot %s", image_id, snapshots[i]);
+    }
+  kiln_log_info ("ec2: deregistered %s and deleted its %zu snapshot(s)", image_id, kiln_strv_length (snapshots));
+  return 0;
+}
+
 static void
 free_priv (struct ec2_instance *e)
 {
@@ -695,5 +742,6 @@ const struct kiln_driver kiln_driver_ec2 = {
   .target_ops = &ec2_target_ops,
   .shutdown = ec2_shutdown,
   .capture = ec2_capture,
+  .delete_image = ec2_delete_image,
   .console_tail = ec2_console_tail,
 };

@@ -16,6 +16,8 @@ Cases:
            changes, and no instance is left that is not terminated.
   failure  a failing component fails the build (status 1, the step and its
            output named) and leaves no instance and no image.
+  test-failure  a failing test phase fails the build and deletes the image
+           the capture made (AMI and snapshot); no instance is left.
   sigterm  SIGTERM in the middle of a build: kiln exits 143 and leaves no
            instance running.
 """
@@ -96,7 +98,8 @@ class Case:
 
     def recipe(self, name, components, user_data=None):
         path = os.path.join(self.tmp, name + ".yml")
-        comps = "\n".join(f"  - componentArn: {os.path.join(VM_DATA, c)}" for c in components)
+        comps = "\n".join(f"  - componentArn: {c if os.path.isabs(c) else os.path.join(VM_DATA, c)}"
+                           for c in components)
         with open(path, "w") as f:
             f.write(f"name: {name}\nsemanticVersion: 1.0.0\nparentImage: {self.emu.ami}\n"
                     f"components:\n{comps}\n")
@@ -179,6 +182,33 @@ def case_failure(c):
     return problems
 
 
+def case_test_failure(c):
+    def own_images():
+        return {i["ImageId"] for i in c.emu.aws("ec2", "describe-images", "--owners", "self")["Images"]}
+
+    def own_snapshots():
+        return {s["SnapshotId"] for s in c.emu.aws("ec2", "describe-snapshots", "--owner-ids", "self")["Snapshots"]}
+
+    images, snapshots = own_images(), own_snapshots()
+    recipe = c.recipe("ec2-test-failure", [os.path.join(HERE, "data", "failing-test.yml")])
+    p = subprocess.run(c.build_argv(recipe), capture_output=True, text=True, env=c.env, timeout=1800)
+    problems = []
+    if p.returncode != 1:
+        problems.append(f"expected status 1, got {p.returncode}: {p.stderr[-2000:]}")
+    if "FailsOnPurpose" not in p.stderr or "the test found a problem" not in p.stderr:
+        problems.append(f"the error does not name the test step and its output:\n{p.stderr[-2000:]}")
+    if "deleting image ami-" not in p.stderr:
+        problems.append(f"kiln did not say it deleted the image:\n{p.stderr[-2000:]}")
+    if own_images() != images:
+        problems.append(f"images left by a failed test stage: {own_images() - images}")
+    if own_snapshots() != snapshots:
+        problems.append(f"snapshots left by a failed test stage: {own_snapshots() - snapshots}")
+    left = c.emu.leftovers()
+    if left:
+        problems.append(f"instances left: {left}")
+    return problems
+
+
 def case_sigterm(c):
     recipe = c.recipe("ec2-sigterm", ["slow.yml"])
     proc = subprocess.Popen(c.build_argv(recipe), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -210,7 +240,7 @@ def case_sigterm(c):
     return problems
 
 
-CASES = {"build": case_build, "failure": case_failure, "sigterm": case_sigterm}
+CASES = {"build": case_build, "failure": case_failure, "test-failure": case_test_failure, "sigterm": case_sigterm}
 
 
 def main():
