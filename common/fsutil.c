@@ -57,11 +57,9 @@ int
 kiln_write_file_atomic (const char *path, const void *data, size_t len, mode_t mode, kiln_error **err)
 {
   _cleanup_free_ char *tmp = NULL;
-  if (asprintf (&tmp, "%s.tmp-XXXXXX", path) < 0)
-    abort ();
-  _cleanup_close_ int fd = mkostemp (tmp, O_CLOEXEC);
+  _cleanup_close_ int fd = kiln_make_temp_beside (path, &tmp, err);
   if (fd < 0)
-    return kiln_fail_errno (err, errno, "create temporary file for '%s'", path);
+    return -1;
   if (fchmod (fd, mode) < 0 || kiln_write_all (fd, data, len) < 0 || fsync (fd) < 0)
     {
       int saved = errno;
@@ -193,6 +191,23 @@ kiln_make_temp_file (const char *prefix, char **out, kiln_error **err)
       return kiln_fail_errno (err, saved, "create a temporary file under '%s'", base);
     }
   *out = path;
+  return fd;
+}
+
+int
+kiln_make_temp_beside (const char *path, char **out, kiln_error **err)
+{
+  char *tmp = NULL;
+  if (asprintf (&tmp, "%s.kiln-XXXXXX", path) < 0)
+    abort ();
+  int fd = mkostemp (tmp, O_CLOEXEC);
+  if (fd < 0)
+    {
+      int saved = errno;
+      free (tmp);
+      return kiln_fail_errno (err, saved, "create a temporary file next to '%s'", path);
+    }
+  *out = tmp;
   return fd;
 }
 

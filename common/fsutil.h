@@ -29,6 +29,13 @@ int kiln_make_temp_dir (const char *prefix, char **out, kiln_error **err);
  * ("create a temporary file under 'DIR'") when it cannot be made. */
 int kiln_make_temp_file (const char *prefix, char **out, kiln_error **err);
 
+/* A new empty file beside path (same directory, so a rename onto path is
+ * atomic) named path.kiln-XXXXXX: returns its descriptor (close-on-exec) and
+ * puts its malloc'd name in *out; -1 with err ("create a temporary file next
+ * to 'PATH'") when it cannot be made, *out untouched (on failure the name may
+ * be someone else's file: never unlink it). */
+int kiln_make_temp_beside (const char *path, char **out, kiln_error **err);
+
 /* For `_cleanup_unlink_ char *path = NULL;`: when the variable goes out of
  * scope holding a path, that file is unlinked (errors ignored, errno kept) and
  * the string freed.  To keep the file, take the path out with

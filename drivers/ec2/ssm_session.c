@@ -1113,18 +1113,9 @@ int
 kiln_ssm_get_file (struct kiln_ssm_session *s, const char *path, const char *local_path, kiln_error **err)
 {
   _cleanup_unlink_ char *tmp = NULL;
-  char *templ = NULL;
-  if (asprintf (&templ, "%s.kiln-XXXXXX", local_path) < 0)
-    abort ();
-  _cleanup_close_ int fd = mkostemp (templ, O_CLOEXEC);
+  _cleanup_close_ int fd = kiln_make_temp_beside (local_path, &tmp, err);
   if (fd < 0)
-    {
-      int saved = errno;
-      free (templ);
-      kiln_fail_errno (err, saved, "create a temporary file next to '%s'", local_path);
-      return kiln_error_prefix (err, "ssm %s: get '%s'", s->instance_id, path);
-    }
-  tmp = templ;
+    return kiln_error_prefix (err, "ssm %s: get '%s'", s->instance_id, path);
   if (get_into (s, path, fd, tmp, err) < 0)
     return kiln_error_prefix (err, "ssm %s: get '%s'", s->instance_id, path);
   if (fchmod (fd, 0644) < 0)

@@ -94,18 +94,9 @@ copy_file (const char *from, const char *to, mode_t mode, kiln_error **err)
   if (mode == MODE_OF_SOURCE)
     mode = st.st_mode;
 
-  char *templ = NULL;
-  if (asprintf (&templ, "%s.kiln-XXXXXX", to) < 0)
-    abort ();
-  out = mkostemp (templ, O_CLOEXEC);
+  out = kiln_make_temp_beside (to, &tmp, err);
   if (out < 0)
-    {
-      /* On failure the template may name someone else's file: never unlink it. */
-      int saved = errno;
-      free (templ);
-      return kiln_fail_errno (err, saved, "create a temporary file next to '%s'", to);
-    }
-  tmp = templ;
+    return -1;
 
   chunk = malloc (COPY_CHUNK);
   if (chunk == NULL)

@@ -748,17 +748,9 @@ kiln_qga_file_get (struct kiln_qga *g, const char *path, const char *local_path,
                    kiln_error **err)
 {
   _cleanup_unlink_ char *tmp = NULL;
-  char *templ = NULL;
-  if (asprintf (&templ, "%s.kiln-XXXXXX", local_path) < 0)
-    abort ();
-  _cleanup_close_ int fd = mkostemp (templ, O_CLOEXEC);
+  _cleanup_close_ int fd = kiln_make_temp_beside (local_path, &tmp, err);
   if (fd < 0)
-    {
-      int saved = errno;
-      free (templ);
-      return kiln_fail_errno (err, saved, "create a temporary file next to '%s'", local_path);
-    }
-  tmp = templ;
+    return -1;
 
   json_int_t handle;
   if (file_open (g, path, "r", call_timeout_ms, &handle, err) < 0)
