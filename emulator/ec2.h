@@ -28,6 +28,10 @@ int emu_param_int (struct emu_call *c, const char *name, long long def, long lon
 /* "true" / "false" (any case), def when absent. */
 int emu_param_bool (struct emu_call *c, const char *name, bool def, bool *out);
 
+/* The ids (of n) no row's "id" column holds, each once, joined by ", " for
+ * an EC2 NotFound message (malloc'd); NULL when every id is there. */
+char *emu_missing_ids (json_t *rows, const char *const *ids, size_t n);
+
 /* ---- filters: Filter.N.Name, Filter.N.Value.M ---- */
 
 struct emu_filter {

@@ -836,26 +836,7 @@ op_describe_images (struct emu_call *c)
   /* Every id asked for must be one the caller can see. */
   if (n_ids > 0)
     {
-      _cleanup_free_ char *missing = NULL;
-      for (size_t i = 0; i < n_ids; i++)
-        {
-          bool found = false;
-          size_t k;
-          json_t *row;
-          json_array_foreach (rows, k, row)
-            if (strcmp (emu_row_str (row, "id"), ids[i]) == 0)
-              {
-                found = true;
-                break;
-              }
-          if (found)
-            continue;
-          char *more;
-          if (asprintf (&more, "%s%s%s", missing ? missing : "", missing ? ", " : "", ids[i]) < 0)
-            abort ();
-          free (missing);
-          missing = more;
-        }
+      _cleanup_free_ char *missing = emu_missing_ids (rows, ids, n_ids);
       if (missing)
         return emu_fail (c, 400, "InvalidAMIID.NotFound", "The image id '[%s]' does not exist", missing);
     }

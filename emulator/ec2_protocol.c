@@ -4,6 +4,7 @@
  * Parameters arrive sorted by name (emulator.c sorts them once), so a lookup
  * is a binary search and the members of a list are a contiguous run. */
 #include "ec2.h"
+#include "store.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -170,6 +171,31 @@ emu_param_bool (struct emu_call *c, const char *name, bool def, bool *out)
   else
     return emu_fail_param (c, "Value (%s) for parameter %s is invalid. Expected: 'true' or 'false'.", v, name);
   return 0;
+}
+
+char *
+emu_missing_ids (json_t *rows, const char *const *ids, size_t n)
+{
+  struct kiln_buf missing = KILN_BUF_INIT;
+  _cleanup_json_ json_t *seen = json_object ();
+  for (size_t i = 0; i < n; i++)
+    {
+      if (json_object_get (seen, ids[i]))
+        continue;
+      json_object_set_new (seen, ids[i], json_true ());
+      bool found = false;
+      size_t k;
+      json_t *row;
+      json_array_foreach (rows, k, row)
+        if (strcmp (emu_row_str (row, "id"), ids[i]) == 0)
+          {
+            found = true;
+            break;
+          }
+      if (!found)
+        kiln_buf_printf (&missing, "%s%s", missing.len ? ", " : "", ids[i]);
+    }
+  return missing.data;
 }
 
 /* ---- filters ---- */
