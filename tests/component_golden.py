@@ -18,8 +18,8 @@ Documents under run/ may declare these parameters, which the runner fills:
   S3Bucket   a bucket on tests/s3_fixture.py, which the runner starts; kiln
              runs with AWS_ENDPOINT_URL pointing at it and access key/secret
              test/test (bucket owner account 123456789012)
-Paths of the work directory are replaced by @WORK@ (and the HTTP port by
-@PORT@) in results before comparing, so expectations are stable.
+Paths of the work directory are replaced by @WORK@, the data directory by
+@DATA@ (the checkout may live anywhere) and the HTTP port by @PORT@ in results before comparing, so expectations are stable.
 
 KILN_REGENERATE=1 rewrites the .err and .expected.json files from what kiln
 does now (review the diff before committing it).  Timing fields are never
@@ -68,7 +68,7 @@ def subset_mismatch(expected, actual, path="$"):
     return None
 
 
-def normalise(obj, work, port):
+def normalise(obj, work, port, data=None):
     """Decodes the JSON-in-a-string inputs/outputs fields and masks paths."""
     if isinstance(obj, dict):
         out = {}
@@ -80,11 +80,13 @@ def normalise(obj, work, port):
                     v = json.loads(v)
                 except ValueError:
                     pass
-            out[k] = normalise(v, work, port)
+            out[k] = normalise(v, work, port, data)
         return out
     if isinstance(obj, list):
-        return [normalise(v, work, port) for v in obj]
+        return [normalise(v, work, port, data) for v in obj]
     if isinstance(obj, str):
+        if data:
+            obj = obj.replace(os.path.realpath(data), "@DATA@").replace(data, "@DATA@")
         if work:
             obj = obj.replace(os.path.realpath(work), "@WORK@").replace(work, "@WORK@")
         if port:
@@ -203,7 +205,7 @@ def run_case(kiln, data, name, http_port, s3):
         if len(runs) != 1:
             return f"expected one TOE_ folder, found {runs}; stderr:\n{proc.stderr}"
         with open(os.path.join(logs, runs[0], "detailedoutput.json")) as f:
-            detail = normalise(json.load(f), work, http_port)
+            detail = normalise(json.load(f), work, http_port, data)
         actual = dict(detail)
         actual["exitStatus"] = proc.returncode
         actual["exitStatuses"] = statuses
