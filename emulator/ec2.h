@@ -9,6 +9,7 @@
 #ifndef KILN_EMULATOR_EC2_H
 #define KILN_EMULATOR_EC2_H
 
+#include "aws_instance_types.h"
 #include "emulator.h"
 
 /* The value of a parameter, or NULL. */
@@ -115,15 +116,8 @@ json_t *emu_image_lookup (struct emu_call *c, const char *image_id);
 int emu_image_import (struct kiln_emu *emu, const char *file, const char *name, const char *region,
                       const char *account, bool is_public, char **image_id, kiln_error **err);
 
-/* ---- instance types (ec2_regions.c) ---- */
-
-struct emu_instance_type {
-  const char *name;
-  int vcpus;
-  int memory_mib;
-};
-/* The table, ended by {NULL}. */
-extern const struct emu_instance_type emu_instance_types[];
-const struct emu_instance_type *emu_instance_type_find (const char *name);
+/* Instance types: common/aws_instance_types.h (kiln_aws_instance_type_find),
+ * one table with kiln's local builds; DescribeInstanceTypes is in
+ * ec2_regions.c. */
 
 #endif

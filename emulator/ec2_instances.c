@@ -297,7 +297,7 @@ run_instances (struct emu_call *c)
   const char *type = emu_param (c, "InstanceType");
   if (type == NULL)
     type = DEFAULT_INSTANCE_TYPE;
-  if (emu_instance_type_find (type) == NULL)
+  if (kiln_aws_instance_type_find (type) == NULL)
     return emu_fail_param (c, "Invalid value '%s' for InstanceType.", type);
   const char *user_data = emu_param (c, "UserData");
   if (check_user_data (c, user_data) < 0)

@@ -8,8 +8,9 @@
  * ("use1-az1": the region's short name, then the zone's number); EC2 maps
  * letters to ids differently per account, this emulator keeps them equal
  * everywhere, which is stable and enough for callers that only need a valid
- * pair.  The instance types are the ones kiln's users name; qemu mode sizes
- * guests from their vCPUs and memory (emu_instance_type_find). */
+ * pair.  The instance types are common/aws_instance_types.c's table, the
+ * one kiln's local builds size guests by; qemu mode sizes guests from it
+ * too (kiln_aws_instance_type_find). */
 #include "ec2.h"
 
 #include <stdio.h>
@@ -33,23 +34,6 @@ emu_region_known (const char *name)
     if (strcmp (*r, name) == 0)
       return true;
   return false;
-}
-
-const struct emu_instance_type emu_instance_types[] = {
-  {"t2.nano", 1, 512},     {"t2.micro", 1, 1024},   {"t2.small", 1, 2048},   {"t2.medium", 2, 4096},
-  {"t2.large", 2, 8192},   {"t3.nano", 2, 512},     {"t3.micro", 2, 1024},   {"t3.small", 2, 2048},
-  {"t3.medium", 2, 4096},  {"t3.large", 2, 8192},   {"t3.xlarge", 4, 16384}, {"m5.large", 2, 8192},
-  {"m5.xlarge", 4, 16384}, {"c5.large", 2, 4096},   {"c5.xlarge", 4, 8192},  {"r5.large", 2, 16384},
-  {NULL, 0, 0},
-};
-
-const struct emu_instance_type *
-emu_instance_type_find (const char *name)
-{
-  for (const struct emu_instance_type *t = emu_instance_types; name && t->name; t++)
-    if (strcmp (t->name, name) == 0)
-      return t;
-  return NULL;
 }
 
 static void
@@ -224,7 +208,7 @@ struct type_traits {
 };
 
 static struct type_traits
-traits_of (const struct emu_instance_type *t)
+traits_of (const struct kiln_aws_instance_type *t)
 {
   bool t2 = strncmp (t->name, "t2.", 3) == 0;
   struct type_traits tr = {
@@ -259,7 +243,7 @@ op_describe_instance_types (struct emu_call *c)
   _cleanup_free_ const char **wanted = emu_param_list (c, "InstanceType", &n_wanted);
   struct kiln_buf unknown = KILN_BUF_INIT;
   for (size_t i = 0; i < n_wanted; i++)
-    if (emu_instance_type_find (wanted[i]) == NULL)
+    if (kiln_aws_instance_type_find (wanted[i]) == NULL)
       kiln_buf_printf (&unknown, "%s%s", unknown.len ? ", " : "", wanted[i]);
   if (unknown.len)
     {
@@ -277,9 +261,12 @@ op_describe_instance_types (struct emu_call *c)
     return -1;
   _cleanup_json_ json_t *no_tags = json_object ();
 
-  const struct emu_instance_type *matched[sizeof emu_instance_types / sizeof emu_instance_types[0]];
+  size_t n_types = 0;
+  while (kiln_aws_instance_types[n_types].name)
+    n_types++;
+  _cleanup_free_ const struct kiln_aws_instance_type **matched = kiln_xcalloc (n_types, sizeof *matched);
   size_t n_matched = 0;
-  for (const struct emu_instance_type *t = emu_instance_types; t->name; t++)
+  for (const struct kiln_aws_instance_type *t = kiln_aws_instance_types; t->name; t++)
     {
       if (n_wanted && !str_in (t->name, wanted))
         continue;
@@ -325,7 +312,7 @@ op_describe_instance_types (struct emu_call *c)
   emu_xml_start (c, "instanceTypeSet");
   for (size_t i = start; i < start + count; i++)
     {
-      const struct emu_instance_type *t = matched[i];
+      const struct kiln_aws_instance_type *t = matched[i];
       struct type_traits tr = traits_of (t);
       emu_xml_start (c, "item");
       emu_xml_text (c, "instanceType", t->name);

@@ -151,7 +151,7 @@ guest_up (struct vm *vm, bool create_only, kiln_error **err)
   if (disk == NULL && access (overlay, F_OK) < 0)
     return kiln_error_set (err, KILN_ERR_UNSUPPORTED, 0, "its image's snapshot %s has no disk (it was made by a "
                            "mock-mode instance or its disk was deleted)", emu_row_str (row, "disk_snapshot"));
-  const struct emu_instance_type *type = emu_instance_type_find (emu_row_str (row, "instance_type"));
+  const struct kiln_aws_instance_type *type = kiln_aws_instance_type_find (emu_row_str (row, "instance_type"));
   if (kiln_mkdir_p (vm->dir, 0755, err) < 0)
     return -1;
   _cleanup_free_ char *console = NULL;
