@@ -7,6 +7,7 @@
  * directory unlocked, and the next kiln command reaps it. */
 #include "build.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -36,6 +37,11 @@ struct build {
   json_t *stages;            /* [{name, status, seconds, instance?}] */
   struct kiln_instance *inst; /* the instance alive now, if any */
   bool keep;                 /* keep the run directory (keep_on_failure) */
+  char build_date[40];       /* {{ imagebuilder:buildDate }} */
+  char build_version[24];    /* {{ imagebuilder:buildVersion }} */
+  /* Cloud drivers: the regions the image goes to, names expanded (owned). */
+  struct kiln_image_distribution *dist;
+  size_t n_dist;
 };
 
 static void say (struct build *b, const char *fmt, ...) __attribute__ ((format (printf, 2, 3)));
@@ -72,6 +78,93 @@ utc_stamp (char *out, size_t n, bool compact)
     strftime (out, n, "%Y%m%dT%H%M%SZ", &tm);
   else
     strftime (out, n, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+/* Now as Image Builder's buildDate: an AMI name may hold no ':'. */
+static void
+image_builder_date (char *out, size_t n)
+{
+  struct timespec ts;
+  clock_gettime (CLOCK_REALTIME, &ts);
+  struct tm tm;
+  gmtime_r (&ts.tv_sec, &tm);
+  char head[32];
+  strftime (head, sizeof head, "%Y-%m-%dT%H-%M-%S", &tm);
+  snprintf (out, n, "%s.%03dZ", head, (int) (ts.tv_nsec / 1000000L % 1000));
+}
+
+/* The build version: one more than the highest a manifest of the same
+ * recipe name and version in the output directory records. */
+static long
+next_build_version (const char *output_dir, const struct kiln_plan *p)
+{
+  long highest = 0;
+  DIR *d = opendir (output_dir);
+  if (d == NULL)
+    return 1;
+  struct dirent *de;
+  while ((de = readdir (d)) != NULL)
+    {
+      size_t len = strlen (de->d_name);
+      const char *suffix = ".manifest.json";
+      if (de->d_name[0] == '.' || len <= strlen (suffix) || strcmp (de->d_name + len - strlen (suffix), suffix) != 0)
+        continue;
+      _cleanup_free_ char *path = NULL;
+      if (asprintf (&path, "%s/%s", output_dir, de->d_name) < 0)
+        abort ();
+      _cleanup_json_ json_t *m = json_load_file (path, 0, NULL);
+      const char *name = json_string_value (json_object_get (m, "name"));
+      const char *version = json_string_value (json_object_get (m, "version"));
+      json_int_t bv = json_integer_value (json_object_get (m, "buildVersion"));
+      if (name && version && strcmp (name, p->name) == 0 && strcmp (version, p->version) == 0 && bv > highest)
+        highest = (long) bv;
+    }
+  closedir (d);
+  return highest + 1;
+}
+
+/* The distribution target for region (NULL region: the first one named
+ * NULL), or NULL. */
+static const struct kiln_image_distribution *
+distribution_for (struct build *b, const char *region)
+{
+  const struct kiln_distribution_config *dc = b->opts->distribution;
+  for (size_t i = 0; dc && i < dc->n_targets; i++)
+    if ((region == NULL && dc->targets[i].region == NULL)
+        || (region && dc->targets[i].region && strcmp (region, dc->targets[i].region) == 0))
+      return &dc->targets[i];
+  return NULL;
+}
+
+/* The name a distribution target gives the image (its template expanded),
+ * or the default NAME-VERSION-STAMP.  malloc'd. */
+static int
+image_name_for (struct build *b, const struct kiln_image_distribution *t, char **out, kiln_error **err)
+{
+  if (t && t->name)
+    {
+      if (kiln_ami_name_expand (t->name, b->build_date, b->build_version, out, err) < 0)
+        return kiln_error_prefix (err, "%s: amiDistributionConfiguration.name", b->opts->distribution->path);
+      return 0;
+    }
+  char stamp[32];
+  utc_stamp (stamp, sizeof stamp, true);
+  if (asprintf (out, "%s-%s-%s", b->plan->name, b->plan->version, stamp) < 0)
+    abort ();
+  return 0;
+}
+
+static void
+dist_release (struct build *b)
+{
+  for (size_t i = 0; i < b->n_dist; i++)
+    {
+      free ((char *) b->dist[i].name);
+      kiln_image_distribution_release (&b->dist[i]);
+    }
+  free (b->dist);
+  b->dist = NULL;
+  b->n_dist = 0;
 }
 
 static bool
@@ -276,6 +369,18 @@ components_json (const struct kiln_plan *p)
   return a;
 }
 
+/* What both manifests (file and cloud) record beyond the image itself. */
+static void
+manifest_add_common (struct build *b, json_t *m)
+{
+  json_object_set_new (m, "buildVersion", json_integer (strtol (b->build_version, NULL, 10)));
+  json_object_set_new (m, "buildDate", json_string (b->build_date));
+  if (b->opts->infrastructure)
+    json_object_set_new (m, "infrastructure", kiln_infrastructure_to_json (b->opts->infrastructure));
+  if (b->opts->distribution)
+    json_object_set_new (m, "distribution", kiln_distribution_to_json (b->opts->distribution));
+}
+
 static int
 publish (struct build *b, const char *captured, struct kiln_build_result *res, const char *started, kiln_error **err)
 {
@@ -283,6 +388,19 @@ publish (struct build *b, const char *captured, struct kiln_build_result *res, c
   const char *ext = kiln_image_format_extension (b->opts->format);
   _cleanup_json_ json_t *plan_json = kiln_plan_to_json (p);
   const char *base = json_string_value (json_object_get (plan_json, "output"));
+  /* A distribution names the local image too (there is exactly one). */
+  const struct kiln_image_distribution *target
+      = b->opts->distribution && b->opts->distribution->n_targets ? &b->opts->distribution->targets[0] : NULL;
+  _cleanup_free_ char *named = NULL;
+  if (target && target->name)
+    {
+      if (image_name_for (b, target, &named, err) < 0)
+        return -1;
+      if (strchr (named, '/') || named[0] == '.')
+        return kiln_fail_invalid (err, "%s: amiDistributionConfiguration.name '%s' cannot name a file (a '/' or a "
+                                  "leading '.')", b->opts->distribution->path, named);
+      base = named;
+    }
   _cleanup_free_ char *final = NULL;
   _cleanup_free_ char *tmp = NULL;
   _cleanup_free_ char *manifest_final = NULL;
@@ -315,14 +433,16 @@ publish (struct build *b, const char *captured, struct kiln_build_result *res, c
   utc_stamp (ended, sizeof ended, false);
   stage_done (b, "publish", "success", t0, NULL);
   json_t *parent = json_pack ("{s:s}", "image", p->parent_image);
+  const char *description = target && target->description ? target->description : p->description;
   json_t *m = json_pack ("{s:s, s:s, s:s?, s:s, s:{s:s, s:s, s:O}, s:o, s:o, s:s, s:{s:s, s:s, s:s, s:I}, s:O, s:s, "
                          "s:s}",
-                         "name", p->name, "version", p->version, "description", p->description, "kilnVersion",
+                         "name", p->name, "version", p->version, "description", description, "kilnVersion",
                          KILN_VERSION, "recipe", "path", p->recipe_path, "sha256", p->recipe_sha256, "content",
                          p->recipe, "parentImage", parent, "components", components_json (p), "driver",
                          b->opts->driver->name, "output", "path", final, "format",
                          kiln_image_format_name (b->opts->format), "sha256", hex, "size", (json_int_t) st.st_size,
                          "stages", b->stages, "startTime", started, "endTime", ended);
+  manifest_add_common (b, m);
   _cleanup_free_ char *text = json_dumps (m, JSON_INDENT (2) | JSON_PRESERVE_ORDER);
   if (kiln_write_file_atomic (manifest_tmp, text, strlen (text), 0644, err) < 0)
     {
@@ -356,21 +476,24 @@ publish (struct build *b, const char *captured, struct kiln_build_result *res, c
 /* A build that fails after its capture leaves no image behind: a cloud
  * image is deleted (a file capture goes with the run directory). */
 static void
-delete_cloud_image (struct build *b, const char *image_id)
+delete_cloud_image (struct build *b, const char *image_id, const char *region)
 {
   drop_instance (b);
-  struct kiln_instance_spec spec = {.name = "cleanup", .image = image_id, .cancel = NULL, .cloud = b->opts->cloud};
+  struct kiln_cloud_settings there = b->opts->cloud ? *b->opts->cloud : (struct kiln_cloud_settings){0};
+  if (region)
+    there.region = region;
+  struct kiln_instance_spec spec = {.name = "cleanup", .image = image_id, .cancel = NULL, .cloud = &there};
   _cleanup_error_ kiln_error *err = NULL;
   say (b, "[cleanup] deleting image %s", image_id);
   if (kiln_image_delete (b->opts->driver, &spec, image_id, &err) < 0)
     kiln_log_error ("could not delete image %s of the failed build: %s", image_id, kiln_error_message (err));
 }
 
-/* A cloud driver's image stays where it was made: publishing writes the
- * manifest naming it. */
+/* A cloud driver's images stay where they were made and copied to:
+ * publishing writes the manifest naming them, region by region. */
 static int
-publish_cloud (struct build *b, const char *image_id, const char *region, struct kiln_build_result *res,
-               const char *started, kiln_error **err)
+publish_cloud (struct build *b, const char *image_id, struct kiln_build_result *res, const char *started,
+               kiln_error **err)
 {
   const struct kiln_plan *p = b->plan;
   _cleanup_json_ json_t *plan_json = kiln_plan_to_json (p);
@@ -381,17 +504,27 @@ publish_cloud (struct build *b, const char *image_id, const char *region, struct
       || asprintf (&manifest_tmp, "%s/.%s.manifest.json.tmp-%d", b->opts->output_dir, base, (int) getpid ()) < 0)
     abort ();
   double t0 = now ();
+  json_t *images = json_array ();
+  for (size_t i = 0; i < b->n_dist; i++)
+    {
+      const struct kiln_image_distribution *t = &b->dist[i];
+      json_t *snaps = json_array ();
+      for (size_t k = 0; t->snapshot_ids && t->snapshot_ids[k]; k++)
+        json_array_append_new (snaps, json_string (t->snapshot_ids[k]));
+      json_array_append_new (images, json_pack ("{s:s, s:s, s:s?, s:o, s:f}", "region", t->region, "imageId",
+                                                t->image_id, "name", t->name, "snapshotIds", snaps, "seconds",
+                                                t->seconds));
+    }
   char ended[32];
   utc_stamp (ended, sizeof ended, false);
   stage_done (b, "publish", "success", t0, NULL);
   json_t *parent = json_pack ("{s:s}", "image", p->parent_image);
-  json_t *m = json_pack ("{s:s, s:s, s:s?, s:s, s:{s:s, s:s, s:O}, s:o, s:o, s:s, s:{s:[{s:s, s:s}]}, s:O, s:s, "
-                         "s:s}",
-                         "name", p->name, "version", p->version, "description", p->description, "kilnVersion",
-                         KILN_VERSION, "recipe", "path", p->recipe_path, "sha256", p->recipe_sha256, "content",
-                         p->recipe, "parentImage", parent, "components", components_json (p), "driver",
-                         b->opts->driver->name, "output", "images", "region", region ? region : "", "imageId",
-                         image_id, "stages", b->stages, "startTime", started, "endTime", ended);
+  json_t *m = json_pack ("{s:s, s:s, s:s?, s:s, s:{s:s, s:s, s:O}, s:o, s:o, s:s, s:{s:o}, s:O, s:s, s:s}", "name",
+                         p->name, "version", p->version, "description", p->description, "kilnVersion", KILN_VERSION,
+                         "recipe", "path", p->recipe_path, "sha256", p->recipe_sha256, "content", p->recipe,
+                         "parentImage", parent, "components", components_json (p), "driver", b->opts->driver->name,
+                         "output", "images", images, "stages", b->stages, "startTime", started, "endTime", ended);
+  manifest_add_common (b, m);
   _cleanup_free_ char *text = json_dumps (m, JSON_INDENT (2) | JSON_PRESERVE_ORDER);
   if (kiln_write_file_atomic (manifest_tmp, text, strlen (text), 0644, err) < 0
       || (rename (manifest_tmp, manifest_final) < 0 && kiln_fail_errno (err, errno, "publish '%s'", manifest_final)))
@@ -403,6 +536,36 @@ publish_cloud (struct build *b, const char *image_id, const char *region, struct
   res->manifest = m;
   res->image_path = kiln_xstrdup (image_id);
   res->manifest_path = kiln_steal_pointer (&manifest_final);
+  return 0;
+}
+
+/* The regions the image goes to, names expanded: the build region first
+ * (added when the distribution does not list it: it holds the source
+ * image), then the others in the distribution's order. */
+static int
+plan_distribution (struct build *b, const char *build_region, const char *build_name, kiln_error **err)
+{
+  const struct kiln_distribution_config *dc = b->opts->distribution;
+  size_t n = dc ? dc->n_targets : 0;
+  b->dist = kiln_xcalloc (n + 1, sizeof *b->dist);
+  const struct kiln_image_distribution *home = distribution_for (b, build_region);
+  b->dist[0] = home ? *home : (struct kiln_image_distribution){0};
+  b->dist[0].region = build_region;
+  b->dist[0].name = kiln_xstrdup (build_name);
+  b->n_dist = 1;
+  for (size_t i = 0; i < n; i++)
+    {
+      const struct kiln_image_distribution *t = &dc->targets[i];
+      if (t == home)
+        continue;
+      struct kiln_image_distribution *d = &b->dist[b->n_dist++];
+      *d = *t;
+      d->name = NULL;
+      char *name = NULL;
+      if (t->name && image_name_for (b, t, &name, err) < 0)
+        return -1;
+      d->name = name ? name : kiln_xstrdup (build_name);
+    }
   return 0;
 }
 
@@ -440,21 +603,24 @@ run_stages (struct build *b, struct kiln_build_result *res, kiln_error **err)
   _cleanup_free_ char *image_name = NULL;
   if (!cloud && asprintf (&captured, "%s/image.qcow2", b->rd->path) < 0)
     abort ();
-  char stamp[32];
-  utc_stamp (stamp, sizeof stamp, true);
-  if (asprintf (&image_name, "%s-%s-%s", p->name, p->version, stamp) < 0)
-    abort ();
+  const struct kiln_image_distribution *home = cloud ? distribution_for (b, b->inst->location) : NULL;
+  if (image_name_for (b, home, &image_name, err) < 0)
+    {
+      stage_done (b, "capture", "failed", t0, NULL);
+      return kiln_error_prefix (err, "capture stage");
+    }
   struct kiln_capture_spec cs = {.output = captured, .format = KILN_IMAGE_QCOW2,
                                  .compress = b->opts->format == KILN_IMAGE_QCOW2,
                                  .image_id = cloud ? &captured : NULL, .image_region = cloud ? &image_region : NULL,
-                                 .image_name = image_name, .description = p->description};
+                                 .image_name = image_name,
+                                 .description = home && home->description ? home->description : p->description};
   say (b, cloud ? "[capture] creating an image of the build instance" : "[capture] writing the build instance's disk");
   if (kiln_instance_capture (b->inst, &cs, err) < 0 || check_cancel (b, err) < 0)
     {
       stage_done (b, "capture", "failed", t0, NULL);
       /* Interrupted once the cloud image existed: it goes too. */
       if (cloud && captured)
-        delete_cloud_image (b, captured);
+        delete_cloud_image (b, captured, NULL);
       return kiln_error_prefix (err, "capture stage");
     }
   drop_instance (b);
@@ -469,7 +635,7 @@ run_stages (struct build *b, struct kiln_build_result *res, kiln_error **err)
         {
           stage_done (b, "test", "failed", t0, NULL);
           if (cloud)
-            delete_cloud_image (b, captured);
+            delete_cloud_image (b, captured, NULL);
           return kiln_error_prefix (err, "test stage");
         }
       json_t *extra = json_pack ("{s:s}", "instance", b->inst->id ? b->inst->id : "");
@@ -481,9 +647,30 @@ run_stages (struct build *b, struct kiln_build_result *res, kiln_error **err)
 
   if (cloud)
     {
-      if (publish_cloud (b, captured, image_region, res, started, err) == 0)
+      /* Distribute: the build region's image gets its tags and launch
+       * permissions, every other region a copy. */
+      t0 = now ();
+      say (b, "[distribute] %s to %zu region(s)", captured,
+           b->opts->distribution ? b->opts->distribution->n_targets : (size_t) 1);
+      struct kiln_instance_spec spec = {.name = "distribute", .image = captured, .cancel = b->opts->cancel,
+                                        .cloud = b->opts->cloud};
+      if (plan_distribution (b, image_region, image_name, err) < 0
+          || kiln_image_distribute (b->opts->driver, &spec, captured, b->dist, b->n_dist, err) < 0
+          || check_cancel (b, err) < 0)
+        {
+          stage_done (b, "distribute", "failed", t0, NULL);
+          delete_cloud_image (b, captured, NULL);
+          return kiln_error_prefix (err, "distribute stage");
+        }
+      json_t *regions = json_array ();
+      for (size_t i = 0; i < b->n_dist; i++)
+        json_array_append_new (regions, json_string (b->dist[i].region));
+      stage_done (b, "distribute", "success", t0, json_pack ("{s:o}", "regions", regions));
+      if (publish_cloud (b, captured, res, started, err) == 0)
         return 0;
-      delete_cloud_image (b, captured);
+      for (size_t i = 1; i < b->n_dist; i++)
+        delete_cloud_image (b, b->dist[i].image_id, b->dist[i].region);
+      delete_cloud_image (b, captured, NULL);
       return -1;
     }
   return publish (b, captured, res, started, err);
@@ -496,6 +683,8 @@ kiln_build_run (const struct kiln_plan *plan, const struct kiln_build_opts *opts
   memset (res, 0, sizeof *res);
   struct build b = {.plan = plan, .opts = opts, .stages = json_array ()};
   int r = -1;
+  image_builder_date (b.build_date, sizeof b.build_date);
+  snprintf (b.build_version, sizeof b.build_version, "%ld", next_build_version (opts->output_dir, plan));
 
   if (kiln_mkdir_p (opts->output_dir, 0755, err) < 0)
     {
@@ -535,6 +724,7 @@ kiln_build_run (const struct kiln_plan *plan, const struct kiln_build_opts *opts
 
 out:
   drop_instance (&b);
+  dist_release (&b);
   kiln_rundir_release (b.rd, b.keep);
   json_decref (b.stages);
   free (b.logs_dir);

@@ -3,7 +3,9 @@
  *
  *   build instance from the parent → build and validate phases of every
  *   component, in recipe order → clean shutdown → capture the disk →
- *   a fresh test instance from the capture → test phases → publish.
+ *   a fresh test instance from the capture → test phases → distribute
+ *   (cloud drivers: copies to other regions, tags, launch permissions) →
+ *   publish.
  *
  * Publishing writes DIR/<name>-<version>.<ext> and its .manifest.json (a
  * cloud driver's image stays in the cloud: only the manifest, naming it, is
@@ -22,8 +24,10 @@
 
 #include <jansson.h>
 
+#include "distribution.h"
 #include "driver.h"
 #include "error.h"
+#include "infrastructure.h"
 #include "recipe.h"
 
 struct kiln_build_opts {
@@ -39,6 +43,11 @@ struct kiln_build_opts {
   /* Cloud drivers (ec2): account and infrastructure settings; NULL for
    * local drivers or the defaults. */
   const struct kiln_cloud_settings *cloud;
+  /* --distribution: where the image goes and what it is called (NULL: the
+   * build region only, named NAME-VERSION-STAMP); --infrastructure, for the
+   * manifest (its settings are already in the fields above). */
+  const struct kiln_distribution_config *distribution;
+  const struct kiln_infrastructure *infrastructure;
   volatile sig_atomic_t *cancel;
 };
 

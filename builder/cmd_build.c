@@ -21,7 +21,10 @@ build_usage (FILE *out)
            "                  [--keep-on-failure] [--json] [--vcpus N] [--memory MIB] [--network]\n"
            "                  [--boot-timeout SECONDS] [--plan]\n"
            "                  [--endpoint-url URL] [--region REGION] [--profile NAME] [--instance-type TYPE]\n"
+           "                  [--infrastructure FILE] [--distribution FILE]\n"
            "--plan prints the build plan (JSON) and builds nothing.\n"
+           "--infrastructure and --distribution take Image Builder's infrastructure and distribution\n"
+           "configurations (YAML or JSON, the API's field names); flags win over them.\n"
            "--endpoint-url, --region, --profile and --instance-type: the ec2 driver (AWS, or kiln-emulator).\n"
            "drivers: %s (default qemu); output directory default: kiln-output\n",
            kiln_driver_names ());
@@ -45,10 +48,13 @@ kiln_cmd_build (int argc, char **argv)
     {"region", required_argument, NULL, 'R'},
     {"profile", required_argument, NULL, 'P'},
     {"instance-type", required_argument, NULL, 'I'},
+    {"infrastructure", required_argument, NULL, 'F'},
+    {"distribution", required_argument, NULL, 'D'},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
   };
   const char *driver_name = "qemu", *output = "kiln-output", *format = "qcow2";
+  const char *infra_path = NULL, *dist_path = NULL;
   bool keep = false, json_out = false, network = false, plan_only = false, format_given = false;
   struct kiln_cloud_settings cloud = {0};
   long vcpus = 0, memory = 0, boot_timeout = 0;
@@ -80,6 +86,12 @@ kiln_cmd_build (int argc, char **argv)
           break;
         case 'I':
           cloud.instance_type = optarg;
+          break;
+        case 'F':
+          infra_path = optarg;
+          break;
+        case 'D':
+          dist_path = optarg;
           break;
         case 'k':
           keep = true;
@@ -137,7 +149,7 @@ kiln_cmd_build (int argc, char **argv)
     }
 
   /* Clean up after kiln commands that were killed outright. */
-  if (kiln_rundir_reap_stale (&e) < 0)
+  if (kiln_rundir_reap_stale (kiln_drivers_reap, &e) < 0)
     {
       fprintf (stderr, "kiln: warning: %s\n", kiln_error_message (e));
       kiln_error_freep (&e);
@@ -183,6 +195,33 @@ kiln_cmd_build (int argc, char **argv)
       return KILN_EXIT_USAGE;
     }
 
+  /* Image Builder's configurations: what they say, unless a flag said it. */
+  struct kiln_infrastructure *infra = NULL;
+  struct kiln_distribution_config *dist = NULL;
+  if ((infra_path && kiln_infrastructure_load (infra_path, driver, &infra, &e) < 0)
+      || (dist_path && kiln_distribution_load (dist_path, driver, &dist, &e) < 0))
+    {
+      fprintf (stderr, "kiln build: %s\n", kiln_error_message (e));
+      kiln_infrastructure_free (infra);
+      kiln_plan_free (plan);
+      return KILN_EXIT_FAILED;
+    }
+  if (infra)
+    {
+      if (vcpus == 0)
+        vcpus = infra->vcpus;
+      if (memory == 0)
+        memory = (long) infra->memory_mib;
+      if (infra->terminate_instance_on_failure == 0)
+        keep = true;
+      cloud.instance_types = (const char *const *) infra->instance_types;
+      cloud.subnet_id = infra->subnet_id;
+      cloud.security_group_ids = (const char *const *) infra->security_group_ids;
+      cloud.instance_profile_name = infra->instance_profile_name;
+      cloud.key_pair = infra->key_pair;
+      cloud.tags = (const char *const *) infra->resource_tags;
+    }
+
   struct kiln_build_opts bo = {
     .driver = driver,
     .output_dir = output,
@@ -195,6 +234,8 @@ kiln_cmd_build (int argc, char **argv)
     .progress = stderr,
     .cancel = &kiln_cli_cancel,
     .cloud = driver->cloud_images ? &cloud : NULL,
+    .infrastructure = infra,
+    .distribution = dist,
   };
   struct kiln_build_result res;
   int r = kiln_build_run (plan, &bo, &res, &e);
@@ -218,6 +259,8 @@ kiln_cmd_build (int argc, char **argv)
         }
     }
   kiln_build_result_release (&res);
+  kiln_infrastructure_free (infra);
+  kiln_distribution_free (dist);
   kiln_plan_free (plan);
   return status;
 }

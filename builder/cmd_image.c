@@ -19,6 +19,7 @@
 #include "cleanup.h"
 #include "cli.h"
 #include "digest.h"
+#include "driver.h"
 #include "fsutil.h"
 #include "process.h"
 #include "rundir.h"
@@ -212,7 +213,7 @@ bootstrap (int argc, char **argv)
       }
   }
 
-  kiln_rundir_reap_stale (NULL);
+  kiln_rundir_reap_stale (kiln_drivers_reap, NULL);
   struct kiln_rundir *rd = NULL;
   if (kiln_rundir_create ("image", &rd, &e) < 0)
     {

@@ -252,6 +252,76 @@ read_block_devices (struct reader *rd, const struct kiln_yaml_node *n, struct ki
   return 0;
 }
 
+/* A string, or a list of strings, as a JSON array. */
+static int
+string_list (struct reader *rd, const struct kiln_yaml_node *n, const char *what, json_t **out)
+{
+  json_t *a = json_array ();
+  if (n->kind == KILN_YAML_SCALAR && !kiln_yaml_is_null (n))
+    json_array_append_new (a, json_string (n->value));
+  else if (n->kind == KILN_YAML_SEQUENCE && n->n_items > 0)
+    for (size_t i = 0; i < n->n_items; i++)
+      {
+        const struct kiln_yaml_node *v = n->items[i];
+        if (v->kind != KILN_YAML_SCALAR || kiln_yaml_is_null (v))
+          {
+            json_decref (a);
+            return FAIL (rd, v, "%s must be strings", what);
+          }
+        json_array_append_new (a, json_string (v->value));
+      }
+  else
+    {
+      json_decref (a);
+      return FAIL (rd, n, "%s must be a string or a non-empty list of strings", what);
+    }
+  *out = a;
+  return 0;
+}
+
+/* parentImage as a DescribeImages query (Packer's source_ami_filter):
+ *   filters: {name: value or [values]}, owners: [...], mostRecent: bool
+ * becomes "filter:" and the query as compact JSON, which cloud drivers
+ * resolve to the one matching image (the newest with mostRecent). */
+static int
+read_parent_filter (struct reader *rd, const struct kiln_yaml_node *n, struct kiln_plan *p)
+{
+  static const char *const keys[] = {"filters", "owners", "mostRecent", NULL};
+  if (check_keys (rd, n, keys, "parentImage") < 0)
+    return -1;
+  const struct kiln_yaml_node *filters = kiln_yaml_map_get (n, "filters");
+  if (filters == NULL || filters->kind != KILN_YAML_MAPPING || filters->n_pairs == 0)
+    return FAIL (rd, filters ? filters : n, "parentImage.filters must map DescribeImages filter names to values");
+  _cleanup_json_ json_t *q = json_object ();
+  json_t *f = json_object ();
+  json_object_set_new (q, "filters", f);
+  for (size_t i = 0; i < filters->n_pairs; i++)
+    {
+      json_t *values = NULL;
+      if (string_list (rd, filters->pairs[i].value, "parentImage.filters values", &values) < 0)
+        return -1;
+      json_object_set_new (f, filters->pairs[i].key->value, values);
+    }
+  const struct kiln_yaml_node *owners = kiln_yaml_map_get (n, "owners");
+  if (owners)
+    {
+      json_t *o = NULL;
+      if (string_list (rd, owners, "parentImage.owners", &o) < 0)
+        return -1;
+      json_object_set_new (q, "owners", o);
+    }
+  const struct kiln_yaml_node *most_recent = kiln_yaml_map_get (n, "mostRecent");
+  bool mr = false;
+  if (most_recent && kiln_yaml_as_bool (most_recent, &mr) < 0)
+    return FAIL (rd, most_recent, "parentImage.mostRecent must be true or false");
+  json_object_set_new (q, "mostRecent", json_boolean (mr));
+  _cleanup_free_ char *text = json_dumps (q, JSON_COMPACT | JSON_PRESERVE_ORDER);
+  if (asprintf (&p->parent_image, "filter:%s", text) < 0)
+    abort ();
+  p->parent_is_file = false;
+  return 0;
+}
+
 static int
 read_recipe (struct reader *rd, struct kiln_plan *p)
 {
@@ -276,10 +346,17 @@ read_recipe (struct reader *rd, struct kiln_plan *p)
     return FAIL (rd, n, "semanticVersion '%s' must be major.minor.patch (numbers)", p->version);
   if ((n = kiln_yaml_map_get (root, "description")) && scalar (rd, n, "description", &p->description) < 0)
     return -1;
-  if (required (rd, root, "parentImage", &n) < 0 || scalar (rd, n, "parentImage", &p->parent_image) < 0)
+  if (required (rd, root, "parentImage", &n) < 0)
     return -1;
-  if (strncmp (p->parent_image, "ami-", 4) == 0 || strncmp (p->parent_image, "ssm:", 4) == 0
-      || strncmp (p->parent_image, "arn:", 4) == 0)
+  if (n->kind == KILN_YAML_MAPPING)
+    {
+      if (read_parent_filter (rd, n, p) < 0)
+        return -1;
+    }
+  else if (scalar (rd, n, "parentImage", &p->parent_image) < 0)
+    return -1;
+  else if (strncmp (p->parent_image, "ami-", 4) == 0 || strncmp (p->parent_image, "ssm:", 4) == 0
+           || strncmp (p->parent_image, "arn:", 4) == 0)
     p->parent_is_file = false;
   else
     {

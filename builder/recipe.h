@@ -7,7 +7,9 @@
  * the file given to `aws imagebuilder create-image-recipe --cli-input-yaml`
  * works unchanged.  Locally, componentArn may be a path to a component
  * document and parentImage a path to a disk image (both relative to the
- * recipe's folder).
+ * recipe's folder).  For cloud drivers parentImage may also be a
+ * DescribeImages query, as Packer's source_ami_filter:
+ *   parentImage: {filters: {name: "debian-12-*"}, owners: [self], mostRecent: true}
  *
  * kiln_plan_make() is pure apart from reading the documents it names: recipe
  * in, plan out (components loaded and validated, parameters checked, stages
@@ -35,7 +37,8 @@ struct kiln_plan {
   char *name;
   char *version;
   char *description;
-  char *parent_image;        /* resolved path, or an id for cloud drivers */
+  char *parent_image;        /* resolved path, an id for cloud drivers, or
+                                "filter:" + the query as JSON (see driver.h) */
   bool parent_is_file;
   uint64_t disk_size_bytes;  /* 0: the parent's size */
   char *working_directory;   /* NULL: default */

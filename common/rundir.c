@@ -155,8 +155,40 @@ kill_recorded (const char *dir)
   closedir (d);
 }
 
+/* Offers every subdirectory of dir (an instance's work directory) to hook. */
+static int
+reap_subdirs (const char *dir, kiln_rundir_reap_hook hook, kiln_error **err)
+{
+  DIR *d = opendir (dir);
+  if (d == NULL)
+    return kiln_fail_errno (err, errno, "open '%s'", dir);
+  int r = 0;
+  struct dirent *de;
+  while ((de = readdir (d)) != NULL)
+    {
+      if (de->d_name[0] == '.')
+        continue;
+      _cleanup_free_ char *child = NULL;
+      if (asprintf (&child, "%s/%s", dir, de->d_name) < 0)
+        abort ();
+      struct stat st;
+      if (lstat (child, &st) < 0 || !S_ISDIR (st.st_mode))
+        continue;
+      kiln_error *e = NULL;
+      if (hook (child, &e) < 0)
+        {
+          if (r == 0)
+            kiln_error_move (err, &e);
+          r = -1;
+        }
+      kiln_error_free (e);
+    }
+  closedir (d);
+  return r;
+}
+
 int
-kiln_rundir_reap_stale (kiln_error **err)
+kiln_rundir_reap_stale (kiln_rundir_reap_hook hook, kiln_error **err)
 {
   _cleanup_free_ char *base = NULL;
   if (kiln_rundir_base (&base, err) < 0)
@@ -200,7 +232,15 @@ kiln_rundir_reap_stale (kiln_error **err)
         {
           kill_recorded (dir);
           _cleanup_error_ kiln_error *e = NULL;
-          if (kiln_remove_tree (dir, &e) < 0)
+          if (hook && reap_subdirs (dir, hook, &e) < 0)
+            {
+              /* Something still runs somewhere (a cloud instance): keep the
+               * record so a later command tries again. */
+              kiln_log_warn ("could not end everything a dead kiln left (%s): %s; kiln tries again next time, "
+                             "or remove the directory once it is dealt with",
+                             dir, kiln_error_message (e));
+            }
+          else if (kiln_remove_tree (dir, &e) < 0)
             kiln_log_warn ("reap '%s': %s", dir, kiln_error_message (e));
           else
             reaped++;

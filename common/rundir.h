@@ -10,7 +10,10 @@
  * so every kiln command first reaps the run directories whose lock nobody
  * holds: it kills the processes their pid files name (only if that process's
  * command line still mentions the directory, so a recycled pid is never hit)
- * and removes the directory. */
+ * and removes the directory.  What lives outside this machine (a cloud
+ * instance) cannot be found from a pid: a hook given by the caller is offered
+ * each instance work directory inside a dead run directory, and a run
+ * directory whose hook fails is kept for a later try. */
 #ifndef KILN_COMMON_RUNDIR_H
 #define KILN_COMMON_RUNDIR_H
 
@@ -28,8 +31,12 @@ int kiln_rundir_base (char **out, kiln_error **err);
 int kiln_rundir_create (const char *label, struct kiln_rundir **out, kiln_error **err);
 /* Removes the directory (unless keep) and releases the lock. */
 void kiln_rundir_release (struct kiln_rundir *rd, bool keep);
-/* Cleans up after kiln commands that died without doing so.  Returns the
- * number of directories reaped. */
-int kiln_rundir_reap_stale (kiln_error **err);
+/* Ends what a dead command left in the work directory of one of its
+ * instances: 0 when nothing is left running, -1 with err otherwise. */
+typedef int (*kiln_rundir_reap_hook) (const char *work_dir, kiln_error **err);
+
+/* Cleans up after kiln commands that died without doing so (hook may be
+ * NULL).  Returns the number of directories reaped. */
+int kiln_rundir_reap_stale (kiln_rundir_reap_hook hook, kiln_error **err);
 
 #endif

@@ -116,6 +116,16 @@ kiln_instance_capture (struct kiln_instance *inst, const struct kiln_capture_spe
   return 0;
 }
 
+void
+kiln_image_distribution_release (struct kiln_image_distribution *d)
+{
+  /* The settings belong to whoever filled them; only the results are ours. */
+  free (d->image_id);
+  d->image_id = NULL;
+  kiln_strv_free (d->snapshot_ids);
+  d->snapshot_ids = NULL;
+}
+
 int
 kiln_image_delete (const struct kiln_driver *driver, const struct kiln_instance_spec *spec, const char *image_id,
                    kiln_error **err)
@@ -130,6 +140,48 @@ kiln_image_delete (const struct kiln_driver *driver, const struct kiln_instance_
   if (r < 0)
     kiln_error_prefix (err, "%s: delete image %s", driver->name, image_id);
   kiln_instance_destroy (inst);
+  return r;
+}
+
+int
+kiln_image_distribute (const struct kiln_driver *driver, const struct kiln_instance_spec *spec, const char *image_id,
+                       struct kiln_image_distribution *d, size_t n, kiln_error **err)
+{
+  if (driver->distribute == NULL)
+    return kiln_error_set (err, KILN_ERR_UNSUPPORTED, 0, "driver '%s' does not support distributing an image",
+                           driver->name);
+  struct kiln_instance *inst = NULL;
+  if (kiln_instance_create (driver, spec, &inst, err) < 0)
+    return kiln_error_prefix (err, "distribute image %s", image_id);
+  int r = driver->distribute (inst, image_id, d, n, err);
+  if (r < 0)
+    kiln_error_prefix (err, "%s: distribute image %s", driver->name, image_id);
+  kiln_instance_destroy (inst);
+  return r;
+}
+
+int
+kiln_drivers_reap (const char *work_dir, kiln_error **err)
+{
+  int r = 0;
+  for (const struct kiln_driver *const *d = drivers; *d; d++)
+    {
+      if ((*d)->reap == NULL)
+        continue;
+      kiln_error *e = NULL;
+      if ((*d)->reap (work_dir, &e) < 0)
+        {
+          /* Offer the directory to every driver; report the first failure. */
+          if (r == 0)
+            {
+              kiln_error_prefix (&e, "%s", (*d)->name);
+              if (err)
+                kiln_error_move (err, &e);
+            }
+          kiln_error_free (e);
+          r = -1;
+        }
+    }
   return r;
 }
 
@@ -153,6 +205,7 @@ kiln_instance_destroy (struct kiln_instance *inst)
   free (inst->priv);
   free (inst->name);
   free (inst->id);
+  free (inst->location);
   free (inst);
 }
 

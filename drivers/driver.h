@@ -38,7 +38,8 @@ struct kiln_cloud_settings {
   const char *endpoint_url;            /* overrides, or NULL: as AWS tools find them */
   const char *region;
   const char *profile;
-  const char *instance_type;           /* NULL: the driver's default */
+  const char *instance_type;           /* wins over instance_types */
+  const char *const *instance_types;   /* tried in order (NULL-terminated); NULL: the driver's default */
   const char *subnet_id;
   const char *const *security_group_ids; /* NULL-terminated, or NULL */
   const char *instance_profile_name;
@@ -48,7 +49,11 @@ struct kiln_cloud_settings {
 
 struct kiln_instance_spec {
   const char *name;            /* short label for logs ("build", "test") */
-  const char *image;           /* parent image: a file path, or a driver's image id */
+  /* Parent image: a file path, or a cloud driver's image id, or "filter:"
+   * followed by a DescribeImages query as JSON ({"filters": {NAME: [VALUE,
+   * ...]}, "owners": [...], "mostRecent": BOOL}) that must match exactly one
+   * available image, or the newest with mostRecent. */
+  const char *image;
   const char *image_format;    /* "qcow2", "raw", or NULL to detect */
   int vcpus;                   /* 0: driver default */
   uint64_t memory_mib;         /* 0: driver default */
@@ -74,6 +79,27 @@ struct kiln_instance_spec {
   /* Cloud drivers: where to launch; NULL means the defaults AWS tools use. */
   const struct kiln_cloud_settings *cloud;
 };
+
+/* One region an image is distributed to (Image Builder's Distribution with
+ * its amiDistributionConfiguration).  The caller fills the settings; the
+ * driver's distribute slot fills the results. */
+struct kiln_image_distribution {
+  const char *region;                  /* the region, or NULL: the one the image was made in */
+  const char *name;                    /* the image's name there (templates already expanded);
+                                          NULL: the source image's */
+  const char *description;             /* NULL: the source image's */
+  const char *const *tags;             /* key, value, ..., NULL: tags on the image and its snapshots */
+  const char *const *launch_user_ids;  /* accounts allowed to launch it, NULL-terminated, or NULL */
+  const char *const *launch_groups;    /* "all" makes it public */
+  const char *const *launch_organization_arns;
+  const char *const *launch_organizational_unit_arns;
+  /* Results, malloc'd (freed by kiln_image_distribution_release). */
+  char *image_id;
+  char **snapshot_ids;                 /* NULL-terminated */
+  double seconds;                      /* how long the region's copy took */
+};
+
+void kiln_image_distribution_release (struct kiln_image_distribution *d);
 
 enum kiln_image_format {
   KILN_IMAGE_QCOW2,
@@ -123,6 +149,20 @@ struct kiln_driver {
    * snapshots), for a build that failed after its capture.  Called on an
    * instance that was created but need not have been started. */
   int (*delete_image) (struct kiln_instance *inst, const char *image_id, kiln_error **err);
+  /* Distributes image_id (made by capture, in the region capture reported)
+   * to every target in d: the target in that region (region NULL or equal)
+   * is the image itself, given its tags and launch permissions (its name
+   * and description were set at capture); every other region gets a copy,
+   * all copies made in parallel and waited for.  On failure every copy made
+   * so far is deleted again and err names the region. */
+  int (*distribute) (struct kiln_instance *inst, const char *image_id, struct kiln_image_distribution *d, size_t n,
+                     kiln_error **err);
+  /* Ends what a kiln killed outright (SIGKILL) left running in a cloud:
+   * called by kiln_drivers_reap() with the work directory of each instance
+   * of a dead run directory.  Returns 0 when nothing of the driver's is left
+   * there (or it never was), -1 with err when it could not be ended (the
+   * run directory is kept so a later run tries again). */
+  int (*reap) (const char *work_dir, kiln_error **err);
   /* Console output so far (for error messages), malloc'd; NULL if none. */
   char *(*console_tail) (struct kiln_instance *inst, size_t max_bytes);
 };
@@ -132,6 +172,7 @@ struct kiln_instance {
   void *priv;                  /* driver->priv_size bytes */
   char *name;
   char *id;                    /* the driver's id for it (pid, domain name, i-...) once known */
+  char *location;              /* where it runs when that is a choice (a cloud region), or NULL */
   struct kiln_target target;   /* ops = driver->target_ops, priv = the instance */
   bool started;
   bool destroyed;
@@ -154,6 +195,14 @@ char *kiln_instance_console_tail (struct kiln_instance *inst, size_t max_bytes);
  * spec for the purpose and destroyed after; nothing is launched. */
 int kiln_image_delete (const struct kiln_driver *driver, const struct kiln_instance_spec *spec, const char *image_id,
                        kiln_error **err);
+/* See the distribute slot.  Runs on an instance created (not started) from
+ * spec for the purpose and destroyed after. */
+int kiln_image_distribute (const struct kiln_driver *driver, const struct kiln_instance_spec *spec,
+                           const char *image_id, struct kiln_image_distribution *d, size_t n, kiln_error **err);
+/* Offers a dead run directory's instance work directory to every driver's
+ * reap slot (see kiln_rundir_reap_stale's hook).  Returns -1 when some
+ * driver could not end what it left there. */
+int kiln_drivers_reap (const char *work_dir, kiln_error **err);
 /* Destroys (once) and frees.  Safe on NULL. */
 void kiln_instance_destroy (struct kiln_instance *inst);
 

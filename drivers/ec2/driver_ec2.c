@@ -14,6 +14,10 @@
  *   destroy  TerminateInstances (idempotent; waits for it to take)
  *   delete_image  DeregisterImage and DeleteSnapshot, for a build that
  *            failed after its capture
+ *   distribute  copies to other regions, tags, launch permissions
+ *            (ec2_images.c)
+ *   reap     terminates what a kiln killed outright launched
+ *            (launch_record.c)
  * Waits poll with growing pauses, honour the cancel flag and give up with an
  * error naming the instance and the state it was left in.  Works against AWS
  * and kiln-emulator alike (the endpoint comes from the cloud settings or from
@@ -30,6 +34,8 @@
 #include "cleanup.h"
 #include "digest.h"
 #include "driver.h"
+#include "ec2_images.h"
+#include "launch_record.h"
 #include "log.h"
 #include "process.h"
 #include "ssm_session.h"
@@ -51,7 +57,11 @@ struct ec2_instance {
   char *instance_id;           /* once launched */
   char *name;
   char *user_data;             /* base64, as RunInstances takes it */
-  char *instance_type;
+  char **instance_types;       /* tried in order while EC2 lacks capacity */
+  char *instance_type;         /* the one launched */
+  char *work_dir;              /* where the launch record goes, or NULL */
+  char *endpoint_url;          /* as given (NULL: as AWS tools find it) */
+  char *profile;
   char *subnet_id;
   char **security_groups;
   char *instance_profile;
@@ -119,10 +129,81 @@ collect_tags (struct ec2_instance *e, const char *name, struct kiln_aws_tag *out
 
 /* ---- create ---- */
 
-/* "ami-..." as is; "ssm:/name" through SSM GetParameter. */
+/* The one available image a DescribeImages query ("filter:" + JSON, see
+ * driver.h) matches, or with mostRecent the newest of them. */
+static int
+resolve_filter (struct ec2_instance *e, const char *image, kiln_error **err)
+{
+  json_error_t jerr;
+  _cleanup_json_ json_t *q = json_loads (image + strlen ("filter:"), 0, &jerr);
+  json_t *filters = json_object_get (q, "filters");
+  if (!json_is_object (filters))
+    return kiln_fail_invalid (err, "parent image query '%s' is not {\"filters\": {...}, ...}", image);
+  struct kiln_aws_params p = KILN_AWS_PARAMS_INIT;
+  const char *name;
+  json_t *values;
+  json_object_foreach (filters, name, values)
+    {
+      size_t n = json_array_size (values);
+      const char **v = kiln_xcalloc (n + 1, sizeof *v);
+      for (size_t i = 0; i < n; i++)
+        v[i] = json_string_value (json_array_get (values, i));
+      kiln_aws_params_add_filter (&p, name, v, n);
+      free (v);
+    }
+  size_t i;
+  json_t *owner;
+  json_array_foreach (json_object_get (q, "owners"), i, owner)
+    {
+      _cleanup_free_ char *key = NULL;
+      if (asprintf (&key, "Owner.%zu", i + 1) < 0)
+        abort ();
+      kiln_aws_params_add (&p, key, json_string_value (owner));
+    }
+  xmlDoc *doc = NULL;
+  int r = kiln_aws_ec2_call (e->ec2, "DescribeImages", &p, &doc, NULL, err);
+  kiln_aws_params_release (&p);
+  if (r < 0)
+    return kiln_error_prefix (err, "look up the parent image");
+  size_t matches = 0;
+  _cleanup_free_ char *best = NULL;
+  _cleanup_free_ char *best_date = NULL;
+  for (xmlNode *it = kiln_aws_xml_find (kiln_aws_xml_root (doc), "imagesSet/item"); it; it = kiln_aws_xml_next (it))
+    {
+      _cleanup_free_ char *id = kiln_aws_xml_text (it, "imageId");
+      _cleanup_free_ char *state = kiln_aws_xml_text (it, "imageState");
+      _cleanup_free_ char *date = kiln_aws_xml_text (it, "creationDate");
+      if (id == NULL || state == NULL || strcmp (state, "available") != 0)
+        continue;
+      matches++;
+      /* ISO 8601 dates in UTC order as strings do. */
+      if (best == NULL || (date && (best_date == NULL || strcmp (date, best_date) > 0)))
+        {
+          free (best);
+          free (best_date);
+          best = kiln_steal_pointer (&id);
+          best_date = date ? kiln_steal_pointer (&date) : NULL;
+        }
+    }
+  xmlFreeDoc (doc);
+  if (matches == 0)
+    return kiln_error_set (err, KILN_ERR_NOT_FOUND, 0, "no available image matches the parent image query %s",
+                           image + strlen ("filter:"));
+  if (matches > 1 && !json_is_true (json_object_get (q, "mostRecent")))
+    return kiln_fail_invalid (err, "%zu images match the parent image query %s: narrow the filters, or set "
+                              "mostRecent: true to take the newest", matches, image + strlen ("filter:"));
+  e->image_id = kiln_steal_pointer (&best);
+  kiln_log_info ("ec2: parent image query matched %zu image(s); using %s", matches, e->image_id);
+  return 0;
+}
+
+/* "ami-..." as is; "ssm:/name" through SSM GetParameter; "filter:{...}"
+ * through DescribeImages. */
 static int
 resolve_image (struct ec2_instance *e, const char *image, kiln_error **err)
 {
+  if (strncmp (image, "filter:", 7) == 0)
+    return resolve_filter (e, image, err);
   if (strncmp (image, "ami-", 4) == 0)
     {
       e->image_id = kiln_xstrdup (image);
@@ -165,9 +246,19 @@ ec2_create (struct kiln_instance *inst, const struct kiln_instance_spec *spec, k
     return -1;
   if (resolve_image (e, spec->image, err) < 0)
     return -1;
+  inst->location = kiln_xstrdup (kiln_aws_client_region (e->ec2));
   e->name = kiln_xstrdup (spec->name ? spec->name : "kiln");
   e->user_data = spec->user_data ? kiln_xstrdup (spec->user_data) : NULL;
-  e->instance_type = kiln_xstrdup (cloud->instance_type ? cloud->instance_type : DEFAULT_INSTANCE_TYPE);
+  if (cloud->instance_type)
+    e->instance_types = kiln_strv_new (cloud->instance_type, NULL);
+  else if (cloud->instance_types && cloud->instance_types[0])
+    e->instance_types = strv_copy (cloud->instance_types);
+  else
+    e->instance_types = kiln_strv_new (DEFAULT_INSTANCE_TYPE, NULL);
+  e->instance_type = kiln_xstrdup (e->instance_types[0]);
+  e->work_dir = spec->work_dir ? kiln_xstrdup (spec->work_dir) : NULL;
+  e->endpoint_url = cloud->endpoint_url ? kiln_xstrdup (cloud->endpoint_url) : NULL;
+  e->profile = cloud->profile ? kiln_xstrdup (cloud->profile) : NULL;
   e->subnet_id = cloud->subnet_id ? kiln_xstrdup (cloud->subnet_id) : NULL;
   e->security_groups = strv_copy (cloud->security_group_ids);
   e->instance_profile = cloud->instance_profile_name ? kiln_xstrdup (cloud->instance_profile_name) : NULL;
@@ -274,15 +365,29 @@ wait_agent (struct ec2_instance *e, kiln_error **err)
 
 /* ---- start ---- */
 
+/* Notes the launch in the work directory (see launch_record.h). */
 static int
-run_instance (struct ec2_instance *e, kiln_error **err)
+record_launch (struct ec2_instance *e, const char *token, kiln_error **err)
+{
+  if (e->work_dir == NULL)
+    return 0;
+  struct kiln_ec2_launch l = {.client_token = token, .instance_id = e->instance_id,
+                              .region = kiln_aws_client_region (e->ec2), .endpoint_url = e->endpoint_url,
+                              .profile = e->profile};
+  return kiln_ec2_launch_record (e->work_dir, &l, err);
+}
+
+/* One RunInstances of type; aws_err tells a capacity shortage apart. */
+static int
+run_instance_of_type (struct ec2_instance *e, const char *type, struct kiln_aws_error *aws_err, kiln_error **err)
 {
   struct kiln_aws_params p = KILN_AWS_PARAMS_INIT;
   kiln_aws_params_add (&p, "ImageId", e->image_id);
-  kiln_aws_params_add (&p, "InstanceType", e->instance_type);
+  kiln_aws_params_add (&p, "InstanceType", type);
   kiln_aws_params_add (&p, "MinCount", "1");
   kiln_aws_params_add (&p, "MaxCount", "1");
-  /* Idempotency: a retried RunInstances must not launch a second one. */
+  /* Idempotency: a retried RunInstances must not launch a second one, and
+   * the token finds the instance if kiln dies before EC2 answers. */
   unsigned char token[16];
   char token_hex[33];
   FILE *f = fopen ("/dev/urandom", "rb");
@@ -296,6 +401,11 @@ run_instance (struct ec2_instance *e, kiln_error **err)
   fclose (f);
   kiln_hex_encode (token, sizeof token, token_hex);
   kiln_aws_params_add (&p, "ClientToken", token_hex);
+  if (record_launch (e, token_hex, err) < 0)
+    {
+      kiln_aws_params_release (&p);
+      return kiln_error_prefix (err, "record the launch");
+    }
   if (e->user_data)
     kiln_aws_params_add (&p, "UserData", e->user_data);
   if (e->subnet_id)
@@ -317,15 +427,37 @@ run_instance (struct ec2_instance *e, kiln_error **err)
   kiln_aws_params_add_tag_specification (&p, "instance", tags, n_tags);
   kiln_aws_params_add_tag_specification (&p, "volume", tags, n_tags);
   xmlDoc *doc = NULL;
-  int r = kiln_aws_ec2_call (e->ec2, "RunInstances", &p, &doc, NULL, err);
+  int r = kiln_aws_ec2_call (e->ec2, "RunInstances", &p, &doc, aws_err, err);
   kiln_aws_params_release (&p);
   if (r < 0)
-    return kiln_error_prefix (err, "launch from %s", e->image_id);
+    return kiln_error_prefix (err, "launch a %s from %s", type, e->image_id);
   e->instance_id = kiln_aws_xml_text (kiln_aws_xml_root (doc), "instancesSet/item/instanceId");
   xmlFreeDoc (doc);
   if (e->instance_id == NULL)
     return kiln_fail (err, "RunInstances answered without an instance id");
-  return 0;
+  free (e->instance_type);
+  e->instance_type = kiln_xstrdup (type);
+  return record_launch (e, token_hex, err);
+}
+
+/* The instance types in order, as Image Builder does: the next one when EC2
+ * has no capacity for (or does not offer) the last. */
+static int
+run_instance (struct ec2_instance *e, kiln_error **err)
+{
+  for (size_t i = 0;; i++)
+    {
+      struct kiln_aws_error aws = {0};
+      int r = run_instance_of_type (e, e->instance_types[i], &aws, err);
+      bool next = r < 0 && e->instance_types[i + 1]
+                  && (kiln_aws_error_is (&aws, "InsufficientInstanceCapacity")
+                      || kiln_aws_error_is (&aws, "Unsupported"));
+      kiln_aws_error_release (&aws);
+      if (!next)
+        return r;
+      kiln_log_info ("ec2: %s: %s; trying %s", e->name, kiln_error_message (*err), e->instance_types[i + 1]);
+      kiln_error_freep (err);
+    }
 }
 
 static int
@@ -516,47 +648,6 @@ ec2_shutdown (struct kiln_instance *inst, int timeout_seconds, kiln_error **err)
 }
 
 static int
-wait_image (struct ec2_instance *e, const char *image_id, kiln_error **err)
-{
-  time_t deadline = time (NULL) + IMAGE_TIMEOUT_SECONDS;
-  int pause = 1000;
-  for (;;)
-    {
-      struct kiln_aws_params p = KILN_AWS_PARAMS_INIT;
-      kiln_aws_params_add (&p, "ImageId.1", image_id);
-      xmlDoc *doc = NULL;
-      struct kiln_aws_error aws = {0};
-      int r = kiln_aws_ec2_call (e->ec2, "DescribeImages", &p, &doc, &aws, err);
-      kiln_aws_params_release (&p);
-      bool not_yet = r < 0 && kiln_aws_error_is (&aws, "InvalidAMIID.NotFound");
-      kiln_aws_error_release (&aws);
-      if (r < 0 && !not_yet)
-        return kiln_error_prefix (err, "wait for image %s", image_id);
-      if (not_yet)
-        {
-          kiln_error_free (*err);
-          *err = NULL;
-        }
-      _cleanup_free_ char *state = doc ? kiln_aws_xml_text (kiln_aws_xml_root (doc), "imagesSet/item/imageState") : NULL;
-      _cleanup_free_ char *reason
-          = doc ? kiln_aws_xml_text (kiln_aws_xml_root (doc), "imagesSet/item/stateReason/message") : NULL;
-      xmlFreeDoc (doc);
-      if (state && strcmp (state, "available") == 0)
-        return 0;
-      if (state && (strcmp (state, "failed") == 0 || strcmp (state, "invalid") == 0 || strcmp (state, "error") == 0
-                    || strcmp (state, "deregistered") == 0))
-        return kiln_fail (err, "image %s is %s%s%s", image_id, state, reason ? ": " : "", reason ? reason : "");
-      if (cancelled (e))
-        return kiln_error_set (err, KILN_ERR_CANCELLED, 0, "waiting for image %s: interrupted", image_id);
-      if (time (NULL) >= deadline)
-        return kiln_error_set (err, KILN_ERR_TIMEOUT, 0, "image %s is still %s after %d s", image_id,
-                               state ? state : "unknown", IMAGE_TIMEOUT_SECONDS);
-      pause_ms (e, pause);
-      pause = pause < 10000 ? pause * 2 : 10000;
-    }
-}
-
-static int
 ec2_capture (struct kiln_instance *inst, const struct kiln_capture_spec *spec, kiln_error **err)
 {
   struct ec2_instance *e = inst->priv;
@@ -597,7 +688,7 @@ ec2_capture (struct kiln_instance *inst, const struct kiln_capture_spec *spec, k
   if (image_id == NULL)
     return kiln_fail (err, "CreateImage answered without an image id");
   kiln_log_info ("ec2: %s: creating %s (%s) from %s", e->name, image_id, name, e->instance_id);
-  if (wait_image (e, image_id, err) < 0)
+  if (kiln_ec2_image_wait (e->ec2, image_id, IMAGE_TIMEOUT_SECONDS, e->cancel, err) < 0)
     {
       free (image_id);
       return -1;
@@ -608,48 +699,23 @@ ec2_capture (struct kiln_instance *inst, const struct kiln_capture_spec *spec, k
   return 0;
 }
 
-/* DeregisterImage, then DeleteSnapshot of every snapshot the image's block
- * device mappings name (deregistering leaves them, and they cost money). */
 static int
 ec2_delete_image (struct kiln_instance *inst, const char *image_id, kiln_error **err)
 {
   struct ec2_instance *e = inst->priv;
-  struct kiln_aws_params p = KILN_AWS_PARAMS_INIT;
-  kiln_aws_params_add (&p, "ImageId.1", image_id);
-  xmlDoc *doc = NULL;
-  int r = kiln_aws_ec2_call (e->ec2, "DescribeImages", &p, &doc, NULL, err);
-  kiln_aws_params_release (&p);
-  if (r < 0)
-    return -1;
-  _cleanup_strv_ char **snapshots = NULL;
-  xmlNode *mapping = kiln_aws_xml_find (kiln_aws_xml_root (doc), "imagesSet/item/blockDeviceMapping/item");
-  for (; mapping; mapping = kiln_aws_xml_next (mapping))
-    {
-      _cleanup_free_ char *snap = kiln_aws_xml_text (mapping, "ebs/snapshotId");
-      if (snap)
-        kiln_strv_push (&snapshots, snap);
-    }
-  xmlFreeDoc (doc);
-  p = (struct kiln_aws_params) KILN_AWS_PARAMS_INIT;
-  kiln_aws_params_add (&p, "ImageId", image_id);
-  r = kiln_aws_ec2_call (e->ec2, "DeregisterImage", &p, &doc, NULL, err);
-  kiln_aws_params_release (&p);
-  xmlFreeDoc (doc);
-  if (r < 0)
-    return -1;
-  for (size_t i = 0; snapshots && snapshots[i]; i++)
-    {
-      p = (struct kiln_aws_params) KILN_AWS_PARAMS_INIT;
-      kiln_aws_params_add (&p, "SnapshotId", snapshots[i]);
-      doc = NULL;
-      r = kiln_aws_ec2_call (e->ec2, "DeleteSnapshot", &p, &doc, NULL, err);
-      kiln_aws_params_release (&p);
-      xmlFreeDoc (doc);
-      if (r < 0)
-        return kiln_error_prefix (err, "image %s is deregistered but its snapshot %s", image_id, snapshots[i]);
-    }
-  kiln_log_info ("ec2: deregistered %s and deleted its %zu snapshot(s)", image_id, kiln_strv_length (snapshots));
-  return 0;
+  return kiln_ec2_image_delete (e->ec2, image_id, err);
+}
+
+static int
+ec2_distribute (struct kiln_instance *inst, const char *image_id, struct kiln_image_distribution *d, size_t n,
+                kiln_error **err)
+{
+  struct ec2_instance *e = inst->priv;
+  _cleanup_strv_ char **tags = kiln_strv_new ("kiln:created-by", "kiln", NULL);
+  for (size_t i = 0; e->tags && e->tags[i]; i++)
+    kiln_strv_push (&tags, e->tags[i]);
+  return kiln_ec2_image_distribute (e->config, e->endpoint_url, e->ec2, image_id, (const char *const *) tags, d, n,
+                                    e->cancel, err);
 }
 
 static void
@@ -663,6 +729,10 @@ free_priv (struct ec2_instance *e)
   free (e->name);
   free (e->user_data);
   free (e->instance_type);
+  kiln_strv_free (e->instance_types);
+  free (e->work_dir);
+  free (e->endpoint_url);
+  free (e->profile);
   free (e->subnet_id);
   kiln_strv_free (e->security_groups);
   free (e->instance_profile);
@@ -693,6 +763,8 @@ ec2_destroy (struct kiln_instance *inst)
         {
           e->terminated = true;
           e->cancel = NULL;
+          if (e->work_dir)
+            kiln_ec2_launch_forget (e->work_dir);
           _cleanup_error_ kiln_error *werr = NULL;
           if (wait_state (e, "terminated", "", TERMINATE_TIMEOUT_SECONDS, &werr) < 0)
             kiln_log_warn ("ec2: %s: %s", e->instance_id, kiln_error_message (werr));
@@ -743,5 +815,7 @@ const struct kiln_driver kiln_driver_ec2 = {
   .shutdown = ec2_shutdown,
   .capture = ec2_capture,
   .delete_image = ec2_delete_image,
+  .distribute = ec2_distribute,
+  .reap = kiln_ec2_launch_reap,
   .console_tail = ec2_console_tail,
 };
