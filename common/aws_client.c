@@ -478,15 +478,24 @@ kiln_aws_retry_delay_ms (const struct kiln_aws_retry_policy *policy, int attempt
 enum wire_protocol {
   PROTOCOL_EC2_QUERY,
   PROTOCOL_JSON_1_1,
+  PROTOCOL_REST,             /* rest-json: errors as awsJson's */
 };
 
 struct aws_request {
   enum wire_protocol protocol;
   const char *operation;     /* for messages: "RunInstances" */
-  const char *content_type;
+  const char *content_type;  /* or NULL: no Content-Type */
   const char *target;        /* X-Amz-Target, or NULL */
   const char *body;
   size_t body_len;
+  /* REST protocols; the others POST to the endpoint's path. */
+  const char *method;        /* NULL: POST */
+  const char *path;          /* decoded, below the endpoint's base path; NULL: "/" */
+  const struct kiln_sigv4_pair *query;
+  size_t n_query;
+  const struct kiln_sigv4_pair *headers; /* more headers, signed */
+  size_t n_headers;
+  bool unsigned_payload;
 };
 
 static void
@@ -507,16 +516,26 @@ aws_attempt (struct kiln_aws_client *c, const struct aws_request *r, struct kiln
   char amz_date[KILN_SIGV4_AMZ_DATE_LEN + 1];
   kiln_sigv4_format_amz_date (c->hooks.now (c->hooks.opaque), amz_date);
   char payload_hash[KILN_SHA256_LEN * 2 + 1];
-  kiln_sha256_hex (r->body, r->body_len, payload_hash);
+  if (r->unsigned_payload)
+    snprintf (payload_hash, sizeof payload_hash, "%s", KILN_SIGV4_UNSIGNED_PAYLOAD);
+  else
+    kiln_sha256_hex (r->body, r->body_len, payload_hash);
   _cleanup_free_ char *path = NULL;
-  if (asprintf (&path, "%s/", c->base_path) < 0)
+  if (asprintf (&path, "%s%s", c->base_path, r->path ? r->path : "/") < 0)
     abort ();
+  const char *method = r->method ? r->method : "POST";
 
   /* Names as they go on the wire; sigv4 lowercases them for signing. */
-  struct kiln_sigv4_pair h[6];
+  size_t cap = 6 + r->n_headers;
+  _cleanup_free_ struct kiln_sigv4_pair *h = kiln_xcalloc (cap, sizeof *h);
   size_t nh = 0;
-  h[nh++] = (struct kiln_sigv4_pair){"Content-Type", r->content_type};
+  if (r->content_type)
+    h[nh++] = (struct kiln_sigv4_pair){"Content-Type", r->content_type};
   h[nh++] = (struct kiln_sigv4_pair){"Host", c->authority};
+  if (r->protocol == PROTOCOL_REST)
+    h[nh++] = (struct kiln_sigv4_pair){"X-Amz-Content-SHA256", payload_hash};
+  for (size_t i = 0; i < r->n_headers; i++)
+    h[nh++] = r->headers[i];
   h[nh++] = (struct kiln_sigv4_pair){"X-Amz-Date", amz_date};
   if (c->creds.session_token)
     h[nh++] = (struct kiln_sigv4_pair){"X-Amz-Security-Token", c->creds.session_token};
@@ -524,8 +543,10 @@ aws_attempt (struct kiln_aws_client *c, const struct aws_request *r, struct kiln
     h[nh++] = (struct kiln_sigv4_pair){"X-Amz-Target", r->target};
 
   struct kiln_sigv4_request sreq = {
-    .method = "POST",
+    .method = method,
     .path = path,
+    .query = r->query,
+    .n_query = r->n_query,
     .headers = h,
     .n_headers = nh,
     .payload_hash = payload_hash,
@@ -544,11 +565,17 @@ aws_attempt (struct kiln_aws_client *c, const struct aws_request *r, struct kiln
     return -1;
 
   _cleanup_free_ char *enc_path = kiln_sigv4_uri_encode (path, true);
-  _cleanup_free_ char *url = NULL;
-  if (asprintf (&url, "%s://%s%s", c->scheme, c->authority, enc_path) < 0)
-    abort ();
+  struct kiln_buf url = KILN_BUF_INIT;
+  kiln_buf_printf (&url, "%s://%s%s", c->scheme, c->authority, enc_path);
+  for (size_t i = 0; i < r->n_query; i++)
+    {
+      kiln_buf_puts (&url, i == 0 ? "?" : "&");
+      kiln_sigv4_uri_encode_buf (&url, r->query[i].name, strlen (r->query[i].name), false);
+      kiln_buf_puts (&url, "=");
+      kiln_sigv4_uri_encode_buf (&url, r->query[i].value, strlen (r->query[i].value), false);
+    }
 
-  char *lines[9] = {0};
+  _cleanup_free_ char **lines = kiln_xcalloc (nh + 3, sizeof *lines);
   size_t nl = 0;
   for (size_t i = 0; i < nh; i++)
     if (asprintf (&lines[nl++], "%s: %s", h[i].name, h[i].value) < 0)
@@ -560,8 +587,8 @@ aws_attempt (struct kiln_aws_client *c, const struct aws_request *r, struct kiln
   lines[nl] = NULL;
 
   struct kiln_http_request hreq = {
-    .method = "POST",
-    .url = url,
+    .method = method,
+    .url = kiln_buf_str (&url),
     .headers = (const char *const *) lines,
     .body = r->body,
     .body_len = r->body_len,
@@ -569,6 +596,7 @@ aws_attempt (struct kiln_aws_client *c, const struct aws_request *r, struct kiln
     .insecure = c->insecure,
   };
   int ret = c->hooks.perform (&hreq, resp, err, c->hooks.opaque);
+  kiln_buf_release (&url);
   /* The token and Authorization lines derive from the credentials. */
   for (size_t i = 0; i < nl; i++)
     wipe_free (lines[i]);
@@ -1020,4 +1048,51 @@ kiln_aws_xml_tag (xmlNode *node, const char *key)
         }
     }
   return NULL;
+}
+
+/* ---- REST (rest-json) ---- */
+
+int
+kiln_aws_rest_call (struct kiln_aws_client *c, const struct kiln_aws_rest_request *req,
+                    struct kiln_http_response *resp, struct kiln_aws_error *aws_err, kiln_error **err)
+{
+  memset (resp, 0, sizeof *resp);
+  struct kiln_aws_error ae = {0};
+  if (req->path == NULL || req->path[0] != '/' || req->method == NULL || req->operation == NULL)
+    {
+      give_aws_error (aws_err, &ae);
+      return kiln_fail_invalid (err, "%s: a REST call needs an operation, a method and a path starting with '/'",
+                                c->service);
+    }
+  struct aws_request r = {
+    .protocol = PROTOCOL_REST,
+    .operation = req->operation,
+    .content_type = req->content_type,
+    .body = req->body,
+    .body_len = req->body_len,
+    .method = req->method,
+    .path = req->path,
+    .query = req->query,
+    .n_query = req->n_query,
+    .headers = req->headers,
+    .n_headers = req->n_headers,
+    .unsigned_payload = req->unsigned_payload,
+  };
+  int ret = aws_send (c, &r, resp, &ae, err);
+  if (ret < 0 && ae.code && resp->body.len > 0)
+    {
+      /* rest-json errors may say why in a Reason field (EBS direct). */
+      _cleanup_json_ json_t *body = json_loadb (resp->body.data, resp->body.len, 0, NULL);
+      const char *reason = json_string_value (json_object_get (body, "Reason"));
+      if (reason && err && *err)
+        {
+          char *m = NULL;
+          if (asprintf (&m, "%s (reason: %s)", (*err)->message, reason) < 0)
+            abort ();
+          free ((*err)->message);
+          (*err)->message = m;
+        }
+    }
+  give_aws_error (aws_err, &ae);
+  return ret;
 }

@@ -248,4 +248,29 @@ int kiln_aws_parse_ec2_error (const char *body, size_t len, struct kiln_aws_erro
  * found. */
 int kiln_aws_parse_json_error (const struct kiln_http_response *resp, struct kiln_aws_error *e);
 
+/* ---- REST (rest-json: EBS direct, Image Builder) ----
+ *
+ * One request to METHOD path?query with the given headers and body; the
+ * reply, whatever its body (JSON or binary), is the caller's in *resp
+ * (release it with kiln_http_response_release).  Errors, retries and their
+ * messages as the other protocols; a rest-json error's Reason field is
+ * added to the message.  unsigned_payload signs UNSIGNED-PAYLOAD instead of
+ * the body's hash (what EBS's PutSnapshotBlock expects). */
+struct kiln_aws_rest_request {
+  const char *operation;                 /* for messages: "PutSnapshotBlock" */
+  const char *method;                    /* "GET", "PUT", "POST", ... */
+  const char *path;                      /* decoded, below the endpoint's path: "/snapshots/snap-1/blocks/0" */
+  const struct kiln_sigv4_pair *query;   /* decoded names and values */
+  size_t n_query;
+  const struct kiln_sigv4_pair *headers; /* sent and signed */
+  size_t n_headers;
+  const char *content_type;              /* NULL: none */
+  const void *body;
+  size_t body_len;
+  bool unsigned_payload;
+};
+
+int kiln_aws_rest_call (struct kiln_aws_client *c, const struct kiln_aws_rest_request *req,
+                        struct kiln_http_response *resp, struct kiln_aws_error *aws_err, kiln_error **err);
+
 #endif

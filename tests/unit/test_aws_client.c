@@ -417,6 +417,64 @@ golden_ssm_bare_target (void)
   return check_golden_request ("ssm-get-parameter", 0);
 }
 
+/* EBS direct: a GET with a query (names and values encoded once in the
+ * URL, sorted when signed) and a PUT of binary data signed
+ * UNSIGNED-PAYLOAD with extra headers; then a rest-json error whose Reason
+ * reaches the message. */
+static bool
+golden_ebs (void)
+{
+  static const struct reply replies[] = {
+    {200, "ebs-list-snapshot-blocks.json"},
+    {201, NULL, "{}"},
+    {400, "ebs-error-checksum.json", NULL, "x-amzn-ErrorType: ValidationException"},
+  };
+  world_reset (replies, 3);
+  struct kiln_aws_client_options o = {.endpoint_url = "http://127.0.0.1:4566", .region = "us-east-1",
+                                      .retry = {.max_attempts = 1}};
+  _cleanup_error_ kiln_error *e = NULL;
+  struct kiln_aws_client *c = client_from ("ebs", &example_env, &o, &e);
+  CHECK (c != NULL);
+  const struct kiln_sigv4_pair query[] = {{"pageToken", "page 2/+="}, {"maxResults", "100"}};
+  struct kiln_aws_rest_request list = {.operation = "ListSnapshotBlocks", .method = "GET",
+                                       .path = "/snapshots/snap-0123/blocks", .query = query, .n_query = 2};
+  struct kiln_http_response resp;
+  int r = kiln_aws_rest_call (c, &list, &resp, NULL, &e);
+  bool listed = r == 0 && resp.status == 200 && strstr (kiln_buf_str (&resp.body), "tok/0+a=") != NULL;
+  kiln_http_response_release (&resp);
+
+  unsigned char block[64];
+  for (size_t i = 0; i < sizeof block; i++)
+    block[i] = (unsigned char) ('a' + i % 26);
+  const struct kiln_sigv4_pair headers[] = {{"x-amz-Data-Length", "64"},
+                                            {"x-amz-Checksum", "c2FtcGxlLWNoZWNrc3Vt"},
+                                            {"x-amz-Checksum-Algorithm", "SHA256"}};
+  struct kiln_aws_rest_request put = {.operation = "PutSnapshotBlock", .method = "PUT",
+                                      .path = "/snapshots/snap-0123/blocks/7", .headers = headers, .n_headers = 3,
+                                      .content_type = "application/octet-stream", .body = block,
+                                      .body_len = sizeof block, .unsigned_payload = true};
+  int r2 = kiln_aws_rest_call (c, &put, &resp, NULL, &e);
+  bool put_ok = r2 == 0 && resp.status == 201;
+  kiln_http_response_release (&resp);
+
+  struct kiln_aws_error ae = {0};
+  _cleanup_error_ kiln_error *e3 = NULL;
+  int r3 = kiln_aws_rest_call (c, &put, &resp, &ae, &e3);
+  kiln_http_response_release (&resp);
+  bool err_ok = r3 < 0 && ae.code && strcmp (ae.code, "ValidationException") == 0 && e3
+                && strstr (kiln_error_message (e3), "(reason: INVALID_BLOCK_CHECKSUM)") != NULL
+                && strstr (kiln_error_message (e3), "ebs PutSnapshotBlock: ValidationException") != NULL;
+  if (!err_ok)
+    printf ("# error: %s\n", kiln_error_message (e3));
+  kiln_aws_error_release (&ae);
+  kiln_aws_client_free (c);
+  CHECK (listed);
+  CHECK (put_ok);
+  CHECK (err_ok);
+  CHECK (strstr (world.requests[1], "X-Amz-Content-SHA256: UNSIGNED-PAYLOAD\n") != NULL);
+  return check_golden_request ("ebs-list-snapshot-blocks", 0) && check_golden_request ("ebs-put-snapshot-block", 1);
+}
+
 static void
 test_golden_requests (void)
 {
@@ -424,6 +482,7 @@ test_golden_requests (void)
   tap_ok (golden_run_instances (), "golden: RunInstances (tag specifications, session token, endpoint override)");
   tap_ok (golden_ssm_send_command (), "golden: SSM SendCommand (AWS_ENDPOINT_URL_SSM with a path)");
   tap_ok (golden_ssm_bare_target (), "golden: SSM GetParameter named without its target prefix, --region");
+  tap_ok (golden_ebs (), "golden: EBS direct REST calls (query, binary body, unsigned payload, error Reason)");
 }
 
 /* ---- pure pieces ---- */
