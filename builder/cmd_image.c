@@ -1,4 +1,5 @@
-/* cmd_image.c - `kiln image ...`: base images.
+/* cmd_image.c - `kiln image ...`: base images (convert, import and export
+ * are in cmd_image_transfer.c).
  *
  * `kiln image bootstrap NAME [--output FILE] [--rebuild]` turns the
  * definition images/NAME/ into a bootable qcow2 by running its build.sh (as
@@ -28,7 +29,10 @@ static void
 image_usage (FILE *out)
 {
   fputs ("usage: kiln image bootstrap NAME [--output FILE.qcow2] [--rebuild]\n"
-         "       kiln image list\n",
+         "       kiln image list\n"
+         "       kiln image convert IN OUT [--format F] [--compress]\n"
+         "       kiln image import FILE --name NAME [--share ACCOUNT]... [...]   (an AMI from a disk)\n"
+         "       kiln image export IMAGE OUT [--format F] [...]                  (a disk from an AMI)\n",
          out);
 }
 
@@ -264,6 +268,12 @@ kiln_cmd_image (int argc, char **argv)
 {
   if (argc >= 2 && strcmp (argv[1], "bootstrap") == 0)
     return bootstrap (argc - 1, argv + 1);
+  if (argc >= 2 && strcmp (argv[1], "convert") == 0)
+    return kiln_cmd_image_convert (argc - 1, argv + 1);
+  if (argc >= 2 && strcmp (argv[1], "import") == 0)
+    return kiln_cmd_image_import (argc - 1, argv + 1);
+  if (argc >= 2 && strcmp (argv[1], "export") == 0)
+    return kiln_cmd_image_export (argc - 1, argv + 1);
   if (argc >= 2 && strcmp (argv[1], "list") == 0)
     {
       struct dirent **names = NULL;

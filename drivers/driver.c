@@ -160,6 +160,47 @@ kiln_image_distribute (const struct kiln_driver *driver, const struct kiln_insta
   return r;
 }
 
+void
+kiln_image_transfer_release (struct kiln_image_transfer *t)
+{
+  free (t->image_id);
+  free (t->snapshot_id);
+  t->image_id = t->snapshot_id = NULL;
+}
+
+/* The slot on a purpose-made instance: import (image_id NULL) or export. */
+static int
+image_transfer (const struct kiln_driver *driver, const struct kiln_instance_spec *spec, const char *image_id,
+                const char *raw_path, struct kiln_image_transfer *t, kiln_error **err)
+{
+  bool import = image_id == NULL;
+  if (import ? driver->import_image == NULL : driver->export_image == NULL)
+    return kiln_error_set (err, KILN_ERR_UNSUPPORTED, 0, "driver '%s' does not support %s", driver->name,
+                           import ? "importing a disk as an image" : "exporting an image to a disk");
+  struct kiln_instance *inst = NULL;
+  if (kiln_instance_create (driver, spec, &inst, err) < 0)
+    return -1;
+  int r = import ? driver->import_image (inst, raw_path, t, err) : driver->export_image (inst, image_id, raw_path, t, err);
+  if (r < 0)
+    kiln_error_prefix (err, "%s: %s", driver->name, import ? "import" : "export");
+  kiln_instance_destroy (inst);
+  return r;
+}
+
+int
+kiln_image_import (const struct kiln_driver *driver, const struct kiln_instance_spec *spec, const char *raw_path,
+                   struct kiln_image_transfer *t, kiln_error **err)
+{
+  return image_transfer (driver, spec, NULL, raw_path, t, err);
+}
+
+int
+kiln_image_export (const struct kiln_driver *driver, const struct kiln_instance_spec *spec, const char *image_id,
+                   const char *raw_path, struct kiln_image_transfer *t, kiln_error **err)
+{
+  return image_transfer (driver, spec, image_id, raw_path, t, err);
+}
+
 int
 kiln_drivers_reap (const char *work_dir, kiln_error **err)
 {

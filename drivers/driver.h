@@ -101,6 +101,30 @@ struct kiln_image_distribution {
 
 void kiln_image_distribution_release (struct kiln_image_distribution *d);
 
+/* Moving a disk file into a driver's image store and back (`kiln image
+ * import` / `export`): settings from the caller, results from the driver. */
+struct kiln_image_transfer {
+  const char *name;                    /* import: the image's name */
+  const char *description;
+  const char *architecture;            /* "x86_64" (default) or "arm64" */
+  const char *boot_mode;               /* "legacy-bios", "uefi", or NULL: the cloud's default */
+  const char *const *share_user_ids;   /* accounts allowed to launch it, or NULL */
+  const char *const *tags;             /* key, value, ..., NULL, or NULL */
+  int workers;                         /* parallel transfers; 0: the driver's default */
+  volatile sig_atomic_t *cancel;
+  /* Called now and then with bytes done and the total expected. */
+  void (*progress) (uint64_t done, uint64_t total, double seconds, void *opaque);
+  void *progress_opaque;
+  /* Results (malloc'd; kiln_image_transfer_release frees them). */
+  char *image_id;
+  char *snapshot_id;
+  uint64_t bytes_read;                 /* read from the source */
+  uint64_t bytes_sent;                 /* sent over the network (or written) */
+  uint64_t blocks_skipped;             /* all-zero blocks not sent */
+};
+
+void kiln_image_transfer_release (struct kiln_image_transfer *t);
+
 enum kiln_image_format {
   KILN_IMAGE_QCOW2,
   KILN_IMAGE_RAW,
@@ -163,6 +187,13 @@ struct kiln_driver {
    * there (or it never was), -1 with err when it could not be ended (the
    * run directory is kept so a later run tries again). */
   int (*reap) (const char *work_dir, kiln_error **err);
+  /* Makes an image of a raw disk file (import) or writes an image's root
+   * disk into a raw file (export, sparse).  On a failed or interrupted
+   * import nothing is left behind: no half-registered image, no snapshot. */
+  int (*import_image) (struct kiln_instance *inst, const char *raw_path, struct kiln_image_transfer *t,
+                       kiln_error **err);
+  int (*export_image) (struct kiln_instance *inst, const char *image_id, const char *raw_path,
+                       struct kiln_image_transfer *t, kiln_error **err);
   /* Console output so far (for error messages), malloc'd; NULL if none. */
   char *(*console_tail) (struct kiln_instance *inst, size_t max_bytes);
 };
@@ -199,6 +230,13 @@ int kiln_image_delete (const struct kiln_driver *driver, const struct kiln_insta
  * spec for the purpose and destroyed after. */
 int kiln_image_distribute (const struct kiln_driver *driver, const struct kiln_instance_spec *spec,
                            const char *image_id, struct kiln_image_distribution *d, size_t n, kiln_error **err);
+/* See the import_image and export_image slots.  Each runs on an instance
+ * created (not started) from spec for the purpose (spec->image may be NULL
+ * for an import) and destroyed after. */
+int kiln_image_import (const struct kiln_driver *driver, const struct kiln_instance_spec *spec, const char *raw_path,
+                       struct kiln_image_transfer *t, kiln_error **err);
+int kiln_image_export (const struct kiln_driver *driver, const struct kiln_instance_spec *spec, const char *image_id,
+                       const char *raw_path, struct kiln_image_transfer *t, kiln_error **err);
 /* Offers a dead run directory's instance work directory to every driver's
  * reap slot (see kiln_rundir_reap_stale's hook).  Returns -1 when some
  * driver could not end what it left there. */

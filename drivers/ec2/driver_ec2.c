@@ -33,6 +33,7 @@
 #include "aws_config.h"
 #include "cleanup.h"
 #include "digest.h"
+#include "ami_transfer.h"
 #include "driver.h"
 #include "ec2_images.h"
 #include "launch_record.h"
@@ -236,15 +237,14 @@ ec2_create (struct kiln_instance *inst, const struct kiln_instance_spec *spec, k
   static const struct kiln_cloud_settings none = {0};
   if (cloud == NULL)
     cloud = &none;
-  if (spec->image == NULL || *spec->image == '\0')
-    return kiln_fail_invalid (err, "no parent image given");
   if (kiln_aws_config_load (NULL, cloud->profile, &e->config, err) < 0)
     return kiln_error_prefix (err, "AWS configuration");
   struct kiln_aws_client_options opts = {.endpoint_url = cloud->endpoint_url, .region = cloud->region};
   if (kiln_aws_client_new (e->config, "ec2", &opts, &e->ec2, err) < 0
       || kiln_aws_client_new (e->config, "ssm", &opts, &e->ssm, err) < 0)
     return -1;
-  if (resolve_image (e, spec->image, err) < 0)
+  /* An instance made only to import an image has no parent. */
+  if (spec->image && *spec->image && resolve_image (e, spec->image, err) < 0)
     return -1;
   inst->location = kiln_xstrdup (kiln_aws_client_region (e->ec2));
   e->name = kiln_xstrdup (spec->name ? spec->name : "kiln");
@@ -490,6 +490,8 @@ ec2_start (struct kiln_instance *inst, int timeout_seconds, kiln_error **err)
     return kiln_fail (err, "instance %s was terminated", e->instance_id);
   if (e->instance_id == NULL)
     {
+      if (e->image_id == NULL)
+        return kiln_fail_invalid (err, "no parent image given");
       if (run_instance (e, err) < 0)
         return -1;
       free (inst->id);
@@ -718,6 +720,23 @@ ec2_distribute (struct kiln_instance *inst, const char *image_id, struct kiln_im
                                     e->cancel, err);
 }
 
+static int
+ec2_import_image (struct kiln_instance *inst, const char *raw_path, struct kiln_image_transfer *t, kiln_error **err)
+{
+  struct ec2_instance *e = inst->priv;
+  struct kiln_aws_client_options o = {.endpoint_url = e->endpoint_url, .region = kiln_aws_client_region (e->ec2)};
+  return kiln_ec2_ami_import (e->config, &o, e->ec2, raw_path, t, err);
+}
+
+static int
+ec2_export_image (struct kiln_instance *inst, const char *image_id, const char *raw_path,
+                  struct kiln_image_transfer *t, kiln_error **err)
+{
+  struct ec2_instance *e = inst->priv;
+  struct kiln_aws_client_options o = {.endpoint_url = e->endpoint_url, .region = kiln_aws_client_region (e->ec2)};
+  return kiln_ec2_ami_export (e->config, &o, e->ec2, image_id, raw_path, t, err);
+}
+
 static void
 free_priv (struct ec2_instance *e)
 {
@@ -817,5 +836,7 @@ const struct kiln_driver kiln_driver_ec2 = {
   .delete_image = ec2_delete_image,
   .distribute = ec2_distribute,
   .reap = kiln_ec2_launch_reap,
+  .import_image = ec2_import_image,
+  .export_image = ec2_export_image,
   .console_tail = ec2_console_tail,
 };
