@@ -39,10 +39,20 @@ struct build {
   bool keep;                 /* keep the run directory (keep_on_failure) */
   char build_date[40];       /* {{ imagebuilder:buildDate }} */
   char build_version[24];    /* {{ imagebuilder:buildVersion }} */
-  /* Cloud drivers: the regions the image goes to, names expanded (owned). */
+  /* Cloud drivers (or import_driver): the regions the image goes to, names
+   * expanded (owned); home_region is the first's. */
   struct kiln_image_distribution *dist;
   size_t n_dist;
+  char *home_region;
 };
+
+/* The driver whose cloud holds the build's images: the build driver's own,
+ * or the one a local build imports into; NULL when none. */
+static const struct kiln_driver *
+cloud_driver (const struct build *b)
+{
+  return b->opts->driver->cloud_images ? b->opts->driver : b->opts->import_driver;
+}
 
 static void say (struct build *b, const char *fmt, ...) __attribute__ ((format (printf, 2, 3)));
 
@@ -369,6 +379,24 @@ components_json (const struct kiln_plan *p)
   return a;
 }
 
+/* The images in the cloud, region by region, for a manifest. */
+static json_t *
+images_json (const struct build *b)
+{
+  json_t *images = json_array ();
+  for (size_t i = 0; i < b->n_dist; i++)
+    {
+      const struct kiln_image_distribution *t = &b->dist[i];
+      json_t *snaps = json_array ();
+      for (size_t k = 0; t->snapshot_ids && t->snapshot_ids[k]; k++)
+        json_array_append_new (snaps, json_string (t->snapshot_ids[k]));
+      json_array_append_new (images, json_pack ("{s:s, s:s, s:s?, s:o, s:f}", "region", t->region, "imageId",
+                                                t->image_id, "name", t->name, "snapshotIds", snaps, "seconds",
+                                                t->seconds));
+    }
+  return images;
+}
+
 /* What both manifests (file and cloud) record beyond the image itself. */
 static void
 manifest_add_common (struct build *b, json_t *m)
@@ -390,7 +418,8 @@ publish (struct build *b, const char *captured, struct kiln_build_result *res, c
   const char *base = json_string_value (json_object_get (plan_json, "output"));
   /* A distribution names the local image too (there is exactly one). */
   const struct kiln_image_distribution *target
-      = b->opts->distribution && b->opts->distribution->n_targets ? &b->opts->distribution->targets[0] : NULL;
+      = b->home_region ? distribution_for (b, b->home_region)
+        : b->opts->distribution && b->opts->distribution->n_targets ? &b->opts->distribution->targets[0] : NULL;
   _cleanup_free_ char *named = NULL;
   if (target && target->name)
     {
@@ -442,6 +471,8 @@ publish (struct build *b, const char *captured, struct kiln_build_result *res, c
                          b->opts->driver->name, "output", "path", final, "format",
                          kiln_image_format_name (b->opts->format), "sha256", hex, "size", (json_int_t) st.st_size,
                          "stages", b->stages, "startTime", started, "endTime", ended);
+  if (b->n_dist)
+    json_object_set_new (json_object_get (m, "output"), "images", images_json (b));
   manifest_add_common (b, m);
   _cleanup_free_ char *text = json_dumps (m, JSON_INDENT (2) | JSON_PRESERVE_ORDER);
   if (kiln_write_file_atomic (manifest_tmp, text, strlen (text), 0644, err) < 0)
@@ -485,7 +516,7 @@ delete_cloud_image (struct build *b, const char *image_id, const char *region)
   struct kiln_instance_spec spec = {.name = "cleanup", .image = image_id, .cancel = NULL, .cloud = &there};
   _cleanup_error_ kiln_error *err = NULL;
   say (b, "[cleanup] deleting image %s", image_id);
-  if (kiln_image_delete (b->opts->driver, &spec, image_id, &err) < 0)
+  if (kiln_image_delete (cloud_driver (b), &spec, image_id, &err) < 0)
     kiln_log_error ("could not delete image %s of the failed build: %s", image_id, kiln_error_message (err));
 }
 
@@ -504,17 +535,7 @@ publish_cloud (struct build *b, const char *image_id, struct kiln_build_result *
       || asprintf (&manifest_tmp, "%s/.%s.manifest.json.tmp-%d", b->opts->output_dir, base, (int) getpid ()) < 0)
     abort ();
   double t0 = now ();
-  json_t *images = json_array ();
-  for (size_t i = 0; i < b->n_dist; i++)
-    {
-      const struct kiln_image_distribution *t = &b->dist[i];
-      json_t *snaps = json_array ();
-      for (size_t k = 0; t->snapshot_ids && t->snapshot_ids[k]; k++)
-        json_array_append_new (snaps, json_string (t->snapshot_ids[k]));
-      json_array_append_new (images, json_pack ("{s:s, s:s, s:s?, s:o, s:f}", "region", t->region, "imageId",
-                                                t->image_id, "name", t->name, "snapshotIds", snaps, "seconds",
-                                                t->seconds));
-    }
+  json_t *images = images_json (b);
   char ended[32];
   utc_stamp (ended, sizeof ended, false);
   stage_done (b, "publish", "success", t0, NULL);
@@ -549,8 +570,10 @@ plan_distribution (struct build *b, const char *build_region, const char *build_
   size_t n = dc ? dc->n_targets : 0;
   b->dist = kiln_xcalloc (n + 1, sizeof *b->dist);
   const struct kiln_image_distribution *home = distribution_for (b, build_region);
+  free (b->home_region);
+  b->home_region = kiln_xstrdup (build_region);
   b->dist[0] = home ? *home : (struct kiln_image_distribution){0};
-  b->dist[0].region = build_region;
+  b->dist[0].region = b->home_region;
   b->dist[0].name = kiln_xstrdup (build_name);
   b->n_dist = 1;
   for (size_t i = 0; i < n; i++)
@@ -567,6 +590,94 @@ plan_distribution (struct build *b, const char *build_region, const char *build_
       d->name = name ? name : kiln_xstrdup (build_name);
     }
   return 0;
+}
+
+/* Distribute stage: the home region's image gets its tags and launch
+ * permissions, every other region a copy.  A failure deletes the image. */
+static int
+distribute (struct build *b, const char *image_id, const char *region, const char *name, kiln_error **err)
+{
+  double t0 = now ();
+  say (b, "[distribute] %s to %zu region(s)", image_id,
+       b->opts->distribution ? b->opts->distribution->n_targets : (size_t) 1);
+  struct kiln_instance_spec spec = {.name = "distribute", .image = image_id, .cancel = b->opts->cancel,
+                                    .cloud = b->opts->cloud};
+  if (plan_distribution (b, region, name, err) < 0
+      || kiln_image_distribute (cloud_driver (b), &spec, image_id, b->dist, b->n_dist, err) < 0
+      || check_cancel (b, err) < 0)
+    {
+      stage_done (b, "distribute", "failed", t0, NULL);
+      delete_cloud_image (b, image_id, NULL);
+      return kiln_error_prefix (err, "distribute stage");
+    }
+  json_t *regions = json_array ();
+  for (size_t i = 0; i < b->n_dist; i++)
+    json_array_append_new (regions, json_string (b->dist[i].region));
+  stage_done (b, "distribute", "success", t0, json_pack ("{s:o}", "regions", regions));
+  return 0;
+}
+
+/* After a failed publish: every distributed image goes (the home region's
+ * first entry is the source). */
+static void
+delete_distributed (struct build *b)
+{
+  for (size_t i = 1; i < b->n_dist; i++)
+    delete_cloud_image (b, b->dist[i].image_id, b->dist[i].region);
+  if (b->n_dist)
+    delete_cloud_image (b, b->dist[0].image_id, NULL);
+}
+
+/* Import stage (a local build with import_driver): the captured disk, as
+ * raw, becomes an image in that driver's cloud, named as its distribution
+ * says for the region it lands in, then distributed like a cloud build's. */
+static int
+import_image (struct build *b, const char *captured, char **image_id, kiln_error **err)
+{
+  double t0 = now ();
+  const struct kiln_driver *d = b->opts->import_driver;
+  struct kiln_instance_spec spec = {.name = "import", .cancel = b->opts->cancel, .cloud = b->opts->cloud};
+  /* Where it will land decides its name: ask the driver, launching nothing. */
+  struct kiln_instance *probe = NULL;
+  if (kiln_instance_create (d, &spec, &probe, err) < 0)
+    {
+      stage_done (b, "import", "failed", t0, NULL);
+      return kiln_error_prefix (err, "import stage");
+    }
+  _cleanup_free_ char *region = probe->location ? kiln_xstrdup (probe->location) : NULL;
+  kiln_instance_destroy (probe);
+  _cleanup_free_ char *name = NULL;
+  _cleanup_free_ char *raw = NULL;
+  if (asprintf (&raw, "%s/image.raw", b->rd->path) < 0)
+    abort ();
+  const struct kiln_image_distribution *home = region ? distribution_for (b, region) : NULL;
+  struct kiln_image_transfer t = {.description = home && home->description ? home->description
+                                                                             : b->plan->description,
+                                  .cancel = b->opts->cancel};
+  say (b, "[import] converting the image to raw for %s", d->name);
+  if (image_name_for (b, home, &name, err) < 0 || kiln_disk_convert (captured, raw, "raw", false, b->opts->cancel, err) < 0)
+    {
+      stage_done (b, "import", "failed", t0, NULL);
+      return kiln_error_prefix (err, "import stage");
+    }
+  t.name = name;
+  say (b, "[import] importing into %s%s%s as '%s'", d->name, region ? " " : "", region ? region : "", name);
+  int r = kiln_image_import (d, &spec, raw, &t, err);
+  unlink (raw);
+  if (r < 0 || check_cancel (b, err) < 0)
+    {
+      if (r == 0)
+        delete_cloud_image (b, t.image_id, NULL);
+      kiln_image_transfer_release (&t);
+      stage_done (b, "import", "failed", t0, NULL);
+      return kiln_error_prefix (err, "import stage");
+    }
+  stage_done (b, "import", "success", t0,
+              json_pack ("{s:s, s:I, s:I}", "imageId", t.image_id, "bytesRead", (json_int_t) t.bytes_read,
+                         "bytesSent", (json_int_t) t.bytes_sent));
+  *image_id = kiln_steal_pointer (&t.image_id);
+  kiln_image_transfer_release (&t);
+  return distribute (b, *image_id, region, name, err);
 }
 
 static int
@@ -647,33 +758,22 @@ run_stages (struct build *b, struct kiln_build_result *res, kiln_error **err)
 
   if (cloud)
     {
-      /* Distribute: the build region's image gets its tags and launch
-       * permissions, every other region a copy. */
-      t0 = now ();
-      say (b, "[distribute] %s to %zu region(s)", captured,
-           b->opts->distribution ? b->opts->distribution->n_targets : (size_t) 1);
-      struct kiln_instance_spec spec = {.name = "distribute", .image = captured, .cancel = b->opts->cancel,
-                                        .cloud = b->opts->cloud};
-      if (plan_distribution (b, image_region, image_name, err) < 0
-          || kiln_image_distribute (b->opts->driver, &spec, captured, b->dist, b->n_dist, err) < 0
-          || check_cancel (b, err) < 0)
-        {
-          stage_done (b, "distribute", "failed", t0, NULL);
-          delete_cloud_image (b, captured, NULL);
-          return kiln_error_prefix (err, "distribute stage");
-        }
-      json_t *regions = json_array ();
-      for (size_t i = 0; i < b->n_dist; i++)
-        json_array_append_new (regions, json_string (b->dist[i].region));
-      stage_done (b, "distribute", "success", t0, json_pack ("{s:o}", "regions", regions));
+      if (distribute (b, captured, image_region, image_name, err) < 0)
+        return -1;
       if (publish_cloud (b, captured, res, started, err) == 0)
         return 0;
-      for (size_t i = 1; i < b->n_dist; i++)
-        delete_cloud_image (b, b->dist[i].image_id, b->dist[i].region);
-      delete_cloud_image (b, captured, NULL);
+      delete_distributed (b);
       return -1;
     }
-  return publish (b, captured, res, started, err);
+  /* A local build may also end as an image in a cloud (import_driver). */
+  _cleanup_free_ char *imported = NULL;
+  if (b->opts->import_driver && import_image (b, captured, &imported, err) < 0)
+    return -1;
+  if (publish (b, captured, res, started, err) == 0)
+    return 0;
+  if (imported)
+    delete_distributed (b);
+  return -1;
 }
 
 int
@@ -725,6 +825,7 @@ kiln_build_run (const struct kiln_plan *plan, const struct kiln_build_opts *opts
 out:
   drop_instance (&b);
   dist_release (&b);
+  free (b.home_region);
   kiln_rundir_release (b.rd, b.keep);
   json_decref (b.stages);
   free (b.logs_dir);

@@ -48,6 +48,10 @@ struct kiln_build_opts {
    * manifest (its settings are already in the fields above). */
   const struct kiln_distribution_config *distribution;
   const struct kiln_infrastructure *infrastructure;
+  /* A local build that also ends as an image in a cloud: the published disk
+   * is imported into this cloud driver (with cloud's settings) and
+   * distributed there as a cloud build's would be.  NULL: no import. */
+  const struct kiln_driver *import_driver;
   volatile sig_atomic_t *cancel;
 };
 

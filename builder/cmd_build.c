@@ -21,10 +21,11 @@ build_usage (FILE *out)
            "                  [--keep-on-failure] [--json] [--vcpus N] [--memory MIB] [--network]\n"
            "                  [--boot-timeout SECONDS] [--plan]\n"
            "                  [--endpoint-url URL] [--region REGION] [--profile NAME] [--instance-type TYPE]\n"
-           "                  [--infrastructure FILE] [--distribution FILE]\n"
+           "                  [--infrastructure FILE] [--distribution FILE] [--import DRIVER]\n"
            "--plan prints the build plan (JSON) and builds nothing.\n"
            "--infrastructure and --distribution take Image Builder's infrastructure and distribution\n"
            "configurations (YAML or JSON, the API's field names); flags win over them.\n"
+           "--import ec2: a local build also ends as an AMI, imported and distributed there.\n"
            "--endpoint-url, --region, --profile and --instance-type: the ec2 driver (AWS, or kiln-emulator).\n"
            "drivers: %s (default qemu); output directory default: kiln-output\n",
            kiln_driver_names ());
@@ -50,11 +51,12 @@ kiln_cmd_build (int argc, char **argv)
     {"instance-type", required_argument, NULL, 'I'},
     {"infrastructure", required_argument, NULL, 'F'},
     {"distribution", required_argument, NULL, 'D'},
+    {"import", required_argument, NULL, 'M'},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
   };
   const char *driver_name = "qemu", *output = "kiln-output", *format = "qcow2";
-  const char *infra_path = NULL, *dist_path = NULL;
+  const char *infra_path = NULL, *dist_path = NULL, *import_name = NULL;
   bool keep = false, json_out = false, network = false, plan_only = false, format_given = false;
   struct kiln_cloud_settings cloud = {0};
   long vcpus = 0, memory = 0, boot_timeout = 0;
@@ -92,6 +94,9 @@ kiln_cmd_build (int argc, char **argv)
           break;
         case 'D':
           dist_path = optarg;
+          break;
+        case 'M':
+          import_name = optarg;
           break;
         case 'k':
           keep = true;
@@ -141,6 +146,18 @@ kiln_cmd_build (int argc, char **argv)
       fprintf (stderr, "kiln build: unknown driver '%s' (known: %s)\n", driver_name, kiln_driver_names ());
       return KILN_EXIT_USAGE;
     }
+  const struct kiln_driver *import_driver = NULL;
+  if (import_name)
+    {
+      import_driver = kiln_driver_find (import_name);
+      if (import_driver == NULL || !import_driver->cloud_images || driver->cloud_images)
+        {
+          fprintf (stderr, "kiln build: --import takes a cloud driver (ec2) and applies to local builds%s%s%s\n",
+                   import_driver ? "" : " (unknown driver '", import_driver ? "" : import_name,
+                   import_driver ? "" : "')");
+          return KILN_EXIT_USAGE;
+        }
+    }
   enum kiln_image_format fmt;
   if (kiln_image_format_parse (format, &fmt, &e) < 0)
     {
@@ -187,10 +204,11 @@ kiln_cmd_build (int argc, char **argv)
       kiln_plan_free (plan);
       return KILN_EXIT_USAGE;
     }
-  if (!driver->cloud_images && (cloud.endpoint_url || cloud.region || cloud.profile || cloud.instance_type))
+  if (!driver->cloud_images && import_driver == NULL
+      && (cloud.endpoint_url || cloud.region || cloud.profile || cloud.instance_type))
     {
       fprintf (stderr, "kiln build: --endpoint-url, --region, --profile and --instance-type apply to cloud drivers "
-               "(ec2), not to %s\n", driver->name);
+               "(ec2), not to %s (unless --import names one)\n", driver->name);
       kiln_plan_free (plan);
       return KILN_EXIT_USAGE;
     }
@@ -199,7 +217,7 @@ kiln_cmd_build (int argc, char **argv)
   struct kiln_infrastructure *infra = NULL;
   struct kiln_distribution_config *dist = NULL;
   if ((infra_path && kiln_infrastructure_load (infra_path, driver, &infra, &e) < 0)
-      || (dist_path && kiln_distribution_load (dist_path, driver, &dist, &e) < 0))
+      || (dist_path && kiln_distribution_load (dist_path, import_driver ? import_driver : driver, &dist, &e) < 0))
     {
       fprintf (stderr, "kiln build: %s\n", kiln_error_message (e));
       kiln_infrastructure_free (infra);
@@ -233,7 +251,8 @@ kiln_cmd_build (int argc, char **argv)
     .boot_timeout_seconds = (int) boot_timeout,
     .progress = stderr,
     .cancel = &kiln_cli_cancel,
-    .cloud = driver->cloud_images ? &cloud : NULL,
+    .cloud = driver->cloud_images || import_driver ? &cloud : NULL,
+    .import_driver = import_driver,
     .infrastructure = infra,
     .distribution = dist,
   };

@@ -21,6 +21,10 @@ a user runs, against one kiln-emulator in qemu mode:
              left (pending or otherwise), no run directory left.
   refusals   a missing --name, a file with a backing file, an unknown image
              to export: clear errors, nothing made.
+  build-import  a local build (qemu driver) with --import ec2 and a
+             distribution of two regions: the disk is published as a file
+             and as an AMI in both regions (templated name, tags, launch
+             permission), the manifest names all three; no instance runs.
 
 Guests run under TCG, so this test runs alone.  Without $KILN_TEST_IMAGE it
 is skipped.
@@ -269,7 +273,53 @@ def case_refusals(kiln, emu, work, image):
     return problems
 
 
-CASES = {"round-trip": case_round_trip, "convert": case_convert, "interrupt": case_interrupt,
+def case_build_import(kiln, emu, work, image):
+    vm_data = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "vm", "data")
+    recipe = os.path.join(work, "recipe.yml")
+    with open(recipe, "w") as f:
+        f.write(f"name: imported\nsemanticVersion: 1.0.0\nparentImage: {os.path.abspath(image)}\n"
+                f"components:\n  - componentArn: {os.path.join(vm_data, 'files.yml')}\n")
+    dist = os.path.join(work, "dist.yml")
+    with open(dist, "w") as f:
+        f.write(f"distributions:\n"
+                f"  - region: {REGION}\n    amiDistributionConfiguration:\n"
+                f"      name: 'imported-{{{{ imagebuilder:buildVersion }}}}'\n"
+                f"      amiTags: {{Stage: local}}\n"
+                f"      launchPermission: {{userIds: ['{SHARE}']}}\n"
+                f"  - region: eu-west-1\n    amiDistributionConfiguration:\n"
+                f"      name: 'imported-copy-{{{{ imagebuilder:buildVersion }}}}'\n")
+    out = os.path.join(work, "out")
+    p = subprocess.run([kiln, "build", recipe, "--driver", "qemu", "--import", "ec2", "--distribution", dist,
+                        "--endpoint-url", emu.url, "--region", REGION, "--output", out, "--json"],
+                       capture_output=True, text=True, env=emu.env, timeout=1800)
+    if p.returncode != 0:
+        return [f"kiln build --import ec2 failed ({p.returncode}): {p.stderr[-3000:]}"]
+    m = json.loads(p.stdout)
+    problems = []
+    if not os.path.exists(os.path.join(out, "imported-1.qcow2")):
+        problems.append(f"published files: {os.listdir(out)}")
+    images = {i["region"]: i for i in m["output"].get("images", [])}
+    if set(images) != {REGION, "eu-west-1"}:
+        return problems + [f"manifest images: {m['output']}"]
+    home = emu.own_images().get(images[REGION]["imageId"])
+    if not home or home["Name"] != "imported-1" or {"Key": "Stage", "Value": "local"} not in home.get("Tags", []):
+        problems.append(f"{REGION} AMI: {home}")
+    shared = emu.aws("ec2", "describe-images", "--executable-users", "self", account="test2")["Images"]
+    if images[REGION]["imageId"] not in {i["ImageId"] for i in shared}:
+        problems.append("the AMI is not shared")
+    env = dict(emu.env, AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test")
+    q = subprocess.run(["/usr/bin/aws", "--endpoint-url", emu.url, "--region", "eu-west-1", "--output", "json", "ec2",
+                        "describe-images", "--image-ids", images["eu-west-1"]["imageId"]], capture_output=True,
+                       text=True, env=env, timeout=120)
+    copy = json.loads(q.stdout)["Images"] if q.returncode == 0 else []
+    if len(copy) != 1 or copy[0]["State"] != "available" or copy[0]["Name"] != "imported-copy-1":
+        problems.append(f"eu-west-1 copy: {copy or q.stderr}")
+    if [s["name"] for s in m["stages"]] != ["build", "capture", "test", "import", "distribute", "publish"]:
+        problems.append(f"stages: {[(s['name'], s['status']) for s in m['stages']]}")
+    return problems
+
+
+CASES = {"round-trip": case_round_trip, "build-import": case_build_import, "convert": case_convert, "interrupt": case_interrupt,
          "refusals": case_refusals}
 
 
