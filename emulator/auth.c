@@ -4,7 +4,13 @@
  * request is here: a known access key, a region and service kiln-emulator
  * serves, a date within EMU_CLOCK_SKEW_SECONDS of the server's clock (header
  * form) or a presigned URL not yet expired, and a payload hash that matches
- * the body received.  Messages follow AWS's wording where clients show it. */
+ * the body received.  Messages follow AWS's wording where clients show it.
+ *
+ * S3 adds its own payload rules: header-signed requests must say what they
+ * signed in x-amz-content-sha256 (a hex SHA-256, UNSIGNED-PAYLOAD, or one of
+ * the aws-chunked STREAMING-* forms), and object data arrives in a file
+ * (req->upload) whose raw hash and chunk signatures were checked while it
+ * was received (emu_auth_stream_*, used by s3_upload.c). */
 #include "auth.h"
 
 #include <stdarg.h>
@@ -15,7 +21,11 @@
 
 #include "cleanup.h"
 #include "digest.h"
+#include "s3.h"
 #include "xalloc.h"
+
+#define STREAMING_UNSIGNED_TRAILER "STREAMING-UNSIGNED-PAYLOAD-TRAILER"
+#define STREAMING_SIGNED_TRAILER "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER"
 
 void
 emu_auth_release (struct emu_auth *a)
@@ -60,6 +70,15 @@ is_hex64 (const char *s)
   return true;
 }
 
+static bool
+query_has (const struct emu_request *req, const char *name)
+{
+  for (size_t i = 0; i < req->n_query; i++)
+    if (strcmp (req->query[i].name, name) == 0)
+      return true;
+  return false;
+}
+
 enum emu_auth_failure
 emu_auth_verify (struct kiln_emu *emu, const struct emu_request *req, time_t now, struct emu_auth *out,
                  char **message)
@@ -71,6 +90,12 @@ emu_auth_verify (struct kiln_emu *emu, const struct emu_request *req, time_t now
   _cleanup_error_ kiln_error *verr = NULL;
 
   const char *authorization = emu_request_header (req, "Authorization");
+  bool sigv2 = authorization ? strncmp (authorization, "AWS ", 4) == 0
+                             : query_has (req, "AWSAccessKeyId") && query_has (req, "Signature");
+  out->presigned = authorization == NULL;
+  if (sigv2)
+    return fail (message, EMU_AUTH_UNSUPPORTED, "The authorization mechanism you have provided is not supported. "
+                 "Please use AWS4-HMAC-SHA256.");
   if (authorization)
     {
       if (kiln_sigv4_parse_authorization (authorization, &auth, &err) < 0)
@@ -91,6 +116,7 @@ emu_auth_verify (struct kiln_emu *emu, const struct emu_request *req, time_t now
   out->access_key_id = kiln_xstrdup (auth.access_key_id);
   out->region = kiln_xstrdup (auth.region);
   out->service = kiln_xstrdup (auth.service);
+  out->presigned = auth.presigned;
   enum emu_auth_failure result = EMU_AUTH_OK;
 
   const struct emu_account *account = emu_account_by_key (emu, auth.access_key_id);
@@ -106,12 +132,14 @@ emu_auth_verify (struct kiln_emu *emu, const struct emu_request *req, time_t now
                      auth.region);
       goto out;
     }
-  if (strcmp (auth.service, "ec2") != 0 && strcmp (auth.service, "ssm") != 0)
+  if (strcmp (auth.service, "ec2") != 0 && strcmp (auth.service, "ssm") != 0 && strcmp (auth.service, "s3") != 0
+      && strcmp (auth.service, "ebs") != 0)
     {
       result = fail (message, EMU_AUTH_BAD_SCOPE, "Credential should be scoped to a service kiln-emulator "
-                     "serves (ec2, ssm), not '%s'.", auth.service);
+                     "serves (ec2, ssm, s3, ebs), not '%s'.", auth.service);
       goto out;
     }
+  bool s3 = strcmp (auth.service, "s3") == 0;
 
   /* The date: header form's X-Amz-Date within the skew, presigned form's
    * date plus expiry still ahead. */
@@ -152,12 +180,61 @@ emu_auth_verify (struct kiln_emu *emu, const struct emu_request *req, time_t now
     }
 
   /* The payload: what the body hashes to; a client's x-amz-content-sha256
-   * must agree with it (UNSIGNED-PAYLOAD is the client's choice to make). */
+   * must agree with it (UNSIGNED-PAYLOAD is the client's choice to make).
+   * Object data in a file was hashed as it arrived, when the request
+   * signed a hash ("" otherwise). */
   char body_hash[KILN_SHA256_LEN * 2 + 1];
-  kiln_sha256_hex (req->body ? req->body : "", req->body_len, body_hash);
+  const struct emu_upload *upload = req->upload;
+  if (upload)
+    snprintf (body_hash, sizeof body_hash, "%s", upload->raw_sha256);
+  else
+    kiln_sha256_hex (req->body ? req->body : "", req->body_len, body_hash);
   const char *claimed = emu_request_header (req, "X-Amz-Content-Sha256");
-  const char *payload_hash = body_hash;
-  if (claimed && !auth.presigned)
+  const char *payload_hash = *body_hash ? body_hash : KILN_SIGV4_UNSIGNED_PAYLOAD;
+  /* Set when the body's chunks are signed and one of them (or the trailer)
+   * was not; reported once the seed signature itself checked. */
+  const char *stream_problem = NULL;
+  if (s3 && !auth.presigned)
+    {
+      if (claimed == NULL)
+        {
+          result = fail (message, EMU_AUTH_INCOMPLETE, "Missing required header for this request: "
+                         "x-amz-content-sha256");
+          goto out;
+        }
+      bool streaming_signed = strcmp (claimed, KILN_SIGV4_STREAMING_PAYLOAD) == 0
+                              || strcmp (claimed, STREAMING_SIGNED_TRAILER) == 0;
+      if (is_hex64 (claimed))
+        {
+          if (strcasecmp (claimed, body_hash) != 0)
+            {
+              result = fail (message, EMU_AUTH_BAD_PAYLOAD, "The provided 'x-amz-content-sha256' header does not "
+                             "match what was computed.");
+              goto out;
+            }
+        }
+      else if (streaming_signed || strcmp (claimed, STREAMING_UNSIGNED_TRAILER) == 0)
+        {
+          if (upload == NULL || !upload->aws_chunked)
+            {
+              result = fail (message, EMU_AUTH_INCOMPLETE, "x-amz-content-sha256 %s is accepted with an "
+                             "aws-chunked body (Content-Encoding: aws-chunked) of PutObject or UploadPart only.",
+                             claimed);
+              goto out;
+            }
+          if (streaming_signed && !upload->signatures_ok)
+            stream_problem = "The chunk signature we calculated does not match the signature you provided.";
+        }
+      else if (strcmp (claimed, KILN_SIGV4_UNSIGNED_PAYLOAD) != 0)
+        {
+          result = fail (message, EMU_AUTH_INCOMPLETE, "x-amz-content-sha256 must be UNSIGNED-PAYLOAD, "
+                         STREAMING_UNSIGNED_TRAILER ", " KILN_SIGV4_STREAMING_PAYLOAD ", "
+                         STREAMING_SIGNED_TRAILER " or a valid sha256 value.");
+          goto out;
+        }
+      payload_hash = claimed;
+    }
+  else if (claimed && !auth.presigned)
     {
       if (is_hex64 (claimed) && strcasecmp (claimed, body_hash) != 0)
         {
@@ -203,6 +280,11 @@ emu_auth_verify (struct kiln_emu *emu, const struct emu_request *req, time_t now
       goto out;
     }
   kiln_sigv4_result_release (&computed);
+  if (stream_problem)
+    {
+      result = fail (message, EMU_AUTH_MISMATCH, "%s", stream_problem);
+      goto out;
+    }
   out->account = account;
 
 out:
@@ -220,6 +302,7 @@ emu_auth_error (enum emu_auth_failure kind, bool json, int *status, const char *
       *code = json ? "MissingAuthenticationTokenException" : "MissingAuthenticationToken";
       return;
     case EMU_AUTH_INCOMPLETE:
+    case EMU_AUTH_UNSUPPORTED:
       *status = 400;
       *code = json ? "IncompleteSignatureException" : "IncompleteSignature";
       return;
@@ -248,4 +331,107 @@ emu_auth_error (enum emu_auth_failure kind, bool json, int *status, const char *
     }
   *status = 500;
   *code = "InternalError";
+}
+
+void
+emu_auth_error_s3 (enum emu_auth_failure kind, bool presigned, int *status, const char **code)
+{
+  const char *malformed = presigned ? "AuthorizationQueryParametersError" : "AuthorizationHeaderMalformed";
+  switch (kind)
+    {
+    case EMU_AUTH_MISSING:
+      *status = 403;
+      *code = "AccessDenied";
+      return;
+    case EMU_AUTH_INCOMPLETE:
+    case EMU_AUTH_BAD_SCOPE:
+      *status = 400;
+      *code = malformed;
+      return;
+    case EMU_AUTH_UNKNOWN_KEY:
+      *status = 403;
+      *code = "InvalidAccessKeyId";
+      return;
+    case EMU_AUTH_MISMATCH:
+      *status = 403;
+      *code = "SignatureDoesNotMatch";
+      return;
+    case EMU_AUTH_EXPIRED:
+      *status = 403;
+      *code = presigned ? "AccessDenied" : "RequestTimeTooSkewed";
+      return;
+    case EMU_AUTH_BAD_PAYLOAD:
+      *status = 400;
+      *code = "XAmzContentSHA256Mismatch";
+      return;
+    case EMU_AUTH_UNSUPPORTED:
+      *status = 400;
+      *code = "InvalidRequest";
+      return;
+    case EMU_AUTH_OK:
+      break;
+    }
+  *status = 500;
+  *code = "InternalError";
+}
+
+/* ---- signed chunks ---- */
+
+struct emu_stream_auth *
+emu_auth_stream_begin (struct kiln_emu *emu, const struct emu_request *head)
+{
+  const char *authorization = emu_request_header (head, "Authorization");
+  const char *amz_date = emu_request_header (head, "X-Amz-Date");
+  if (authorization == NULL || amz_date == NULL || strlen (amz_date) != KILN_SIGV4_AMZ_DATE_LEN)
+    return NULL;
+  struct kiln_sigv4_auth auth = {0};
+  _cleanup_error_ kiln_error *err = NULL;
+  if (kiln_sigv4_parse_authorization (authorization, &auth, &err) < 0)
+    return NULL;
+  const struct emu_account *account = emu_account_by_key (emu, auth.access_key_id);
+  struct emu_stream_auth *s = NULL;
+  if (account)
+    {
+      s = kiln_xcalloc (1, sizeof *s);
+      kiln_sigv4_signing_key (account->secret_access_key, auth.date, auth.region, auth.service, s->key);
+      snprintf (s->amz_date, sizeof s->amz_date, "%s", amz_date);
+      if (asprintf (&s->scope, "%s/%s/%s/aws4_request", auth.date, auth.region, auth.service) < 0)
+        abort ();
+      snprintf (s->previous, sizeof s->previous, "%s", auth.signature);
+    }
+  kiln_sigv4_auth_release (&auth);
+  return s;
+}
+
+bool
+emu_auth_stream_chunk (struct emu_stream_auth *s, const char *chunk_sha256_hex, const char *claimed)
+{
+  char sig[KILN_SHA256_LEN * 2 + 1];
+  kiln_sigv4_chunk_signature (s->key, s->amz_date, s->scope, s->previous, chunk_sha256_hex, sig);
+  bool ok = claimed && strcasecmp (sig, claimed) == 0;
+  memcpy (s->previous, sig, sizeof sig);
+  return ok;
+}
+
+bool
+emu_auth_stream_trailer (struct emu_stream_auth *s, const char *trailer_sha256_hex, const char *claimed)
+{
+  _cleanup_free_ char *sts = NULL;
+  if (asprintf (&sts, KILN_SIGV4_ALGORITHM "-TRAILER\n%s\n%s\n%s\n%s", s->amz_date, s->scope, s->previous,
+                trailer_sha256_hex) < 0)
+    abort ();
+  unsigned char mac[KILN_SHA256_LEN];
+  kiln_hmac_sha256 (s->key, sizeof s->key, sts, strlen (sts), mac);
+  char sig[KILN_SHA256_LEN * 2 + 1];
+  kiln_hex_encode (mac, sizeof mac, sig);
+  return claimed && strcasecmp (sig, claimed) == 0;
+}
+
+void
+emu_auth_stream_free (struct emu_stream_auth *s)
+{
+  if (s == NULL)
+    return;
+  free (s->scope);
+  free (s);
 }

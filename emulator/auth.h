@@ -19,6 +19,7 @@ enum emu_auth_failure {
   EMU_AUTH_EXPIRED,        /* dated too far from now, or a presigned URL past its expiry */
   EMU_AUTH_BAD_SCOPE,      /* a region or service this emulator does not serve */
   EMU_AUTH_BAD_PAYLOAD,    /* x-amz-content-sha256 does not match the body */
+  EMU_AUTH_UNSUPPORTED,    /* signed another way than SigV4 (SigV2: "AWS key:sig", AWSAccessKeyId=) */
 };
 
 struct emu_auth {
@@ -26,6 +27,7 @@ struct emu_auth {
   char *region;
   char *service;
   char *access_key_id;     /* as sent, also on failure when known */
+  bool presigned;          /* signed in the query string */
 };
 
 void emu_auth_release (struct emu_auth *a);
@@ -39,6 +41,37 @@ enum emu_auth_failure emu_auth_verify (struct kiln_emu *emu, const struct emu_re
 /* How a protocol spells a failure: json selects awsJson1_1's codes (SSM),
  * else EC2 Query's. */
 void emu_auth_error (enum emu_auth_failure kind, bool json, int *status, const char **code);
+
+/* How S3 spells a failure (its codes differ for presigned URLs). */
+void emu_auth_error_s3 (enum emu_auth_failure kind, bool presigned, int *status, const char **code);
+
+/* ---- aws-chunked bodies with signed chunks (S3) ----
+ *
+ * A body sent with x-amz-content-sha256 STREAMING-AWS4-HMAC-SHA256-PAYLOAD
+ * signs each chunk over the previous chunk's signature, the first over the
+ * request's own (the seed).  The chunks arrive before the request is
+ * answered, so the upload (s3_upload.c) checks them as they come with what
+ * emu_auth_stream_begin derived from the request's head; emu_auth_verify
+ * later checks the seed itself, and accepts a streaming request only when
+ * every chunk checked. */
+struct emu_stream_auth {
+  unsigned char key[KILN_SHA256_LEN];
+  char amz_date[KILN_SIGV4_AMZ_DATE_LEN + 1];
+  char *scope;
+  char previous[KILN_SHA256_LEN * 2 + 1];
+};
+
+/* NULL when head's signature cannot seed a chain (no Authorization header,
+ * malformed, unknown access key, no X-Amz-Date); the chunks then cannot be
+ * checked, and the request fails in emu_auth_verify. */
+struct emu_stream_auth *emu_auth_stream_begin (struct kiln_emu *emu, const struct emu_request *head);
+/* Whether claimed is the signature of the next chunk, whose data hashes to
+ * chunk_sha256_hex; the chain moves on either way. */
+bool emu_auth_stream_chunk (struct emu_stream_auth *s, const char *chunk_sha256_hex, const char *claimed);
+/* Whether claimed is the signature of the trailer whose canonical text
+ * ("name:value\n" per header) hashes to trailer_sha256_hex. */
+bool emu_auth_stream_trailer (struct emu_stream_auth *s, const char *trailer_sha256_hex, const char *claimed);
+void emu_auth_stream_free (struct emu_stream_auth *s);
 
 /* A header's value (case-insensitive name), or NULL. */
 const char *emu_request_header (const struct emu_request *req, const char *name);

@@ -5,7 +5,9 @@
  *
  * Which error shape an unauthenticated request gets is decided before the
  * service is known: a request carrying X-Amz-Target speaks awsJson1_1, any
- * other speaks EC2 Query. */
+ * other speaks EC2 Query, except that a credential scope naming ebs gets
+ * rest-json, one naming s3 (or none, on a request with no EC2 Action) S3's
+ * XML. */
 #include "emulator.h"
 
 #include <ctype.h>
@@ -20,6 +22,7 @@
 #include "cleanup.h"
 #include "fsutil.h"
 #include "log.h"
+#include "s3.h"
 #include "xalloc.h"
 
 void
@@ -27,6 +30,8 @@ emu_response_release (struct emu_response *r)
 {
   free (r->content_type);
   kiln_buf_release (&r->body);
+  if (r->body_from_file)
+    close (r->body_fd);
   kiln_sigv4_pairs_free (r->headers, r->n_headers);
   memset (r, 0, sizeof *r);
 }
@@ -79,13 +84,24 @@ kiln_emu_handle (struct kiln_emu *emu, const struct emu_request *req, struct emu
   bool query_ok = req->raw_query == NULL || emu_form_parse (&c, req->raw_query, strlen (req->raw_query)) == 0;
   emu_params_free (&c);
   enum emu_auth_failure kind = query_ok ? emu_auth_verify (emu, req, c.now, &auth, &message) : EMU_AUTH_OK;
+  /* EBS direct is rest-json: its own error shape, and 403 for every SigV4
+   * failure. */
+  bool ebs = query_ok && auth.service && strcmp (auth.service, "ebs") == 0;
+  /* S3 is rest-xml with its own codes; a request whose signature names no
+   * service is S3's when it looks like nothing else (s3_protocol.c). */
+  bool s3 = query_ok && !json
+            && (auth.service ? strcmp (auth.service, "s3") == 0 : emu_s3_unsigned_looks_like_s3 (req));
   if (!query_ok)
     kiln_log_debug ("emulator: %s %s refused: %s", req->method, req->path, c.error_message);
   else if (kind != EMU_AUTH_OK)
     {
       int status;
       const char *code;
-      emu_auth_error (kind, json, &status, &code);
+      emu_auth_error (kind, json || ebs, &status, &code);
+      if (ebs)
+        status = 403;
+      if (s3)
+        emu_auth_error_s3 (kind, auth.presigned, &status, &code);
       emu_fail (&c, status, code, "%s", message);
       kiln_log_debug ("emulator: %s %s refused: %s: %s", req->method, req->path, code, message);
     }
@@ -94,19 +110,29 @@ kiln_emu_handle (struct kiln_emu *emu, const struct emu_request *req, struct emu
       c.account = auth.account->id;
       c.region = auth.region;
       c.service = auth.service;
+      emu_ebs_expire (emu, c.now);
       if (strcmp (c.service, "ssm") == 0)
         emu_ssm_serve (&c, resp);
+      else if (ebs)
+        emu_ebs_serve (&c, resp);
+      else if (s3)
+        emu_s3_serve (&c, resp);
       else
         emu_ec2_serve (&c, resp);
     }
   if (c.error_code && resp->status == 0)
     {
-      if (json)
+      if (ebs)
+        emu_ebs_error_reply (&c, resp);
+      else if (json)
         emu_ssm_error_reply (&c, resp);
+      else if (s3)
+        emu_s3_error_reply (&c, resp);
       else
         emu_ec2_error_reply (&c, resp);
     }
-  emu_response_add_header (resp, json ? "x-amzn-RequestId" : "x-amzn-requestid", c.request_id);
+  emu_response_add_header (resp, s3 ? "x-amz-request-id" : json || ebs ? "x-amzn-RequestId" : "x-amzn-requestid",
+                           c.request_id);
   free (c.error_code);
   free (c.error_message);
   emu_auth_release (&auth);

@@ -61,7 +61,10 @@ struct kiln_emu {
   sqlite3 *db;
   pthread_mutex_t db_lock;  /* one connection, serialized */
   struct emu_vmhost *vmhost;
+  bool s3_ready;            /* S3's data directories made, leftovers removed (s3_data.c) */
 };
+
+struct emu_upload;
 
 /* A request as received.  Path and query are decoded; header names keep the
  * case they were sent in. */
@@ -77,6 +80,9 @@ struct emu_request {
   size_t n_headers;
   const char *body;
   size_t body_len;
+  /* S3 object data (PutObject, UploadPart) is not in body: server.c
+   * streams it into a file as it arrives (s3.h); NULL otherwise. */
+  struct emu_upload *upload;
 };
 
 struct emu_response {
@@ -85,6 +91,13 @@ struct emu_response {
   struct kiln_buf body;
   struct kiln_sigv4_pair *headers; /* extra headers, malloc'd names and values */
   size_t n_headers;
+  /* When body_from_file: the body is body_length bytes of body_fd from
+   * body_offset, sent without being read into memory (S3 GetObject); the
+   * response owns the descriptor. */
+  bool body_from_file;
+  int body_fd;
+  unsigned long long body_offset;
+  unsigned long long body_length;
 };
 
 void emu_response_release (struct emu_response *r);
@@ -126,6 +139,9 @@ struct emu_call {
   int error_status;
   char *error_code;
   char *error_message;
+  /* rest-json (EBS direct): the error's Reason, a string literal or NULL;
+   * set with the error by ebs_fail. */
+  const char *error_reason;
 };
 
 /* Records an AWS error (HTTP status, code such as "InvalidInstanceID.NotFound",
@@ -161,6 +177,13 @@ extern const struct emu_operation emu_ssm_parameter_ops[];
 void emu_ec2_serve (struct emu_call *c, struct emu_response *resp);
 /* awsJson1_1 for SSM (ssm_protocol.c): the operation named by X-Amz-Target. */
 void emu_ssm_serve (struct emu_call *c, struct emu_response *resp);
+/* rest-json for the EBS direct APIs (ebs_protocol.c): the operation named by
+ * method and path. */
+void emu_ebs_serve (struct emu_call *c, struct emu_response *resp);
+/* Pending EBS direct snapshots whose Timeout has passed go to error
+ * (ebs_snapshots.c); run before every request, so what any API shows is
+ * current. */
+void emu_ebs_expire (struct kiln_emu *emu, time_t now);
 /* Splits form-encoded text ('+' is a space) into c->params, failing the
  * call with MalformedQueryString on a pair without a name or a broken
  * %-escape; emu_params_free releases them. */
@@ -169,6 +192,7 @@ void emu_params_free (struct emu_call *c);
 /* The error recorded on c (emu_fail) in each protocol's error shape. */
 void emu_ec2_error_reply (struct emu_call *c, struct emu_response *resp);
 void emu_ssm_error_reply (struct emu_call *c, struct emu_response *resp);
+void emu_ebs_error_reply (struct emu_call *c, struct emu_response *resp);
 
 /* ---- shared helpers (emulator.c) ---- */
 

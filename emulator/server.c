@@ -3,7 +3,16 @@
  * libmicrohttpd decodes the URL it hands the access handler ('+' in the query
  * becomes a space), but SigV4 signs the query as sent, so the raw request
  * line is taken from the URI log callback, which runs first and whose return
- * value becomes the connection's per-request context. */
+ * value becomes the connection's per-request context.
+ *
+ * Bodies are read whole into memory, up to EMU_MAX_BODY, except S3 object
+ * data (PutObject, UploadPart: several GiB): when the request's head shows
+ * one (emu_upload_begin), each piece is handed on as it arrives, decoded
+ * and written to a temporary file (s3_upload.c), so memory stays bounded.
+ * A body cut short (the client went away before Content-Length) never
+ * reaches kiln_emu_handle, and its file is removed when libmicrohttpd
+ * reports the request finished.  Replies may be a file's range (GetObject),
+ * sent from the descriptor. */
 #include "server.h"
 
 #include <arpa/inet.h>
@@ -17,6 +26,7 @@
 
 #include "cleanup.h"
 #include "log.h"
+#include "s3.h"
 #include "xalloc.h"
 
 struct emu_server {
@@ -24,10 +34,20 @@ struct emu_server {
   struct kiln_emu *emu;
 };
 
+struct header_list {
+  struct kiln_sigv4_pair *items;
+  size_t n;
+};
+
 /* One request being received. */
 struct pending {
   char *raw_uri;
+  char *path;                   /* decoded, before '?' */
+  struct kiln_sigv4_pair *query;
+  size_t n_query;
+  struct header_list headers;
   struct kiln_buf body;
+  struct emu_upload *upload;    /* S3 object data: streamed to a file, not body */
   bool started;     /* the access handler has seen the request once */
   bool too_large;
 };
@@ -47,15 +67,14 @@ request_completed (void *cls, struct MHD_Connection *con, void **con_cls, enum M
   if (p == NULL)
     return;
   free (p->raw_uri);
+  free (p->path);
+  kiln_sigv4_pairs_free (p->query, p->n_query);
+  kiln_sigv4_pairs_free (p->headers.items, p->headers.n);
   kiln_buf_release (&p->body);
+  emu_upload_free (p->upload);
   free (p);
   *con_cls = NULL;
 }
-
-struct header_list {
-  struct kiln_sigv4_pair *items;
-  size_t n;
-};
 
 static enum MHD_Result
 collect_header (void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
@@ -70,11 +89,20 @@ collect_header (void *cls, enum MHD_ValueKind kind, const char *key, const char 
   return MHD_YES;
 }
 
+/* Queues r; a body from a file passes its descriptor to libmicrohttpd. */
 static enum MHD_Result
-send_response (struct MHD_Connection *con, const struct emu_response *r)
+send_response (struct MHD_Connection *con, struct emu_response *r)
 {
-  struct MHD_Response *resp
-      = MHD_create_response_from_buffer (r->body.len, r->body.data ? r->body.data : (void *) "", MHD_RESPMEM_MUST_COPY);
+  struct MHD_Response *resp;
+  if (r->body_from_file && r->body_length > 0)
+    {
+      resp = MHD_create_response_from_fd_at_offset64 (r->body_length, r->body_fd, r->body_offset);
+      if (resp)
+        r->body_from_file = false;
+    }
+  else
+    resp = MHD_create_response_from_buffer (r->body.len, r->body.data ? r->body.data : (void *) "",
+                                            MHD_RESPMEM_MUST_COPY);
   if (resp == NULL)
     return MHD_NO;
   if (r->content_type)
@@ -106,16 +134,40 @@ access_handler (void *cls, struct MHD_Connection *con, const char *url, const ch
   struct pending *p = *con_cls;
   if (p == NULL)
     return MHD_NO;
+  const char *q = strchr (p->raw_uri, '?');
   if (!p->started)
     {
       p->started = true;
+      /* The raw request target: path before '?', query after. */
+      size_t path_len = q ? (size_t) (q - p->raw_uri) : strlen (p->raw_uri);
+      p->path = kiln_sigv4_uri_decode (p->raw_uri, path_len, false, NULL);
+      if (q)
+        kiln_sigv4_parse_query (q + 1, &p->query, &p->n_query);
+      MHD_get_connection_values (con, MHD_HEADER_KIND, collect_header, &p->headers);
+      struct emu_request head = {
+        .method = method,
+        .path = p->path,
+        .raw_query = q ? q + 1 : NULL,
+        .query = p->query,
+        .n_query = p->n_query,
+        .headers = p->headers.items,
+        .n_headers = p->headers.n,
+        .body = "",
+      };
+      p->upload = emu_upload_begin (s->emu, &head);
       const char *length = MHD_lookup_connection_value (con, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-      if (length && strtoull (length, NULL, 10) > EMU_MAX_BODY)
+      if (p->upload == NULL && length && strtoull (length, NULL, 10) > EMU_MAX_BODY)
         p->too_large = true;
       return MHD_YES;
     }
   if (*upload_data_size > 0)
     {
+      if (p->upload)
+        {
+          emu_upload_feed (p->upload, upload_data, *upload_data_size);
+          *upload_data_size = 0;
+          return MHD_YES;
+        }
       if (!p->too_large && p->body.len + *upload_data_size > EMU_MAX_BODY)
         {
           p->too_large = true;
@@ -128,36 +180,30 @@ access_handler (void *cls, struct MHD_Connection *con, const char *url, const ch
     }
   if (p->too_large)
     return send_too_large (con);
-
-  /* The raw request target: path before '?', query after. */
-  const char *q = strchr (p->raw_uri, '?');
-  size_t path_len = q ? (size_t) (q - p->raw_uri) : strlen (p->raw_uri);
-  _cleanup_free_ char *path = kiln_sigv4_uri_decode (p->raw_uri, path_len, false, NULL);
-  struct kiln_sigv4_pair *query = NULL;
-  size_t n_query = 0;
-  if (q)
-    kiln_sigv4_parse_query (q + 1, &query, &n_query);
-  struct header_list headers = {0};
-  MHD_get_connection_values (con, MHD_HEADER_KIND, collect_header, &headers);
+  if (p->upload)
+    emu_upload_finish (p->upload);
 
   struct emu_request req = {
     .method = method,
-    .path = path,
+    .path = p->path,
     .raw_query = q ? q + 1 : NULL,
-    .query = query,
-    .n_query = n_query,
-    .headers = headers.items,
-    .n_headers = headers.n,
+    .query = p->query,
+    .n_query = p->n_query,
+    .headers = p->headers.items,
+    .n_headers = p->headers.n,
     .body = p->body.data ? p->body.data : "",
     .body_len = p->body.len,
+    .upload = p->upload,
   };
   struct emu_response resp;
   kiln_emu_handle (s->emu, &req, &resp);
+  /* Answered: an upload's file was published or is to go, before the
+   * client sees the reply. */
+  emu_upload_free (p->upload);
+  p->upload = NULL;
   kiln_log_debug ("emulator: %s %s -> %d", method, p->raw_uri, resp.status);
   enum MHD_Result ret = send_response (con, &resp);
   emu_response_release (&resp);
-  kiln_sigv4_pairs_free (query, n_query);
-  kiln_sigv4_pairs_free (headers.items, headers.n);
   return ret;
 }
 

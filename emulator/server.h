@@ -1,7 +1,8 @@
 /* server.h - kiln-emulator's HTTP listener (libmicrohttpd, a thread pool).
  *
  * Every request is read whole (bodies over EMU_MAX_BODY are refused with 413
- * without being stored), turned into a struct emu_request with its raw query
+ * without being stored) -- except S3 object data, streamed to a file as it
+ * arrives (s3.h) -- turned into a struct emu_request with its raw query
  * decoded the way SigV4 wants it, and answered by kiln_emu_handle(). */
 #ifndef KILN_EMULATOR_SERVER_H
 #define KILN_EMULATOR_SERVER_H

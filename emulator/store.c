@@ -92,6 +92,50 @@ static const char schema[] =
     "  data_type TEXT NOT NULL DEFAULT 'text', tier TEXT NOT NULL DEFAULT 'Standard',"
     "  key_id TEXT, modified INTEGER NOT NULL, labels TEXT NOT NULL DEFAULT '[]',"
     "  PRIMARY KEY (account, region, name, version));"
+    /* S3 buckets: names are global; each belongs to one account and lives
+     * in one region. */
+    "CREATE TABLE IF NOT EXISTS s3_buckets ("
+    "  name TEXT PRIMARY KEY, account TEXT NOT NULL, region TEXT NOT NULL, created INTEGER NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS s3_buckets_account ON s3_buckets (account, name);"
+    /* S3 objects.  Keys compare as bytes (UTF-8 order, as S3 lists them).
+     * data: the file DATA_DIR/s3/data/<data> (s3_data.c); etag without
+     * quotes; metadata: JSON object of the headers returned with the object
+     * (x-amz-meta-*, Content-Encoding, ...); checksum: base64, with "-N" for
+     * a composite one; part_sizes: JSON array for a multipart object. */
+    "CREATE TABLE IF NOT EXISTS s3_objects ("
+    "  bucket TEXT NOT NULL, key TEXT NOT NULL, data TEXT NOT NULL, size INTEGER NOT NULL,"
+    "  etag TEXT NOT NULL, content_type TEXT NOT NULL, metadata TEXT NOT NULL DEFAULT '{}',"
+    "  checksum_algorithm TEXT, checksum TEXT, checksum_type TEXT, part_sizes TEXT,"
+    "  modified INTEGER NOT NULL, PRIMARY KEY (bucket, key));"
+    /* S3 multipart uploads in progress and their parts (data as above). */
+    "CREATE TABLE IF NOT EXISTS s3_uploads ("
+    "  id TEXT PRIMARY KEY, bucket TEXT NOT NULL, key TEXT NOT NULL, account TEXT NOT NULL,"
+    "  initiated INTEGER NOT NULL, content_type TEXT NOT NULL, metadata TEXT NOT NULL DEFAULT '{}',"
+    "  checksum_algorithm TEXT, checksum_type TEXT, seq INTEGER NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS s3_uploads_key ON s3_uploads (bucket, key, seq);"
+    "CREATE TABLE IF NOT EXISTS s3_parts ("
+    "  upload TEXT NOT NULL, number INTEGER NOT NULL, data TEXT NOT NULL, size INTEGER NOT NULL,"
+    "  etag TEXT NOT NULL, checksum TEXT, modified INTEGER NOT NULL, PRIMARY KEY (upload, number));"
+    /* EBS direct (ebs_snapshots.c): what StartSnapshot knows of a snapshot
+     * beside its `snapshots` row: its parent (the lineage), the client token
+     * with the request's hash and the reply it got, the Timeout and the
+     * deadline it sets (NULL once completed or expired).  Rows stay after
+     * the snapshot is deleted: lineages and tokens outlive it. */
+    "CREATE TABLE IF NOT EXISTS ebs_snapshots ("
+    "  id TEXT PRIMARY KEY, account TEXT NOT NULL, region TEXT NOT NULL, parent TEXT,"
+    "  client_token TEXT, request_hash TEXT NOT NULL, start_reply TEXT NOT NULL,"
+    "  timeout_minutes INTEGER NOT NULL, deadline INTEGER);"
+    "CREATE UNIQUE INDEX IF NOT EXISTS ebs_snapshots_token ON ebs_snapshots (account, region, client_token)"
+    "  WHERE client_token IS NOT NULL;"
+    "CREATE INDEX IF NOT EXISTS ebs_snapshots_deadline ON ebs_snapshots (deadline) WHERE deadline IS NOT NULL;"
+    /* The blocks an EBS direct snapshot holds: base64 SHA-256 of the data
+     * written (NULL for blocks inherited from a parent not written through
+     * EBS direct), and origin, the snapshot whose write put it there. */
+    "CREATE TABLE IF NOT EXISTS ebs_blocks ("
+    "  snapshot_id TEXT NOT NULL, block_index INTEGER NOT NULL, checksum TEXT, origin TEXT NOT NULL,"
+    "  PRIMARY KEY (snapshot_id, block_index)) WITHOUT ROWID;"
+    "CREATE TRIGGER IF NOT EXISTS ebs_blocks_of_deleted AFTER DELETE ON snapshots BEGIN"
+    "  DELETE FROM ebs_blocks WHERE snapshot_id = OLD.id; END;"
     /* A counter that orders rows by creation (pagination follows it). */
     "CREATE TABLE IF NOT EXISTS sequence (id INTEGER PRIMARY KEY CHECK (id = 1), next INTEGER NOT NULL);"
     "INSERT OR IGNORE INTO sequence (id, next) VALUES (1, 1);";

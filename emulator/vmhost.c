@@ -140,7 +140,7 @@ guest_up (struct vm *vm, bool create_only, kiln_error **err)
 {
   struct kiln_emu *emu = vm->host->emu;
   _cleanup_json_ json_t *row = emu_db_query_one (
-      emu, err, "SELECT i.instance_type, i.disk_snapshot, s.disk FROM instances i "
+      emu, err, "SELECT i.instance_type, i.disk_snapshot, s.disk, s.disk_format FROM instances i "
       "LEFT JOIN snapshots s ON s.id = i.disk_snapshot WHERE i.id = ?", vm->id);
   if (row == NULL)
     return *err ? -1 : kiln_error_set (err, KILN_ERR_NOT_FOUND, 0, "instance %s is gone", vm->id);
@@ -162,6 +162,9 @@ guest_up (struct vm *vm, bool create_only, kiln_error **err)
     /* A reused overlay names its own parent; the spec's image then only
      * needs to exist, and the overlay itself does. */
     .image = disk ? disk : overlay,
+    /* Never probed: a raw disk written through EBS direct may begin with
+     * any bytes, a qcow2 header naming a backing file among them. */
+    .image_format = disk ? emu_row_str_or_null (row, "disk_format") : NULL,
     .vcpus = type ? type->vcpus : 1,
     .memory_mib = type ? (uint64_t) type->memory_mib : 1024,
     .network = true,
