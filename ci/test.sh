@@ -22,9 +22,10 @@ meson compile -C build-asan
 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 ASAN_OPTIONS=detect_leaks=1 \
   meson test -C build-asan --print-errorlogs --suite unit --suite component
 # kiln-emulator under the sanitizers too, driven by the real AWS clients
-# (mock instances: the guests' side is the vm suite's).
+# (mock instances: the guests' side is the vm suite's): EC2/SSM, EBS direct
+# and S3.
 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 ASAN_OPTIONS=detect_leaks=1 \
-  meson test -C build-asan --print-errorlogs emulator_protocol
+  meson test -C build-asan --print-errorlogs emulator_protocol ebs_protocol s3_protocol
 
 if command -v clang >/dev/null 2>&1; then
   if [ ! -d build-fuzz ]; then

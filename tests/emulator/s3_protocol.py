@@ -1105,7 +1105,13 @@ def memory_case(server, work):
         expect(h.hexdigest() == want, f"{key}: 300 MiB came back different")
     hwm = vm_hwm_kib(server.proc.pid)
     os.unlink(path)
-    expect(hwm < 96 * 1024, f"VmHWM {hwm // 1024} MiB after moving 300 MiB objects (limit 96 MiB)")
+    # Under AddressSanitizer freed buffers sit in its quarantine and shadow
+    # memory costs more: a looser bound, still far below the object.
+    with open(f"/proc/{server.proc.pid}/maps") as f:
+        asan = "libasan" in f.read()
+    limit = 192 if asan else 96
+    expect(hwm < limit * 1024,
+           f"VmHWM {hwm // 1024} MiB after moving 300 MiB objects (limit {limit} MiB{' under ASan' if asan else ''})")
     for key in ("one-put", "multipart"):
         s3.delete_object(Bucket="kiln-big", Key=key)
     s3.delete_bucket(Bucket="kiln-big")
