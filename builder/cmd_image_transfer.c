@@ -25,6 +25,7 @@
 #include "cleanup.h"
 #include "cli.h"
 #include "disk_image.h"
+#include "distribution.h"
 #include "driver.h"
 #include "process.h"
 #include "rundir.h"
@@ -280,6 +281,18 @@ kiln_cmd_image_import (int argc, char **argv)
   c.share = share;
   const char *file = argv[optind];
   _cleanup_error_ kiln_error *e = NULL;
+  /* A name EC2 would refuse is refused before any data moves. */
+  _cleanup_free_ char *checked = NULL;
+  if (strstr (c.t.name, "{{") != NULL)
+    {
+      fprintf (stderr, "kiln image import: --name '%s': templates belong in a distribution file\n", c.t.name);
+      return KILN_EXIT_USAGE;
+    }
+  if (kiln_ami_name_expand (c.t.name, "", "", &checked, &e) < 0)
+    {
+      fprintf (stderr, "kiln image import: --name: %s\n", kiln_error_message (e));
+      return KILN_EXIT_USAGE;
+    }
   kiln_rundir_reap_stale (kiln_drivers_reap, NULL);
   struct kiln_disk_info info = {0};
   if (kiln_disk_info (file, &info, &e) < 0)

@@ -19,8 +19,9 @@ a user runs, against one kiln-emulator in qemu mode:
              identical.
   interrupt  SIGINT during an import: status 130, no AMI and no snapshot
              left (pending or otherwise), no run directory left.
-  refusals   a missing --name, a file with a backing file, an unknown image
-             to export: clear errors, nothing made.
+  refusals   a missing --name, a name EC2 would refuse (before any data
+             moves), a file with a backing file, an unknown image to
+             export: clear errors, nothing made.
   build-import  a local build (qemu driver) with --import ec2 and a
              distribution of two regions: the disk is published as a file
              and as an AMI in both regions (templated name, tags, launch
@@ -278,6 +279,9 @@ def case_refusals(kiln, emu, work, image):
     p = kiln_cmd(kiln, emu, "import", image)
     if p.returncode != 2 or "--name" not in p.stderr:
         problems.append(f"import without --name: {p.returncode} {p.stderr}")
+    p = kiln_cmd(kiln, emu, "import", image, "--name", "ab")
+    if p.returncode != 2 or "3 to 128" not in p.stderr:
+        problems.append(f"import with a name EC2 refuses: {p.returncode} {p.stderr}")
     overlay = os.path.join(work, "overlay.qcow2")
     subprocess.run(["qemu-img", "create", "-f", "qcow2", "-F", "qcow2", "-b", os.path.abspath(image), overlay],
                    check=True, capture_output=True)
