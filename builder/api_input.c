@@ -283,3 +283,25 @@ kiln_api_tags (struct kiln_api_input *in, const struct kiln_yaml_node *n, const 
     }
   return 0;
 }
+
+int
+kiln_api_config_common (struct kiln_api_input *in, const struct kiln_yaml_node *root, char **name, char **description)
+{
+  const struct kiln_yaml_node *n;
+  if ((n = kiln_yaml_map_get (root, "name")) && kiln_api_resource_name (in, n, "name", name) < 0)
+    return -1;
+  if ((n = kiln_yaml_map_get (root, "description")) && kiln_api_string (in, n, "description", description) < 0)
+    return -1;
+  _cleanup_strv_ char **tags = NULL;
+  _cleanup_free_ char *client_token = NULL;
+  if ((n = kiln_yaml_map_get (root, "tags")) && kiln_api_tags (in, n, "tags", &tags) < 0)
+    return -1;
+  if ((n = kiln_yaml_map_get (root, "clientToken")))
+    {
+      if (kiln_api_string (in, n, "clientToken", &client_token) < 0)
+        return -1;
+      if (strlen (client_token) > 36)
+        return kiln_api_fail (in, n, "clientToken must be at most 36 characters");
+    }
+  return 0;
+}

@@ -67,6 +67,12 @@ int kiln_api_string (struct kiln_api_input *in, const struct kiln_yaml_node *n, 
  * letters, digits, '-', '_' and spaces, not starting or ending with a
  * space. */
 int kiln_api_resource_name (struct kiln_api_input *in, const struct kiln_yaml_node *n, const char *what, char **out);
+/* The fields every Image Builder configuration has: name (a resource
+ * name) and description into *name and *description when present, and
+ * tags and clientToken checked, then dropped (they describe the
+ * configuration resource, which kiln does not create). */
+int kiln_api_config_common (struct kiln_api_input *in, const struct kiln_yaml_node *root, char **name,
+                            char **description);
 /* true/false (YAML's other spellings of them too) in plain style: *out 0 or 1. */
 int kiln_api_bool (struct kiln_api_input *in, const struct kiln_yaml_node *n, const char *what, int *out);
 /* A list of strings, NULL-terminated (an empty list gives { NULL });

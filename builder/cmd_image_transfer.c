@@ -143,6 +143,12 @@ enum {
   OPT_FORMAT,
 };
 
+/* The options transfer_option() parses, for each command's table. */
+#define TRANSFER_OPTIONS                                                                                             \
+  {"driver", required_argument, NULL, OPT_DRIVER}, {"endpoint-url", required_argument, NULL, OPT_ENDPOINT},           \
+      {"region", required_argument, NULL, OPT_REGION}, {"profile", required_argument, NULL, OPT_PROFILE},             \
+      {"workers", required_argument, NULL, OPT_WORKERS}
+
 /* Parses one shared option; 1 if it was one, 0 if not, -1 on a bad value. */
 static int
 transfer_option (struct transfer_cli *c, int opt, const char *arg)
@@ -197,11 +203,7 @@ int
 kiln_cmd_image_import (int argc, char **argv)
 {
   static const struct option options[] = {
-    {"driver", required_argument, NULL, OPT_DRIVER},
-    {"endpoint-url", required_argument, NULL, OPT_ENDPOINT},
-    {"region", required_argument, NULL, OPT_REGION},
-    {"profile", required_argument, NULL, OPT_PROFILE},
-    {"workers", required_argument, NULL, OPT_WORKERS},
+    TRANSFER_OPTIONS,
     {"name", required_argument, NULL, OPT_NAME},
     {"description", required_argument, NULL, OPT_DESCRIPTION},
     {"share", required_argument, NULL, OPT_SHARE},
@@ -361,11 +363,7 @@ int
 kiln_cmd_image_export (int argc, char **argv)
 {
   static const struct option options[] = {
-    {"driver", required_argument, NULL, OPT_DRIVER},
-    {"endpoint-url", required_argument, NULL, OPT_ENDPOINT},
-    {"region", required_argument, NULL, OPT_REGION},
-    {"profile", required_argument, NULL, OPT_PROFILE},
-    {"workers", required_argument, NULL, OPT_WORKERS},
+    TRANSFER_OPTIONS,
     {"format", required_argument, NULL, OPT_FORMAT},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},

@@ -440,27 +440,12 @@ read_distribution (struct kiln_api_input *in, const struct kiln_yaml_node *list,
 static int
 read_config (struct kiln_api_input *in, const struct kiln_driver *driver, struct kiln_distribution_config *dc)
 {
-  const struct kiln_yaml_node *root, *n;
+  const struct kiln_yaml_node *root;
   if (kiln_api_root (in, "a distribution configuration", &root) < 0
       || kiln_api_check_keys (in, root, config_keys, NULL, "the distribution configuration") < 0)
     return -1;
-  if ((n = kiln_yaml_map_get (root, "name")) && kiln_api_resource_name (in, n, "name", &dc->name) < 0)
+  if (kiln_api_config_common (in, root, &dc->name, &dc->description) < 0)
     return -1;
-  if ((n = kiln_yaml_map_get (root, "description")) && kiln_api_string (in, n, "description", &dc->description) < 0)
-    return -1;
-
-  /* Checked, then dropped (see the top of the file). */
-  _cleanup_strv_ char **tags = NULL;
-  _cleanup_free_ char *client_token = NULL;
-  if ((n = kiln_yaml_map_get (root, "tags")) && kiln_api_tags (in, n, "tags", &tags) < 0)
-    return -1;
-  if ((n = kiln_yaml_map_get (root, "clientToken")))
-    {
-      if (kiln_api_string (in, n, "clientToken", &client_token) < 0)
-        return -1;
-      if (strlen (client_token) > 36)
-        return kiln_api_fail (in, n, "clientToken must be at most 36 characters");
-    }
 
   const struct kiln_yaml_node *list = kiln_yaml_map_get (root, "distributions");
   if (list == NULL)

@@ -84,9 +84,7 @@ read_infrastructure (struct kiln_api_input *in, const struct kiln_driver *driver
   if (!driver->cloud_images && (n = kiln_api_refused_key (root, cloud_only, &c)))
     return kiln_api_fail (in, n, "%s has no meaning for the %s driver (%s)", c->key, driver->name, c->reason);
 
-  if ((n = kiln_yaml_map_get (root, "name")) && kiln_api_resource_name (in, n, "name", &infra->name) < 0)
-    return -1;
-  if ((n = kiln_yaml_map_get (root, "description")) && kiln_api_string (in, n, "description", &infra->description) < 0)
+  if (kiln_api_config_common (in, root, &infra->name, &infra->description) < 0)
     return -1;
   if ((n = kiln_yaml_map_get (root, "instanceTypes")) && read_instance_types (in, n, driver, infra) < 0)
     return -1;
@@ -107,18 +105,6 @@ read_infrastructure (struct kiln_api_input *in, const struct kiln_driver *driver
       && kiln_api_tags (in, n, "resourceTags", &infra->resource_tags) < 0)
     return -1;
 
-  /* Checked, then dropped (see the top of the file). */
-  _cleanup_strv_ char **tags = NULL;
-  _cleanup_free_ char *client_token = NULL;
-  if ((n = kiln_yaml_map_get (root, "tags")) && kiln_api_tags (in, n, "tags", &tags) < 0)
-    return -1;
-  if ((n = kiln_yaml_map_get (root, "clientToken")))
-    {
-      if (kiln_api_string (in, n, "clientToken", &client_token) < 0)
-        return -1;
-      if (strlen (client_token) > 36)
-        return kiln_api_fail (in, n, "clientToken must be at most 36 characters");
-    }
   return 0;
 }
 

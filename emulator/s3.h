@@ -251,6 +251,9 @@ void s3_xml_textf (struct s3_call *s, const char *name, const char *fmt, ...)
 void s3_xml_time (struct s3_call *s, const char *name, time_t t);
 /* <Owner><ID/><DisplayName/></Owner> (or another element name) of an account. */
 void s3_xml_owner (struct s3_call *s, const char *element, const char *account);
+/* A key (or prefix) element, URL-encoded when the listing asked for
+ * encoding-type=url; nothing when value is NULL. */
+void s3_xml_key (struct s3_call *s, const char *name, const char *value, bool url);
 
 /* Parses a small XML request body; NULL (MalformedXML recorded) when it is
  * not XML.  Free with xmlFreeDoc. */

@@ -662,15 +662,6 @@ list_parts (struct s3_call *s)
   return 0;
 }
 
-static void
-xml_maybe_encoded (struct s3_call *s, const char *name, const char *value, bool url)
-{
-  if (value == NULL)
-    return;
-  _cleanup_free_ char *enc = url ? kiln_sigv4_uri_encode (value, true) : NULL;
-  s3_xml_text (s, name, enc ? enc : value);
-}
-
 static int
 list_uploads (struct s3_call *s)
 {
@@ -743,15 +734,15 @@ list_uploads (struct s3_call *s)
     }
   s3_xml_begin (s, "ListMultipartUploadsResult");
   s3_xml_text (s, "Bucket", s->bucket);
-  xml_maybe_encoded (s, "KeyMarker", key_marker ? key_marker : "", url);
+  s3_xml_key (s, "KeyMarker", key_marker ? key_marker : "", url);
   s3_xml_text (s, "UploadIdMarker", id_marker ? id_marker : "");
   if (truncated)
     {
-      xml_maybe_encoded (s, "NextKeyMarker", next_key, url);
+      s3_xml_key (s, "NextKeyMarker", next_key, url);
       s3_xml_text (s, "NextUploadIdMarker", next_id);
     }
-  xml_maybe_encoded (s, "Prefix", prefix, url);
-  xml_maybe_encoded (s, "Delimiter", delimiter, url);
+  s3_xml_key (s, "Prefix", prefix, url);
+  s3_xml_key (s, "Delimiter", delimiter, url);
   s3_xml_textf (s, "MaxUploads", "%lld", max);
   if (url)
     s3_xml_text (s, "EncodingType", "url");
@@ -759,7 +750,7 @@ list_uploads (struct s3_call *s)
   json_array_foreach (shown, i, row)
     {
       s3_xml_start (s, "Upload");
-      xml_maybe_encoded (s, "Key", emu_row_str (row, "key"), url);
+      s3_xml_key (s, "Key", emu_row_str (row, "key"), url);
       s3_xml_text (s, "UploadId", emu_row_str (row, "id"));
       s3_xml_owner (s, "Initiator", emu_row_str (row, "account"));
       s3_xml_owner (s, "Owner", emu_row_str (row, "account"));
@@ -772,7 +763,7 @@ list_uploads (struct s3_call *s)
   json_array_foreach (prefixes, i, row)
     {
       s3_xml_start (s, "CommonPrefixes");
-      xml_maybe_encoded (s, "Prefix", json_string_value (row), url);
+      s3_xml_key (s, "Prefix", json_string_value (row), url);
       s3_xml_end (s);
     }
   s3_xml_finish (s);

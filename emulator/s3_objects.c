@@ -722,20 +722,6 @@ past (const char *common)
   return p;
 }
 
-static void
-xml_key (struct s3_call *s, const char *name, const char *value, bool url)
-{
-  if (value == NULL)
-    return;
-  if (!url)
-    {
-      s3_xml_text (s, name, value);
-      return;
-    }
-  _cleanup_free_ char *enc = kiln_sigv4_uri_encode (value, true);
-  s3_xml_text (s, name, enc);
-}
-
 static int
 list_objects (struct s3_call *s, bool v2)
 {
@@ -846,7 +832,7 @@ list_objects (struct s3_call *s, bool v2)
 
   s3_xml_begin (s, "ListBucketResult");
   s3_xml_text (s, "Name", s->bucket);
-  xml_key (s, "Prefix", prefix, url);
+  s3_xml_key (s, "Prefix", prefix, url);
   if (v2)
     {
       if (token)
@@ -857,16 +843,16 @@ list_objects (struct s3_call *s, bool v2)
           s3_xml_text (s, "NextContinuationToken", next);
         }
       s3_xml_textf (s, "KeyCount", "%lld", count);
-      xml_key (s, "StartAfter", start_after, url);
+      s3_xml_key (s, "StartAfter", start_after, url);
     }
   else
     {
-      xml_key (s, "Marker", marker ? marker : "", url);
+      s3_xml_key (s, "Marker", marker ? marker : "", url);
       if (truncated)
-        xml_key (s, "NextMarker", last, url);
+        s3_xml_key (s, "NextMarker", last, url);
     }
   s3_xml_textf (s, "MaxKeys", "%lld", max);
-  xml_key (s, "Delimiter", delimiter, url);
+  s3_xml_key (s, "Delimiter", delimiter, url);
   if (url)
     s3_xml_text (s, "EncodingType", "url");
   s3_xml_text (s, "IsTruncated", truncated ? "true" : "false");
@@ -875,7 +861,7 @@ list_objects (struct s3_call *s, bool v2)
   json_array_foreach (contents, i, row)
     {
       s3_xml_start (s, "Contents");
-      xml_key (s, "Key", emu_row_str (row, "key"), url);
+      s3_xml_key (s, "Key", emu_row_str (row, "key"), url);
       s3_xml_time (s, "LastModified", (time_t) emu_row_int (row, "modified"));
       s3_xml_textf (s, "ETag", "\"%s\"", emu_row_str (row, "etag"));
       s3_xml_text (s, "ChecksumAlgorithm", emu_row_str_or_null (row, "checksum_algorithm"));
@@ -889,7 +875,7 @@ list_objects (struct s3_call *s, bool v2)
   json_array_foreach (prefixes, i, row)
     {
       s3_xml_start (s, "CommonPrefixes");
-      xml_key (s, "Prefix", json_string_value (row), url);
+      s3_xml_key (s, "Prefix", json_string_value (row), url);
       s3_xml_end (s);
     }
   s3_xml_finish (s);

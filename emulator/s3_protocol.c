@@ -364,6 +364,15 @@ s3_xml_owner (struct s3_call *s, const char *element, const char *account)
   s3_xml_end (s);
 }
 
+void
+s3_xml_key (struct s3_call *s, const char *name, const char *value, bool url)
+{
+  if (value == NULL)
+    return;
+  _cleanup_free_ char *enc = url ? kiln_sigv4_uri_encode (value, true) : NULL;
+  s3_xml_text (s, name, enc ? enc : value);
+}
+
 /* ---- request bodies ---- */
 
 xmlDocPtr
