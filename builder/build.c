@@ -628,8 +628,8 @@ delete_distributed (struct build *b)
     delete_cloud_image (b, b->dist[0].image_id, NULL);
 }
 
-/* Import stage (a local build with import_driver): the captured disk, as
- * raw, becomes an image in that driver's cloud, named as its distribution
+/* Import stage (a local build with import_driver): the captured disk
+ * becomes an image in that driver's cloud, named as its distribution
  * says for the region it lands in, then distributed like a cloud build's. */
 static int
 import_image (struct build *b, const char *captured, char **image_id, kiln_error **err)
@@ -647,23 +647,18 @@ import_image (struct build *b, const char *captured, char **image_id, kiln_error
   _cleanup_free_ char *region = probe->location ? kiln_xstrdup (probe->location) : NULL;
   kiln_instance_destroy (probe);
   _cleanup_free_ char *name = NULL;
-  _cleanup_free_ char *raw = NULL;
-  if (asprintf (&raw, "%s/image.raw", b->rd->path) < 0)
-    abort ();
   const struct kiln_image_distribution *home = region ? distribution_for (b, region) : NULL;
   struct kiln_image_transfer t = {.description = home && home->description ? home->description
                                                                              : b->plan->description,
-                                  .cancel = b->opts->cancel};
-  say (b, "[import] converting the image to raw for %s", d->name);
-  if (image_name_for (b, home, &name, err) < 0 || kiln_disk_convert (captured, raw, "raw", false, b->opts->cancel, err) < 0)
+                                  .cancel = b->opts->cancel, .scratch_dir = b->rd->path};
+  if (image_name_for (b, home, &name, err) < 0)
     {
       stage_done (b, "import", "failed", t0, NULL);
       return kiln_error_prefix (err, "import stage");
     }
   t.name = name;
   say (b, "[import] importing into %s%s%s as '%s'", d->name, region ? " " : "", region ? region : "", name);
-  int r = kiln_image_import (d, &spec, raw, &t, err);
-  unlink (raw);
+  int r = kiln_image_import (d, &spec, captured, &t, err);
   if (r < 0 || check_cancel (b, err) < 0)
     {
       if (r == 0)

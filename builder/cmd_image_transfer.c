@@ -4,13 +4,14 @@
  *   kiln image convert IN OUT [--format F] [--compress]
  *   kiln image import FILE --name NAME [--driver ec2] [--share ACCOUNT]...
  *                     [--boot-mode legacy-bios|uefi] [--architecture x86_64|arm64]
- *                     [--description TEXT] [--workers N] [--method ebs]
+ *                     [--description TEXT] [--workers N]
+ *                     [--method ebs [--parent SNAPSHOT|IMAGE] | --method s3 --bucket B]
  *                     [--endpoint-url URL] [--region R] [--profile P]
  *   kiln image export IMAGE OUT [--format F] [--driver ec2] [--workers N] [...]
  *
- * Import prints the new image's id on stdout; a disk in another format than
- * raw is first converted to a sparse raw file in the command's run
- * directory, whose holes are never read or sent.  Export writes OUT under a
+ * Import prints the new image's id on stdout; the driver reads the disk in
+ * place where it can (raw, qcow2) and writes any conversion it needs into
+ * the command's run directory.  Export writes OUT under a
  * temporary name and renames it when complete.  Both remove what they made
  * on every ending (the run directory, a half-made image or snapshot). */
 #include <errno.h>
@@ -79,7 +80,8 @@ kiln_cmd_image_convert (int argc, char **argv)
         break;
       case 'h':
         puts ("usage: kiln image convert IN OUT [--format qcow2|raw|vmdk|vhd|vhdx] [--compress]\n"
-              "The format defaults to OUT's extension.");
+              "The format defaults to OUT's extension.  --compress makes a compressed qcow2 or a\n"
+              "streamOptimized vmdk.");
         return KILN_EXIT_OK;
       default:
         return KILN_EXIT_USAGE;
@@ -102,9 +104,9 @@ kiln_cmd_image_convert (int argc, char **argv)
       fprintf (stderr, "kiln image convert: %s (give --format)\n", kiln_error_message (e));
       return KILN_EXIT_USAGE;
     }
-  if (compress && fmt != KILN_IMAGE_QCOW2)
+  if (compress && fmt != KILN_IMAGE_QCOW2 && fmt != KILN_IMAGE_VMDK)
     {
-      fputs ("kiln image convert: --compress applies to qcow2 only\n", stderr);
+      fputs ("kiln image convert: --compress applies to qcow2 and vmdk (streamOptimized) only\n", stderr);
       return KILN_EXIT_USAGE;
     }
   _cleanup_free_ char *tmp = NULL;
@@ -140,6 +142,8 @@ enum {
   OPT_BOOT_MODE,
   OPT_ARCH,
   OPT_METHOD,
+  OPT_BUCKET,
+  OPT_PARENT,
   OPT_FORMAT,
 };
 
@@ -210,12 +214,15 @@ kiln_cmd_image_import (int argc, char **argv)
     {"boot-mode", required_argument, NULL, OPT_BOOT_MODE},
     {"architecture", required_argument, NULL, OPT_ARCH},
     {"method", required_argument, NULL, OPT_METHOD},
+    {"bucket", required_argument, NULL, OPT_BUCKET},
+    {"parent", required_argument, NULL, OPT_PARENT},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
   };
   static const char usage[]
       = "usage: kiln image import FILE --name NAME [--share ACCOUNT]... [--boot-mode legacy-bios|uefi]\n"
-        "                         [--architecture x86_64|arm64] [--description TEXT] [--method ebs]\n"
+        "                         [--architecture x86_64|arm64] [--description TEXT]\n"
+        "                         [--method ebs [--parent SNAPSHOT|IMAGE] | --method s3 --bucket BUCKET]\n"
         "                         [--workers N] [--driver ec2] [--endpoint-url URL] [--region R] [--profile P]\n";
   struct transfer_cli c = {.driver_name = "ec2"};
   _cleanup_strv_ char **share = NULL;
@@ -260,12 +267,19 @@ kiln_cmd_image_import (int argc, char **argv)
           c.t.architecture = optarg;
           break;
         case OPT_METHOD:
-          if (strcmp (optarg, "ebs") != 0)
+          if (strcmp (optarg, "ebs") != 0 && strcmp (optarg, "s3") != 0)
             {
-              fprintf (stderr, "kiln image import: --method %s is not supported yet (ebs is: the EBS direct APIs)\n",
-                       optarg);
+              fprintf (stderr, "kiln image import: --method is ebs (the EBS direct APIs) or s3 (S3, then "
+                       "ImportSnapshot), not '%s'\n", optarg);
               return KILN_EXIT_USAGE;
             }
+          c.t.method = optarg;
+          break;
+        case OPT_BUCKET:
+          c.t.bucket = optarg;
+          break;
+        case OPT_PARENT:
+          c.t.parent = optarg;
           break;
         case 'h':
           fputs (usage, stdout);
@@ -278,6 +292,15 @@ kiln_cmd_image_import (int argc, char **argv)
   if (optind != argc - 1 || c.t.name == NULL)
     {
       fputs (usage, stderr);
+      return KILN_EXIT_USAGE;
+    }
+  bool by_s3 = c.t.method && strcmp (c.t.method, "s3") == 0;
+  if (by_s3 != (c.t.bucket != NULL) || (by_s3 && c.t.parent))
+    {
+      fputs (by_s3 ? (c.t.parent ? "kiln image import: --parent works with --method ebs only\n"
+                                 : "kiln image import: --method s3 needs --bucket, where the disk is staged\n")
+                   : "kiln image import: --bucket goes with --method s3\n",
+             stderr);
       return KILN_EXIT_USAGE;
     }
   c.share = share;
@@ -296,61 +319,35 @@ kiln_cmd_image_import (int argc, char **argv)
       return KILN_EXIT_USAGE;
     }
   kiln_rundir_reap_stale (kiln_drivers_reap, NULL);
-  struct kiln_disk_info info = {0};
-  if (kiln_disk_info (file, &info, &e) < 0)
-    {
-      fprintf (stderr, "kiln image import: %s\n", kiln_error_message (e));
-      return KILN_EXIT_FAILED;
-    }
-  if (info.backing_file)
-    {
-      fprintf (stderr, "kiln image import: '%s' has a backing file (%s); import a standalone disk (kiln image "
-               "convert it first)\n", file, info.backing_file);
-      kiln_disk_info_release (&info);
-      return KILN_EXIT_FAILED;
-    }
   struct kiln_rundir *rd = NULL;
   if (kiln_rundir_create ("import", &rd, &e) < 0)
     {
-      kiln_disk_info_release (&info);
       fprintf (stderr, "kiln image import: %s\n", kiln_error_message (e));
       return KILN_EXIT_FAILED;
     }
-  /* Anything but raw becomes a sparse raw file first: holes stay holes. */
-  _cleanup_free_ char *raw = NULL;
+  /* Conversions the driver needs (raw, a streamOptimized VMDK) land in the
+   * run directory, removed whatever the ending. */
+  c.t.scratch_dir = rd->path;
   int status = KILN_EXIT_OK;
-  if (strcmp (info.format, "raw") == 0)
-    raw = strdup (file);
-  else
-    {
-      if (asprintf (&raw, "%s/disk.raw", rd->path) < 0)
-        abort ();
-      fprintf (stderr, "kiln image import: converting %s (%s) to raw\n", file, info.format);
-      if (kiln_disk_convert (file, raw, "raw", false, &kiln_cli_cancel, &e) < 0)
-        status = kiln_cli_cancel ? interrupted_status () : KILN_EXIT_FAILED;
-    }
-  kiln_disk_info_release (&info);
+  struct timespec t0, t1;
+  clock_gettime (CLOCK_MONOTONIC, &t0);
+  c.t.progress = show_progress;
+  c.t.progress_opaque = (void *) (c.t.method && strcmp (c.t.method, "s3") == 0 ? "kiln image import: staged"
+                                                                                : "kiln image import: read");
+  if (run_transfer (&c, "import", NULL, file, &e) < 0)
+    status = kiln_cli_cancel ? interrupted_status () : KILN_EXIT_FAILED;
+  clock_gettime (CLOCK_MONOTONIC, &t1);
+  if (isatty (STDERR_FILENO))
+    fputc ('\n', stderr);
   if (status == KILN_EXIT_OK)
     {
-      struct timespec t0, t1;
-      clock_gettime (CLOCK_MONOTONIC, &t0);
-      c.t.progress = show_progress;
-      c.t.progress_opaque = (void *) "kiln image import: read";
-      if (run_transfer (&c, "import", NULL, raw, &e) < 0)
-        status = kiln_cli_cancel ? interrupted_status () : KILN_EXIT_FAILED;
-      clock_gettime (CLOCK_MONOTONIC, &t1);
-      if (isatty (STDERR_FILENO))
-        fputc ('\n', stderr);
-      if (status == KILN_EXIT_OK)
-        {
-          double s = (double) (t1.tv_sec - t0.tv_sec) + (double) (t1.tv_nsec - t0.tv_nsec) / 1e9;
-          fprintf (stderr,
-                   "kiln image import: %s from snapshot %s: read %.1f MiB, sent %.1f MiB (%llu zero blocks "
-                   "skipped) in %.1f s\n",
-                   c.t.image_id, c.t.snapshot_id, (double) c.t.bytes_read / MIB, (double) c.t.bytes_sent / MIB,
-                   (unsigned long long) c.t.blocks_skipped, s);
-          printf ("%s\n", c.t.image_id);
-        }
+      double s = (double) (t1.tv_sec - t0.tv_sec) + (double) (t1.tv_nsec - t0.tv_nsec) / 1e9;
+      fprintf (stderr,
+               "kiln image import: %s from snapshot %s: read %.1f MiB, sent %.1f MiB (%llu zero blocks skipped, "
+               "%llu unchanged) in %.1f s\n",
+               c.t.image_id, c.t.snapshot_id, (double) c.t.bytes_read / MIB, (double) c.t.bytes_sent / MIB,
+               (unsigned long long) c.t.blocks_skipped, (unsigned long long) c.t.blocks_unchanged, s);
+      printf ("%s\n", c.t.image_id);
     }
   if (status != KILN_EXIT_OK && e)
     fprintf (stderr, "kiln image import: %s\n", kiln_error_message (e));

@@ -18,6 +18,9 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
 #include <strings.h>
 #include <unistd.h>
 
@@ -62,6 +65,27 @@ kiln_sha256_hex (const void *data, size_t len, char out[KILN_SHA256_LEN * 2 + 1]
   unsigned char raw[KILN_SHA256_LEN];
   kiln_sha256 (data, len, raw);
   kiln_hex_encode (raw, sizeof raw, out);
+}
+
+void
+kiln_random_hex (char *out, size_t n_bytes)
+{
+  unsigned char r[32];
+  if (n_bytes > sizeof r)
+    n_bytes = sizeof r;
+  if (getrandom (r, n_bytes, GRND_NONBLOCK) != (ssize_t) n_bytes)
+    {
+      static unsigned counter;
+      struct timespec ts;
+      clock_gettime (CLOCK_REALTIME, &ts);
+      for (size_t i = 0; i < n_bytes; i += sizeof (uint64_t))
+        {
+          uint64_t v = ((uint64_t) ts.tv_nsec << 20) ^ (uint64_t) ts.tv_sec ^ ((uint64_t) getpid () << 40)
+                       ^ (uint64_t) __atomic_add_fetch (&counter, 1, __ATOMIC_RELAXED);
+          memcpy (r + i, &v, n_bytes - i < sizeof v ? n_bytes - i : sizeof v);
+        }
+    }
+  kiln_hex_encode (r, n_bytes, out);
 }
 
 void

@@ -24,6 +24,11 @@ int kiln_hex_digit_value (char c);
 /* Lowercase hex of n bytes into out (2n+1 bytes). */
 void kiln_hex_encode (const unsigned char *in, size_t n, char *out);
 
+/* n_bytes random bytes (getrandom; a clock-and-pid mix if that fails) as
+ * lowercase hex into out (2 * n_bytes + 1 bytes, n_bytes at most 32): names
+ * and tokens no other run uses, not secrets. */
+void kiln_random_hex (char *out, size_t n_bytes);
+
 /* Returns 0 if name is a supported algorithm. */
 int kiln_digest_check_algorithm (const char *name, kiln_error **err);
 /* Hex digest of a buffer / a file with the named algorithm. */

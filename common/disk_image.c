@@ -79,6 +79,11 @@ kiln_disk_convert (const char *in, const char *out, const char *format, bool com
   argv[n++] = (char *) qfmt;
   if (compress && strcmp (qfmt, "qcow2") == 0)
     argv[n++] = (char *) "-c";
+  if (compress && strcmp (qfmt, "vmdk") == 0)
+    {
+      argv[n++] = (char *) "-o";
+      argv[n++] = (char *) "subformat=streamOptimized";
+    }
   if (strcmp (qfmt, "vpc") == 0 || strcmp (qfmt, "vhdx") == 0)
     {
       /* Dynamic (sparse) disks: what Hyper-V and Azure tools expect by default. */
@@ -92,4 +97,55 @@ kiln_disk_convert (const char *in, const char *out, const char *format, bool com
   int r = run_qemu_img (argv, in, cancel, &res, err);
   kiln_process_result_release (&res);
   return r;
+}
+
+int
+kiln_disk_map (const char *path, const char *format, struct kiln_disk_extent **out, size_t *n, kiln_error **err)
+{
+  *out = NULL;
+  *n = 0;
+  char *argv[] = {(char *) "qemu-img", (char *) "map", (char *) "--output=json", (char *) "-f", (char *) format,
+                  (char *) path, NULL};
+  struct kiln_process_result res = {0};
+  if (run_qemu_img (argv, path, NULL, &res, err) < 0)
+    {
+      kiln_process_result_release (&res);
+      return -1;
+    }
+  json_error_t je;
+  _cleanup_json_ json_t *j = json_loads (kiln_buf_str (&res.out), 0, &je);
+  kiln_process_result_release (&res);
+  if (!json_is_array (j))
+    return kiln_fail (err, "qemu-img map '%s': unreadable output: %s", path, j ? "not a list" : je.text);
+  size_t count = json_array_size (j);
+  struct kiln_disk_extent *e = calloc (count ? count : 1, sizeof *e);
+  if (e == NULL)
+    abort ();
+  uint64_t expect = 0;
+  for (size_t i = 0; i < count; i++)
+    {
+      json_t *x = json_array_get (j, i);
+      json_t *start = json_object_get (x, "start"), *length = json_object_get (x, "length");
+      json_t *offset = json_object_get (x, "offset");
+      if (!json_is_integer (start) || !json_is_integer (length) || json_integer_value (start) < 0
+          || json_integer_value (length) <= 0 || (uint64_t) json_integer_value (start) != expect)
+        {
+          free (e);
+          return kiln_fail (err, "qemu-img map '%s': extent %zu is not where the previous one ended", path, i);
+        }
+      if (json_integer_value (json_object_get (x, "depth")) > 0)
+        {
+          free (e);
+          return kiln_fail_invalid (err, "'%s' takes data from a backing file", path);
+        }
+      e[i].start = (uint64_t) json_integer_value (start);
+      e[i].length = (uint64_t) json_integer_value (length);
+      e[i].data = json_is_true (json_object_get (x, "data")) && !json_is_true (json_object_get (x, "zero"));
+      bool compressed = json_is_true (json_object_get (x, "compressed"));
+      e[i].offset = json_is_integer (offset) && !compressed ? (int64_t) json_integer_value (offset) : -1;
+      expect = e[i].start + e[i].length;
+    }
+  *out = e;
+  *n = count;
+  return 0;
 }

@@ -3,10 +3,14 @@
  * ListSnapshotBlocks, GetSnapshotBlock), the way `kiln image import` and
  * `kiln image export` reach AMIs without S3.
  *
- * Upload reads a raw disk file: only the extents the file system says hold
- * data (SEEK_DATA/SEEK_HOLE) are read, and a 512 KiB block that reads as all
- * zeros is not sent (a new snapshot reads as zeros wherever nothing was
- * written).  Blocks go out from a bounded pool of workers, each with its own
+ * Upload reads a raw or qcow2 disk file in place: only the extents
+ * `qemu-img map` says hold data are read (for raw, the file system's
+ * SEEK_DATA; for qcow2, its allocated clusters, read where they sit in the
+ * file), and a 512 KiB block that reads as all zeros is not sent (a new
+ * snapshot reads as zeros wherever nothing was written).  Over a parent
+ * snapshot (ParentSnapshotId), only blocks that differ from the parent's are
+ * sent: each block the parent holds is fetched and its checksum compared,
+ * and a block the source has zeroed is written as zeros.  Blocks go out from a bounded pool of workers, each with its own
  * client, each block with its SHA-256; a block is retried by the client's
  * retry policy.  CompleteSnapshot carries the count and the linear
  * aggregate checksum (SHA-256 over the blocks' SHA-256 digests in index
@@ -33,6 +37,7 @@ struct kiln_ebs_stats {
   uint64_t bytes_sent;         /* block data sent (upload) or written (download) */
   uint64_t blocks;             /* blocks sent or fetched */
   uint64_t zero_blocks;        /* read as zeros and not sent (upload) */
+  uint64_t unchanged_blocks;   /* the same as the parent's and not sent (upload) */
   uint64_t volume_bytes;       /* the volume's size */
 };
 
@@ -44,16 +49,22 @@ struct kiln_ebs_options {
   const struct kiln_aws_config *config;
   const struct kiln_aws_client_options *client;
   int workers;                 /* 0: 8 */
+  /* Upload: the new snapshot is incremental over this one (whose volume
+   * may not be larger than the disk), or NULL. */
+  const char *parent_snapshot_id;
   volatile sig_atomic_t *cancel;
   kiln_ebs_progress progress;  /* or NULL */
   void *progress_opaque;
 };
 
-/* Starts a snapshot of a volume as large as raw_path (rounded up to a whole
- * GiB), sends its data and completes it.  *snapshot_id is set as soon as the
- * snapshot exists, also when a later step fails, so the caller can delete
- * it.  tags: key, value, ..., NULL. */
-int kiln_ebs_upload (const struct kiln_ebs_options *o, const char *raw_path, const char *description,
+/* Starts a snapshot of a volume as large as the disk at path (format:
+ * qemu-img's name, "raw" or "qcow2"; the size rounded up to a whole GiB),
+ * sends its data and completes it.  A disk whose data is not stored plainly
+ * in the file (compressed qcow2 clusters) fails with KILN_ERR_UNSUPPORTED
+ * before any snapshot exists: convert it to raw first.  *snapshot_id is set
+ * as soon as the snapshot exists, also when a later step fails, so the
+ * caller can delete it.  tags: key, value, ..., NULL. */
+int kiln_ebs_upload (const struct kiln_ebs_options *o, const char *path, const char *format, const char *description,
                      const char *const *tags, char **snapshot_id, struct kiln_ebs_stats *stats, kiln_error **err);
 
 /* Writes the snapshot's volume into raw_path (created or truncated; sparse

@@ -16,6 +16,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +29,7 @@
 #include "cleanup.h"
 #include "digest.h"
 #include "http_client.h"
+#include "log.h"
 #include "sigv4.h"
 #include "xalloc.h"
 
@@ -209,38 +211,23 @@ kiln_s3_client_free (struct kiln_s3_client *c)
   free (c);
 }
 
-int
-kiln_s3_client_new (const struct kiln_s3_options *opts, struct kiln_s3_client **out, kiln_error **err)
+/* Fills c from the configuration: credentials, region, endpoint parts. */
+static int
+client_setup (struct kiln_s3_client *c, const struct kiln_s3_options *opts, const struct kiln_aws_config *cfg,
+              struct kiln_aws_endpoint *ep, kiln_error **err)
 {
-  static const struct kiln_s3_options defaults = {0};
-  if (opts == NULL)
-    opts = &defaults;
-  struct kiln_aws_config *cfg = NULL;
-  if (kiln_aws_config_load (opts->env, opts->profile, &cfg, err) < 0)
-    return kiln_error_prefix (err, "S3");
-  struct kiln_s3_client *c = calloc (1, sizeof *c);
-  if (c == NULL)
-    abort ();
-  struct kiln_aws_endpoint ep = {0};
-  int ret = -1;
   if (kiln_aws_config_credentials (cfg, &c->creds, err) < 0)
-    {
-      kiln_error_prefix (err, "S3");
-      goto out;
-    }
+    return -1;
   /* S3 needs a region only for the signing scope and the default endpoint;
    * with none configured, use us-east-1 as the AWS CLI does for S3 rather
    * than fail (emulators accept any region). */
   const char *region = opts->region && *opts->region ? opts->region : kiln_aws_config_region (cfg);
   c->region = kiln_xstrdup (region ? region : "us-east-1");
-  if (kiln_aws_config_endpoint (cfg, "s3", opts->endpoint_url, c->region, &ep, err) < 0)
-    {
-      kiln_error_prefix (err, "S3");
-      goto out;
-    }
-  c->endpoint = kiln_xstrdup (ep.url);
-  const char *sep = strstr (ep.url, "://");
-  c->scheme = kiln_xstrndup (ep.url, (size_t) (sep - ep.url));
+  if (kiln_aws_config_endpoint (cfg, "s3", opts->endpoint_url, c->region, ep, err) < 0)
+    return -1;
+  c->endpoint = kiln_xstrdup (ep->url);
+  const char *sep = strstr (ep->url, "://");
+  c->scheme = kiln_xstrndup (ep->url, (size_t) (sep - ep->url));
   for (char *p = c->scheme; *p; p++)
     *p = (char) tolower ((unsigned char) *p);
   const char *auth = sep + 3;
@@ -249,24 +236,37 @@ kiln_s3_client_new (const struct kiln_s3_options *opts, struct kiln_s3_client **
   const char *path = auth + alen;
   c->base_path = kiln_xstrndup (path, strcspn (path, "?#"));
   if (strchr (c->authority, '@'))
-    {
-      kiln_fail_invalid (err, "S3: endpoint '%s' must not carry user information", ep.source);
-      goto out;
-    }
-  c->path_style = ep.custom || opts->force_path_style;
+    return kiln_fail_invalid (err, "endpoint '%s' must not carry user information", ep->source);
+  c->path_style = ep->custom || opts->force_path_style;
   c->expected_owner = opts->expected_bucket_owner && *opts->expected_bucket_owner
                           ? kiln_xstrdup (opts->expected_bucket_owner)
                           : NULL;
   c->insecure = opts->insecure;
   c->timeout = opts->timeout_seconds;
-  ret = 0;
-  *out = c;
-  c = NULL;
-out:
+  return 0;
+}
+
+int
+kiln_s3_client_new (const struct kiln_s3_options *opts, struct kiln_s3_client **out, kiln_error **err)
+{
+  static const struct kiln_s3_options defaults = {0};
+  if (opts == NULL)
+    opts = &defaults;
+  struct kiln_aws_config *loaded = NULL;
+  if (opts->config == NULL && kiln_aws_config_load (opts->env, opts->profile, &loaded, err) < 0)
+    return kiln_error_prefix (err, "S3");
+  struct kiln_s3_client *c = kiln_xcalloc (1, sizeof *c);
+  struct kiln_aws_endpoint ep = {0};
+  int r = client_setup (c, opts, opts->config ? opts->config : loaded, &ep, err);
   kiln_aws_endpoint_release (&ep);
-  kiln_aws_config_free (cfg);
-  kiln_s3_client_free (c);
-  return ret;
+  kiln_aws_config_free (loaded);
+  if (r < 0)
+    {
+      kiln_s3_client_free (c);
+      return kiln_error_prefix (err, "S3");
+    }
+  *out = c;
+  return 0;
 }
 
 const char *
@@ -292,6 +292,7 @@ struct s3_call {
   const char *payload_hash;              /* NULL: empty body */
   const char *content_type;
   FILE *body_file;                       /* rewound to 0 for each attempt */
+  const void *body;                      /* or body_len bytes from memory */
   uint64_t body_len;
   const char *response_path;
 };
@@ -391,6 +392,7 @@ s3_attempt (struct kiln_s3_client *c, const struct s3_call *call, struct kiln_ht
     .method = call->method,
     .url = url,
     .headers = (const char *const *) lines,
+    .body = call->body,
     .body_file = call->body_file,
     .body_len = call->body_len,
     .response_path = call->response_path,
@@ -682,6 +684,201 @@ kiln_s3_list_objects (struct kiln_s3_client *c, const char *bucket, const char *
     }
   kiln_s3_listing_release (out);
   return kiln_error_set (err, KILN_ERR_REMOTE, 0, "S3 ListObjectsV2 %s: more than %d pages", what, MAX_LIST_PAGES);
+}
+
+/* ---- DeleteObject and multipart upload ---- */
+
+int
+kiln_s3_delete_object (struct kiln_s3_client *c, const char *bucket, const char *key, kiln_error **err)
+{
+  if (check_names ("DeleteObject", bucket, key, true, err) < 0)
+    return -1;
+  struct s3_call call = {.op = "DeleteObject", .method = "DELETE", .bucket = bucket, .key = key};
+  struct kiln_http_response resp = {0};
+  int r = s3_call (c, &call, &resp, err);
+  kiln_http_response_release (&resp);
+  return r;
+}
+
+/* Sends one request whose body is body (len bytes, signed with its hash). */
+static int
+s3_call_body (struct kiln_s3_client *c, struct s3_call *call, const void *body, size_t len,
+              struct kiln_http_response *resp, kiln_error **err)
+{
+  char hash[KILN_DIGEST_HEX_MAX];
+  if (kiln_digest_buffer_hex ("SHA256", body, len, hash, err) < 0)
+    return -1;
+  call->payload_hash = hash;
+  call->body = body;
+  call->body_len = len;
+  return s3_call (c, call, resp, err);
+}
+
+static void
+multipart_abort (struct kiln_s3_client *c, const char *bucket, const char *key, const char *upload_id)
+{
+  const struct kiln_sigv4_pair q[] = {{"uploadId", upload_id}};
+  struct s3_call call = {.op = "AbortMultipartUpload", .method = "DELETE", .bucket = bucket, .key = key,
+                         .query = q, .n_query = 1};
+  struct kiln_http_response resp = {0};
+  _cleanup_error_ kiln_error *e = NULL;
+  if (s3_call (c, &call, &resp, &e) < 0)
+    kiln_log_warn ("%s (its parts stay in the bucket until a lifecycle rule or an abort removes them)",
+                   kiln_error_message (e));
+  kiln_http_response_release (&resp);
+}
+
+/* Reads exactly len bytes at offset; a file that shrank is an error. */
+static int
+read_part (int fd, const char *path, uint64_t offset, void *buf, size_t len, kiln_error **err)
+{
+  size_t done = 0;
+  while (done < len)
+    {
+      ssize_t n = pread (fd, (char *) buf + done, len - done, (off_t) (offset + done));
+      if (n < 0 && errno == EINTR)
+        continue;
+      if (n < 0)
+        return kiln_fail_errno (err, errno, "read '%s'", path);
+      if (n == 0)
+        return kiln_fail (err, "'%s' shrank while it was uploaded", path);
+      done += (size_t) n;
+    }
+  return 0;
+}
+
+/* The parts and their ETags so far, for CompleteMultipartUpload. */
+static char *
+complete_body (char *const *etags, size_t n)
+{
+  struct kiln_buf b = {0};
+  kiln_buf_puts (&b, "<CompleteMultipartUpload xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">");
+  for (size_t i = 0; i < n; i++)
+    {
+      kiln_buf_printf (&b, "<Part><PartNumber>%zu</PartNumber><ETag>", i + 1);
+      /* ETags are quoted hex: only the quotes need escaping. */
+      for (const char *p = etags[i]; *p; p++)
+        if (*p == '"')
+          kiln_buf_puts (&b, "&quot;");
+        else if (*p == '&')
+          kiln_buf_puts (&b, "&amp;");
+        else if (*p == '<')
+          kiln_buf_puts (&b, "&lt;");
+        else
+          kiln_buf_append (&b, p, 1);
+      kiln_buf_puts (&b, "</ETag></Part>");
+    }
+  kiln_buf_puts (&b, "</CompleteMultipartUpload>");
+  return kiln_buf_steal (&b);
+}
+
+static int
+multipart_upload (struct kiln_s3_client *c, const char *bucket, const char *key, int fd, const char *src_path,
+                  uint64_t size, uint64_t part_size, const struct kiln_s3_upload_options *o, kiln_error **err)
+{
+  const struct kiln_sigv4_pair create_q[] = {{"uploads", ""}};
+  struct s3_call create = {.op = "CreateMultipartUpload", .method = "POST", .bucket = bucket, .key = key,
+                           .query = create_q, .n_query = 1, .content_type = "application/octet-stream"};
+  struct kiln_http_response resp = {0};
+  if (s3_call (c, &create, &resp, err) < 0)
+    {
+      kiln_http_response_release (&resp);
+      return -1;
+    }
+  const char *xml = kiln_buf_str (&resp.body);
+  _cleanup_free_ char *upload_id = xml_text (xml, xml + strlen (xml), "UploadId");
+  kiln_http_response_release (&resp);
+  if (upload_id == NULL || *upload_id == '\0')
+    return kiln_error_set (err, KILN_ERR_REMOTE, 0, "S3 CreateMultipartUpload s3://%s/%s: no UploadId in the reply",
+                           bucket, key);
+
+  size_t n_parts = (size_t) ((size + part_size - 1) / part_size);
+  _cleanup_strv_ char **etags = calloc (n_parts + 1, sizeof *etags);
+  _cleanup_free_ void *buf = malloc ((size_t) part_size);
+  if (etags == NULL || buf == NULL)
+    abort ();
+  int r = 0;
+  uint64_t done = 0;
+  for (size_t i = 0; i < n_parts && r == 0; i++)
+    {
+      if (o && o->cancel && *o->cancel)
+        {
+          r = kiln_error_set (err, KILN_ERR_CANCELLED, 0, "S3 upload to s3://%s/%s: interrupted", bucket, key);
+          break;
+        }
+      uint64_t offset = (uint64_t) i * part_size;
+      size_t len = (size_t) (size - offset < part_size ? size - offset : part_size);
+      if ((r = read_part (fd, src_path, offset, buf, len, err)) < 0)
+        break;
+      char number[24];
+      snprintf (number, sizeof number, "%zu", i + 1);
+      const struct kiln_sigv4_pair q[] = {{"partNumber", number}, {"uploadId", upload_id}};
+      struct s3_call part = {.op = "UploadPart", .method = "PUT", .bucket = bucket, .key = key, .query = q,
+                             .n_query = 2};
+      r = s3_call_body (c, &part, buf, len, &resp, err);
+      const char *etag = r == 0 ? kiln_http_response_header (&resp, "etag") : NULL;
+      if (r == 0 && (etag == NULL || *etag == '\0'))
+        r = kiln_error_set (err, KILN_ERR_REMOTE, 0, "S3 UploadPart s3://%s/%s part %zu: no ETag in the reply",
+                            bucket, key, i + 1);
+      if (r == 0)
+        etags[i] = kiln_xstrdup (etag);
+      kiln_http_response_release (&resp);
+      done += len;
+      if (r == 0 && o && o->progress)
+        o->progress (done, size, o->progress_opaque);
+    }
+  if (r == 0)
+    {
+      _cleanup_free_ char *body = complete_body (etags, n_parts);
+      const struct kiln_sigv4_pair q[] = {{"uploadId", upload_id}};
+      struct s3_call complete = {.op = "CompleteMultipartUpload", .method = "POST", .bucket = bucket, .key = key,
+                                 .query = q, .n_query = 1, .content_type = "application/xml"};
+      r = s3_call_body (c, &complete, body, strlen (body), &resp, err);
+      /* S3 may answer 200 and still put an error in the body. */
+      const char *reply = kiln_buf_str (&resp.body);
+      if (r == 0 && strstr (reply, "<Error>") != NULL)
+        {
+          _cleanup_free_ char *code = NULL, *message = NULL;
+          kiln_s3_parse_error (reply, &code, &message);
+          r = kiln_error_set (err, KILN_ERR_REMOTE, 0, "S3 CompleteMultipartUpload s3://%s/%s: %s%s%s", bucket,
+                              key, code ? code : "error", message ? ": " : "", message ? message : "");
+        }
+      kiln_http_response_release (&resp);
+    }
+  if (r < 0)
+    multipart_abort (c, bucket, key, upload_id);
+  return r;
+}
+
+int
+kiln_s3_upload_file (struct kiln_s3_client *c, const char *bucket, const char *key, const char *src_path,
+                     const struct kiln_s3_upload_options *o, kiln_error **err)
+{
+  if (check_names ("upload", bucket, key, true, err) < 0)
+    return -1;
+  _cleanup_close_ int fd = open (src_path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return kiln_fail_errno (err, errno, "S3 upload to s3://%s/%s: open '%s'", bucket, key, src_path);
+  struct stat st;
+  if (fstat (fd, &st) < 0)
+    return kiln_fail_errno (err, errno, "S3 upload to s3://%s/%s: stat '%s'", bucket, key, src_path);
+  if (!S_ISREG (st.st_mode))
+    return kiln_fail_invalid (err, "S3 upload to s3://%s/%s: '%s' is not a regular file", bucket, key, src_path);
+  uint64_t size = (uint64_t) st.st_size;
+  uint64_t part = o && o->part_size ? o->part_size : KILN_S3_DEFAULT_PART_SIZE;
+  if (part < KILN_S3_MIN_PART_SIZE)
+    part = KILN_S3_MIN_PART_SIZE;
+  /* S3 takes at most 10000 parts: grow them for very large files. */
+  while ((size + part - 1) / part > KILN_S3_MAX_PARTS)
+    part *= 2;
+  if (size <= part)
+    {
+      int r = kiln_s3_put_object (c, bucket, key, src_path, NULL, err);
+      if (r == 0 && o && o->progress)
+        o->progress (size, size, o->progress_opaque);
+      return r;
+    }
+  return multipart_upload (c, bucket, key, fd, src_path, size, part, o, err);
 }
 
 int

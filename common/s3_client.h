@@ -19,6 +19,7 @@
 #ifndef KILN_COMMON_S3_CLIENT_H
 #define KILN_COMMON_S3_CLIENT_H
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -30,6 +31,9 @@
 #define KILN_S3_MAX_PUT_SIZE (5ULL * 1024 * 1024 * 1024)
 
 struct kiln_s3_options {
+  /* An already loaded configuration (borrowed, used only while the client
+   * is made); NULL: load the profile's from env. */
+  const struct kiln_aws_config *config;
   const struct kiln_aws_env *env;    /* NULL: the process environment */
   const char *profile;               /* NULL: AWS_PROFILE or "default" */
   const char *region;                /* NULL: configured region, else us-east-1 */
@@ -92,6 +96,28 @@ void kiln_s3_listing_release (struct kiln_s3_listing *l);
  * continuation tokens to the end. */
 int kiln_s3_list_objects (struct kiln_s3_client *c, const char *bucket, const char *prefix,
                           struct kiln_s3_listing *out, kiln_error **err);
+
+/* Removes the object (S3 answers 204 also when there was none). */
+int kiln_s3_delete_object (struct kiln_s3_client *c, const char *bucket, const char *key, kiln_error **err);
+
+#define KILN_S3_MIN_PART_SIZE (5ULL * 1024 * 1024)
+#define KILN_S3_DEFAULT_PART_SIZE (64ULL * 1024 * 1024)
+#define KILN_S3_MAX_PARTS 10000
+
+struct kiln_s3_upload_options {
+  uint64_t part_size;              /* 0: KILN_S3_DEFAULT_PART_SIZE; grown to keep within 10000 parts */
+  volatile sig_atomic_t *cancel;   /* checked between parts */
+  void (*progress) (uint64_t done, uint64_t total, void *opaque);
+  void *progress_opaque;
+};
+
+/* Uploads src_path as the object: one PutObject when it fits in one part,
+ * else a multipart upload (CreateMultipartUpload, UploadPart of each part
+ * with its payload hash signed, CompleteMultipartUpload).  A failed or
+ * interrupted multipart upload is aborted, so no parts linger.  o may be
+ * NULL. */
+int kiln_s3_upload_file (struct kiln_s3_client *c, const char *bucket, const char *key, const char *src_path,
+                         const struct kiln_s3_upload_options *o, kiln_error **err);
 
 /* Splits "s3://bucket/key/with/slashes" into bucket and key ("" for
  * "s3://bucket" or "s3://bucket/").  Both malloc'd.  KILN_ERR_INVALID for

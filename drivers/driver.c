@@ -10,6 +10,7 @@
 
 #include "buf.h"
 #include "cleanup.h"
+#include "disk_image.h"
 #include "log.h"
 
 extern const struct kiln_driver kiln_driver_fake;
@@ -171,7 +172,7 @@ kiln_image_transfer_release (struct kiln_image_transfer *t)
 /* The slot on a purpose-made instance: import (image_id NULL) or export. */
 static int
 image_transfer (const struct kiln_driver *driver, const struct kiln_instance_spec *spec, const char *image_id,
-                const char *raw_path, struct kiln_image_transfer *t, kiln_error **err)
+                const char *path, struct kiln_image_transfer *t, kiln_error **err)
 {
   bool import = image_id == NULL;
   if (import ? driver->import_image == NULL : driver->export_image == NULL)
@@ -180,7 +181,7 @@ image_transfer (const struct kiln_driver *driver, const struct kiln_instance_spe
   struct kiln_instance *inst = NULL;
   if (kiln_instance_create (driver, spec, &inst, err) < 0)
     return -1;
-  int r = import ? driver->import_image (inst, raw_path, t, err) : driver->export_image (inst, image_id, raw_path, t, err);
+  int r = import ? driver->import_image (inst, path, t, err) : driver->export_image (inst, image_id, path, t, err);
   if (r < 0)
     kiln_error_prefix (err, "%s: %s", driver->name, import ? "import" : "export");
   kiln_instance_destroy (inst);
@@ -188,10 +189,24 @@ image_transfer (const struct kiln_driver *driver, const struct kiln_instance_spe
 }
 
 int
-kiln_image_import (const struct kiln_driver *driver, const struct kiln_instance_spec *spec, const char *raw_path,
+kiln_image_import (const struct kiln_driver *driver, const struct kiln_instance_spec *spec, const char *path,
                    struct kiln_image_transfer *t, kiln_error **err)
 {
-  return image_transfer (driver, spec, NULL, raw_path, t, err);
+  struct kiln_disk_info info = {0};
+  if (kiln_disk_info (path, &info, err) < 0)
+    return -1;
+  int r;
+  if (info.backing_file)
+    r = kiln_fail_invalid (err, "'%s' has a backing file (%s); import a standalone disk (kiln image convert it "
+                           "first)", path, info.backing_file);
+  else
+    {
+      t->format = info.format;
+      r = image_transfer (driver, spec, NULL, path, t, err);
+      t->format = NULL;
+    }
+  kiln_disk_info_release (&info);
+  return r;
 }
 
 int

@@ -111,6 +111,18 @@ struct kiln_image_transfer {
   const char *const *share_user_ids;   /* accounts allowed to launch it, or NULL */
   const char *const *tags;             /* key, value, ..., NULL, or NULL */
   int workers;                         /* parallel transfers; 0: the driver's default */
+  /* Import: how the data travels, "ebs" (NULL: the driver's default) or
+   * "s3" (staged in bucket, removed afterwards, then imported by the
+   * cloud); parent: an image or snapshot id the new snapshot is
+   * incremental over ("ebs" only), or NULL. */
+  const char *method;
+  const char *bucket;
+  const char *parent;
+  /* Import: the disk's format, qemu-img's name (the dispatcher fills it
+   * in); where the driver may write conversions (the caller's run
+   * directory, removed by the caller). */
+  const char *format;
+  const char *scratch_dir;
   volatile sig_atomic_t *cancel;
   /* Called now and then with bytes done and the total expected. */
   void (*progress) (uint64_t done, uint64_t total, double seconds, void *opaque);
@@ -121,6 +133,7 @@ struct kiln_image_transfer {
   uint64_t bytes_read;                 /* read from the source */
   uint64_t bytes_sent;                 /* sent over the network (or written) */
   uint64_t blocks_skipped;             /* all-zero blocks not sent */
+  uint64_t blocks_unchanged;           /* blocks equal to the parent's, not sent */
 };
 
 void kiln_image_transfer_release (struct kiln_image_transfer *t);
@@ -187,10 +200,11 @@ struct kiln_driver {
    * there (or it never was), -1 with err when it could not be ended (the
    * run directory is kept so a later run tries again). */
   int (*reap) (const char *work_dir, kiln_error **err);
-  /* Makes an image of a raw disk file (import) or writes an image's root
-   * disk into a raw file (export, sparse).  On a failed or interrupted
-   * import nothing is left behind: no half-registered image, no snapshot. */
-  int (*import_image) (struct kiln_instance *inst, const char *raw_path, struct kiln_image_transfer *t,
+  /* Makes an image of a disk file in t->format (import; any format qemu-img
+   * reads, never with a backing file) or writes an image's root disk into a
+   * raw file (export, sparse).  On a failed or interrupted import nothing is
+   * left behind: no half-registered image, no snapshot, no staged object. */
+  int (*import_image) (struct kiln_instance *inst, const char *path, struct kiln_image_transfer *t,
                        kiln_error **err);
   int (*export_image) (struct kiln_instance *inst, const char *image_id, const char *raw_path,
                        struct kiln_image_transfer *t, kiln_error **err);
@@ -232,8 +246,10 @@ int kiln_image_distribute (const struct kiln_driver *driver, const struct kiln_i
                            const char *image_id, struct kiln_image_distribution *d, size_t n, kiln_error **err);
 /* See the import_image and export_image slots.  Each runs on an instance
  * created (not started) from spec for the purpose (spec->image may be NULL
- * for an import) and destroyed after. */
-int kiln_image_import (const struct kiln_driver *driver, const struct kiln_instance_spec *spec, const char *raw_path,
+ * for an import) and destroyed after.  Import first reads what path is
+ * (qemu-img info): t->format is set for the slot, and a disk with a backing
+ * file is refused. */
+int kiln_image_import (const struct kiln_driver *driver, const struct kiln_instance_spec *spec, const char *path,
                        struct kiln_image_transfer *t, kiln_error **err);
 int kiln_image_export (const struct kiln_driver *driver, const struct kiln_instance_spec *spec, const char *image_id,
                        const char *raw_path, struct kiln_image_transfer *t, kiln_error **err);

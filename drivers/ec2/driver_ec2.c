@@ -721,11 +721,11 @@ ec2_distribute (struct kiln_instance *inst, const char *image_id, struct kiln_im
 }
 
 static int
-ec2_import_image (struct kiln_instance *inst, const char *raw_path, struct kiln_image_transfer *t, kiln_error **err)
+ec2_import_image (struct kiln_instance *inst, const char *path, struct kiln_image_transfer *t, kiln_error **err)
 {
   struct ec2_instance *e = inst->priv;
   struct kiln_aws_client_options o = {.endpoint_url = e->endpoint_url, .region = kiln_aws_client_region (e->ec2)};
-  return kiln_ec2_ami_import (e->config, &o, e->ec2, raw_path, t, err);
+  return kiln_ec2_ami_import (e->config, &o, e->ec2, path, t, err);
 }
 
 static int

@@ -36,7 +36,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -145,22 +144,6 @@ scratch_of (const struct kiln_ssm_session *s)
   return s->scratch_dir && *s->scratch_dir ? s->scratch_dir : "/tmp";
 }
 
-/* 16 hex digits for scratch names no other run uses. */
-static void
-random_tag (char out[17])
-{
-  unsigned char r[8];
-  if (getrandom (r, sizeof r, GRND_NONBLOCK) != (ssize_t) sizeof r)
-    {
-      static unsigned counter;
-      struct timespec ts;
-      clock_gettime (CLOCK_REALTIME, &ts);
-      uint64_t v = ((uint64_t) ts.tv_nsec << 20) ^ (uint64_t) ts.tv_sec ^ ((uint64_t) getpid () << 40)
-                   ^ (uint64_t) __atomic_add_fetch (&counter, 1, __ATOMIC_RELAXED);
-      memcpy (r, &v, sizeof r);
-    }
-  kiln_hex_encode (r, sizeof r, out);
-}
 
 static int64_t
 now_ms (void)
@@ -790,7 +773,7 @@ kiln_ssm_run (struct kiln_ssm_session *s, const struct kiln_target_command *cmd,
                                 "variable name", s->instance_id, name, (int) strcspn (cmd->env[i], "="), cmd->env[i]);
 
   char tag[17];
-  random_tag (tag);
+  kiln_random_hex (tag, 8);
   _cleanup_free_ char *dir = NULL;
   if (asprintf (&dir, "%s/kiln-ssm-%s", scratch_of (s), tag) < 0)
     abort ();
@@ -1002,7 +985,7 @@ kiln_ssm_put_file (struct kiln_ssm_session *s, const char *local_path, const cha
   if (kiln_digest_file_hex ("SHA256", local_path, sha256, err) < 0)
     return kiln_error_prefix (err, "ssm %s: put '%s'", s->instance_id, path);
   char tag[17];
-  random_tag (tag);
+  kiln_random_hex (tag, 8);
   _cleanup_free_ char *tmp = NULL;
   if (asprintf (&tmp, "%s.kiln-%s", path, tag) < 0)
     abort ();

@@ -6,10 +6,13 @@
 $KILN_TEST_IMAGE (the `tiny` base image, qcow2) goes through the commands
 a user runs, against one kiln-emulator in qemu mode:
 
-  import     kiln image import (EBS direct): prints an AMI id that is
-             available, owned by the caller, shared with the --share
-             account, whose root snapshot is completed; only data was sent
-             (bytes sent <= the disk's allocated size, zero blocks skipped).
+  import     kiln image import (EBS direct, the qcow2 read in place): prints
+             an AMI id that is available, owned by the caller, shared with
+             the --share account, whose root snapshot is completed; only
+             data was sent (bytes sent <= the disk's allocated size, zero
+             blocks skipped).  round-trip-s3 does the same by --method s3
+             (a streamOptimized VMDK staged in S3, ImportSnapshot): the
+             import task completed and the staging bucket is left empty.
   launch     the AMI boots as a real guest and answers an SSM command.
   export     kiln image export back to raw: byte for byte the original's raw
              conversion (the exported volume is rounded up to whole GiB, and
@@ -17,11 +20,18 @@ a user runs, against one kiln-emulator in qemu mode:
              identical.
   convert    kiln image convert round trip (qcow2 -> vmdk -> raw) is
              identical.
+  parent     an import over a parent AMI (--parent) sends only the three
+             blocks that changed (two written, one zeroed), and its export
+             is the changed disk.
   interrupt  SIGINT during an import: status 130, no AMI and no snapshot
-             left (pending or otherwise), no run directory left.
+             left (pending or otherwise), no run directory left;
+             interrupt-s3 the same during the S3 staging, with no object or
+             multipart upload left in the bucket and no import task
+             running.
   refusals   a missing --name, a name EC2 would refuse (before any data
-             moves), a file with a backing file, an unknown image to
-             export: clear errors, nothing made.
+             moves), a file with a backing file, --method s3 without a
+             bucket or into a missing one, an unknown parent, an unknown
+             image to export: clear errors, nothing made.
   build-import  a local build (qemu driver) with --import ec2 and a
              distribution of two regions: the disk is published as a file
              and as an AMI in both regions (templated name, tags, launch
@@ -139,15 +149,49 @@ def same_prefix_then_zeros(original, exported):
     return None
 
 
+def sent_bytes(stderr):
+    """The "sent N MiB" figure of kiln image import's summary, in bytes."""
+    sent = None
+    for word in stderr.split("sent ")[1:]:
+        sent = float(word.split(" MiB")[0]) * 1024 * 1024
+    return sent
+
+
+def s3_leftovers(emu, bucket):
+    """Objects and multipart uploads left in the staging bucket."""
+    objects = emu.aws("s3api", "list-objects-v2", "--bucket", bucket).get("Contents", [])
+    uploads = emu.aws("s3api", "list-multipart-uploads", "--bucket", bucket).get("Uploads", [])
+    return [o["Key"] for o in objects] + [f"upload {u['Key']}" for u in uploads]
+
+
 def case_round_trip(kiln, emu, work, image):
+    return round_trip(kiln, emu, work, image, [])
+
+
+def case_round_trip_s3(kiln, emu, work, image):
+    emu.aws("s3api", "create-bucket", "--bucket", "kiln-staging")
+    problems = round_trip(kiln, emu, work, image, ["--method", "s3", "--bucket", "kiln-staging"])
+    tasks = emu.aws("ec2", "describe-import-snapshot-tasks")["ImportSnapshotTasks"]
+    if len(tasks) != 1 or tasks[0]["SnapshotTaskDetail"]["Status"] != "completed":
+        problems.append(f"import snapshot tasks: {tasks}")
+    elif tasks[0]["SnapshotTaskDetail"].get("Format") != "VMDK":
+        problems.append(f"the disk was not staged as a VMDK: {tasks[0]}")
+    left = s3_leftovers(emu, "kiln-staging")
+    if left:
+        problems.append(f"the staging bucket still holds {left}")
+    return problems
+
+
+def round_trip(kiln, emu, work, image, method):
     problems = []
     raw = os.path.join(work, "original.raw")
     subprocess.run(["qemu-img", "convert", "-O", "raw", image, raw], check=True, timeout=600)
-    p = kiln_cmd(kiln, emu, "import", image, "--name", "kiln-transfer", "--share", SHARE, "--description", "round trip")
+    p = kiln_cmd(kiln, emu, "import", image, "--name", "kiln-transfer", "--share", SHARE, "--description", "round trip",
+                 *method)
     if p.returncode != 0:
         return [f"import failed ({p.returncode}): {p.stderr[-3000:]}"]
     ami = p.stdout.strip()
-    print(f"# import: {p.stderr.strip().splitlines()[-1]}", flush=True)
+    print(f"# import {' '.join(method) or '(ebs)'}: {p.stderr.strip().splitlines()[-1]}", flush=True)
     images = emu.own_images()
     if ami not in images or images[ami]["State"] != "available" or images[ami]["Name"] != "kiln-transfer":
         return [f"AMI {ami!r} not available under its name: {images.get(ami)}"]
@@ -158,12 +202,14 @@ def case_round_trip(kiln, emu, work, image):
     shared = emu.aws("ec2", "describe-images", "--executable-users", "self", account="test2")["Images"]
     if ami not in {i["ImageId"] for i in shared}:
         problems.append(f"{ami} is not shared with {SHARE}")
-    sent = None
-    for word in p.stderr.split("sent ")[1:]:
-        sent = float(word.split(" MiB")[0]) * 1024 * 1024
-    # The summary rounds to 0.1 MiB.
-    if sent is None or sent > allocated_block_bytes(raw) + 0.05 * 1024 * 1024:
-        problems.append(f"sent {sent} bytes, more than the {allocated_block_bytes(raw)} of blocks holding data")
+    sent = sent_bytes(p.stderr)
+    if not method:
+        # The summary rounds to 0.1 MiB.
+        if sent is None or sent > allocated_block_bytes(raw) + 0.05 * 1024 * 1024:
+            problems.append(f"sent {sent} bytes, more than the {allocated_block_bytes(raw)} of blocks holding data")
+    elif sent is None or sent > os.path.getsize(image) * 1.5:
+        # Staged as a compressed VMDK: no bigger than the qcow2, give or take.
+        problems.append(f"staged {sent} bytes for a {os.path.getsize(image)}-byte qcow2")
 
     # The AMI boots and answers.
     run = emu.aws("ec2", "run-instances", "--image-id", ami, "--instance-type", "t3.micro", "--count", "1")
@@ -273,6 +319,87 @@ def case_interrupt(kiln, emu, work, image):
     return problems
 
 
+def case_parent(kiln, emu, work, image):
+    """An import over a parent AMI sends only the blocks that changed."""
+    p = kiln_cmd(kiln, emu, "import", image, "--name", "parent")
+    if p.returncode != 0:
+        return [f"parent import failed ({p.returncode}): {p.stderr[-3000:]}"]
+    parent = p.stdout.strip()
+    child = os.path.join(work, "child.qcow2")
+    shutil.copy(image, child)
+    # Two changed blocks (1 MiB of 0x33 at 100 MiB) and a zeroed range that
+    # the parent holds data in (the start of the disk: its boot sector).
+    subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 0x33 100M 1M", "-c", "write -z 0 512k", child],
+                   check=True, capture_output=True)
+    p = kiln_cmd(kiln, emu, "import", child, "--name", "child", "--parent", parent)
+    if p.returncode != 0:
+        return [f"child import failed ({p.returncode}): {p.stderr[-3000:]}"]
+    ami = p.stdout.strip()
+    print(f"# import --parent: {p.stderr.strip().splitlines()[-1]}", flush=True)
+    problems = []
+    sent = sent_bytes(p.stderr)
+    if sent is None or sent > 3 * BLOCK + 0.05 * 1024 * 1024 or sent < 3 * BLOCK - 0.05 * 1024 * 1024:
+        problems.append(f"sent {sent} bytes over the parent; 3 blocks changed")
+    if " 0 unchanged" in p.stderr:
+        problems.append("no block was found unchanged")
+    raw = os.path.join(work, "child.raw")
+    subprocess.run(["qemu-img", "convert", "-O", "raw", child, raw], check=True, timeout=600)
+    exported = os.path.join(work, "exported.raw")
+    p = kiln_cmd(kiln, emu, "export", ami, exported)
+    if p.returncode != 0:
+        problems.append(f"export failed ({p.returncode}): {p.stderr[-3000:]}")
+    else:
+        diff = same_prefix_then_zeros(raw, exported)
+        if diff:
+            problems.append(f"the child's export: {diff}")
+    snapshots = emu.own_snapshots()
+    child_snap = [m["Ebs"]["SnapshotId"] for m in emu.own_images()[ami]["BlockDeviceMappings"] if "Ebs" in m]
+    if len(child_snap) != 1 or snapshots[child_snap[0]]["State"] != "completed":
+        problems.append(f"the child's snapshot: {child_snap}")
+    return problems
+
+
+def case_interrupt_s3(kiln, emu, work, image):
+    """SIGINT while the disk is staged in S3: no object, no multipart upload,
+    no import task running, no snapshot, no run directory."""
+    emu.aws("s3api", "create-bucket", "--bucket", "kiln-staging")
+    big = os.path.join(work, "big.raw")
+    with open(big, "wb") as f:
+        for _ in range(512):
+            f.write(os.urandom(1 << 20))
+    snaps = emu.own_snapshots()
+    proc = subprocess.Popen([kiln, "image", "import", big, "--name", "interrupted", "--method", "s3", "--bucket",
+                             "kiln-staging", "--endpoint-url", emu.url, "--region", REGION],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=emu.env)
+    # Interrupt once the multipart upload has begun.
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and not s3_leftovers(emu, "kiln-staging"):
+        time.sleep(0.2)
+    if proc.poll() is not None:
+        return [f"the import ended ({proc.returncode}) before it could be interrupted: {proc.stderr.read()[-2000:]}"]
+    proc.send_signal(signal.SIGINT)
+    try:
+        _, err = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return ["kiln image import did not stop within 300 s of SIGINT"]
+    problems = []
+    if proc.returncode != 130:
+        problems.append(f"expected status 130, got {proc.returncode}: {err[-2000:]}")
+    left = s3_leftovers(emu, "kiln-staging")
+    if left:
+        problems.append(f"the staging bucket still holds {left}")
+    tasks = [t for t in emu.aws("ec2", "describe-import-snapshot-tasks")["ImportSnapshotTasks"]
+             if t["SnapshotTaskDetail"]["Status"] == "active"]
+    if tasks:
+        problems.append(f"import tasks still active: {tasks}")
+    if set(emu.own_snapshots()) != set(snaps):
+        problems.append(f"snapshots left: {set(emu.own_snapshots()) - set(snaps)}")
+    if os.listdir(emu.env["KILN_RUNTIME_DIR"]):
+        problems.append(f"run directories left: {os.listdir(emu.env['KILN_RUNTIME_DIR'])}")
+    return problems
+
+
 def case_refusals(kiln, emu, work, image):
     problems = []
     images, snaps = emu.own_images(), emu.own_snapshots()
@@ -288,6 +415,15 @@ def case_refusals(kiln, emu, work, image):
     p = kiln_cmd(kiln, emu, "import", overlay, "--name", "overlay")
     if p.returncode != 1 or "backing file" not in p.stderr:
         problems.append(f"import of an overlay: {p.returncode} {p.stderr}")
+    p = kiln_cmd(kiln, emu, "import", image, "--name", "s3", "--method", "s3")
+    if p.returncode != 2 or "--bucket" not in p.stderr:
+        problems.append(f"--method s3 without --bucket: {p.returncode} {p.stderr}")
+    p = kiln_cmd(kiln, emu, "import", image, "--name", "nobucket", "--method", "s3", "--bucket", "no-such-bucket")
+    if p.returncode != 1 or "NoSuchBucket" not in p.stderr:
+        problems.append(f"--method s3 into a missing bucket: {p.returncode} {p.stderr}")
+    p = kiln_cmd(kiln, emu, "import", image, "--name", "orphan", "--parent", "snap-00000000000000000")
+    if p.returncode != 1 or "snap-00000000000000000" not in p.stderr:
+        problems.append(f"import over an unknown parent: {p.returncode} {p.stderr}")
     out = os.path.join(work, "none.raw")
     p = kiln_cmd(kiln, emu, "export", "ami-00000000000000000", out)
     if p.returncode != 1 or "ami-00000000000000000" not in p.stderr or os.path.exists(out):
@@ -343,8 +479,9 @@ def case_build_import(kiln, emu, work, image):
     return problems
 
 
-CASES = {"round-trip": case_round_trip, "build-import": case_build_import, "convert": case_convert, "interrupt": case_interrupt,
-         "refusals": case_refusals}
+CASES = {"round-trip": case_round_trip, "round-trip-s3": case_round_trip_s3, "parent": case_parent,
+         "build-import": case_build_import, "convert": case_convert, "interrupt": case_interrupt,
+         "interrupt-s3": case_interrupt_s3, "refusals": case_refusals}
 
 
 def main():

@@ -220,6 +220,21 @@ test_file_digest (void)
   return true;
 }
 
+static bool
+test_random_hex (void)
+{
+  char a[33], b[33], c[5];
+  kiln_random_hex (a, 16);
+  kiln_random_hex (b, 16);
+  kiln_random_hex (c, 2);
+  if (strlen (a) != 32 || strlen (c) != 4 || strcmp (a, b) == 0)
+    return false;
+  for (const char *p = a; *p; p++)
+    if (kiln_hex_digit_value (*p) < 0 || (*p >= 'A' && *p <= 'F'))
+      return false;
+  return true;
+}
+
 int
 main (void)
 {
@@ -232,6 +247,7 @@ main (void)
   tap_ok (test_base64_round_trips (), "base64 round trips of every padding and large input");
   tap_ok (test_base64_malformed (), "malformed base64 is rejected");
   tap_ok (test_file_digest (), "file digests match buffer digests");
+  tap_ok (test_random_hex (), "random hex: the length asked for, lowercase, two draws differ");
 
   return tap_done ();
 }
