@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cancel.h"
 #include "cleanup.h"
 #include "disk_image.h"
 #include "ebs_direct.h"
@@ -40,19 +41,7 @@ relay_progress (const struct kiln_ebs_stats *st, void *opaque)
 static bool
 cancelled (const struct kiln_image_transfer *t)
 {
-  return t->cancel && *t->cancel;
-}
-
-static void
-pause_ms (const struct kiln_image_transfer *t, int ms)
-{
-  while (ms > 0 && !cancelled (t))
-    {
-      int step = ms > 100 ? 100 : ms;
-      struct timespec ts = {0, (long) step * 1000000L};
-      nanosleep (&ts, NULL);
-      ms -= step;
-    }
+  return kiln_cancelled (t->cancel);
 }
 
 /* Waits until EC2 calls the snapshot completed. */
@@ -61,7 +50,7 @@ wait_snapshot (struct kiln_aws_client *ec2, const char *snapshot_id, const struc
                kiln_error **err)
 {
   time_t deadline = time (NULL) + SNAPSHOT_TIMEOUT_SECONDS;
-  int pause = 500;
+  int pause = 100;
   for (;;)
     {
       struct kiln_aws_params p = KILN_AWS_PARAMS_INIT;
@@ -83,7 +72,7 @@ wait_snapshot (struct kiln_aws_client *ec2, const char *snapshot_id, const struc
       if (time (NULL) >= deadline)
         return kiln_error_set (err, KILN_ERR_TIMEOUT, 0, "snapshot %s is still %s after %d s", snapshot_id,
                                state ? state : "unknown", SNAPSHOT_TIMEOUT_SECONDS);
-      pause_ms (t, pause);
+      kiln_pause_ms (t->cancel, pause);
       pause = pause < 5000 ? pause * 2 : 5000;
     }
 }
@@ -303,7 +292,7 @@ wait_import_task (struct kiln_aws_client *ec2, const char *task_id, struct kiln_
       if (time (NULL) >= deadline)
         return kiln_error_set (err, KILN_ERR_TIMEOUT, 0, "import task %s is still active (%s) after %d s", task_id,
                                message ? message : "", IMPORT_TIMEOUT_SECONDS);
-      pause_ms (t, pause);
+      kiln_pause_ms (t->cancel, pause);
       pause = pause < 5000 ? pause * 2 : 5000;
     }
 }

@@ -31,6 +31,7 @@
 
 #include "aws_client.h"
 #include "aws_config.h"
+#include "cancel.h"
 #include "cleanup.h"
 #include "digest.h"
 #include "ami_transfer.h"
@@ -86,19 +87,6 @@ static bool
 cancelled (struct ec2_instance *e)
 {
   return e->cancel && *e->cancel;
-}
-
-/* Sleeps ms, waking early when cancelled. */
-static void
-pause_ms (struct ec2_instance *e, int ms)
-{
-  while (ms > 0 && !cancelled (e))
-    {
-      int step = ms > 100 ? 100 : ms;
-      struct timespec ts = {0, (long) step * 1000000L};
-      nanosleep (&ts, NULL);
-      ms -= step;
-    }
 }
 
 static char **
@@ -324,7 +312,7 @@ wait_state (struct ec2_instance *e, const char *want, const char *fatal, int tim
       if (time (NULL) >= deadline)
         return kiln_error_set (err, KILN_ERR_TIMEOUT, 0, "instance %s is still %s after %d s (waited for %s)",
                                e->instance_id, state, timeout_seconds, want);
-      pause_ms (e, pause);
+      kiln_pause_ms (e->cancel, pause);
       pause = pause < 5000 ? pause * 2 : 5000;
     }
 }
@@ -358,7 +346,7 @@ wait_agent (struct ec2_instance *e, kiln_error **err)
         return kiln_error_set (err, KILN_ERR_TIMEOUT, 0, "the SSM agent of %s did not come online within %d s "
                                "(does its instance profile allow SSM, and can it reach the SSM endpoint?)",
                                e->instance_id, AGENT_TIMEOUT_SECONDS);
-      pause_ms (e, pause);
+      kiln_pause_ms (e->cancel, pause);
       pause = pause < 5000 ? pause * 2 : 5000;
     }
 }
@@ -591,7 +579,7 @@ ec2_reboot (struct kiln_target *t, enum kiln_reboot_outcome *outcome, kiln_error
   int pause = 1000;
   for (;;)
     {
-      pause_ms (e, pause);
+      kiln_pause_ms (e->cancel, pause);
       pause = pause < 5000 ? pause * 2 : 5000;
       if (cancelled (e))
         return kiln_error_set (err, KILN_ERR_CANCELLED, 0, "waiting for %s to reboot: interrupted", e->instance_id);

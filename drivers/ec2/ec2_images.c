@@ -15,6 +15,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cancel.h"
 #include "cleanup.h"
 #include "digest.h"
 #include "log.h"
@@ -22,24 +23,6 @@
 #include "xalloc.h"
 
 #define COPY_TIMEOUT_SECONDS 3600
-
-static bool
-is_cancelled (volatile sig_atomic_t *cancel)
-{
-  return cancel && *cancel;
-}
-
-static void
-pause_ms (volatile sig_atomic_t *cancel, int ms)
-{
-  while (ms > 0 && !is_cancelled (cancel))
-    {
-      int step = ms > 100 ? 100 : ms;
-      struct timespec ts = {0, (long) step * 1000000L};
-      nanosleep (&ts, NULL);
-      ms -= step;
-    }
-}
 
 static double
 monotonic_seconds (void)
@@ -90,7 +73,7 @@ kiln_ec2_image_wait (struct kiln_aws_client *ec2, const char *image_id, int time
                      volatile sig_atomic_t *cancel, kiln_error **err)
 {
   time_t deadline = time (NULL) + timeout_seconds;
-  int pause = 1000;
+  int pause = 250;
   for (;;)
     {
       _cleanup_free_ char *state = NULL, *reason = NULL;
@@ -101,12 +84,12 @@ kiln_ec2_image_wait (struct kiln_aws_client *ec2, const char *image_id, int time
       if (state && (strcmp (state, "failed") == 0 || strcmp (state, "invalid") == 0 || strcmp (state, "error") == 0
                     || strcmp (state, "deregistered") == 0))
         return kiln_fail (err, "image %s is %s%s%s", image_id, state, reason ? ": " : "", reason ? reason : "");
-      if (is_cancelled (cancel))
+      if (kiln_cancelled (cancel))
         return kiln_error_set (err, KILN_ERR_CANCELLED, 0, "waiting for image %s: interrupted", image_id);
       if (time (NULL) >= deadline)
         return kiln_error_set (err, KILN_ERR_TIMEOUT, 0, "image %s is still %s after %d s", image_id,
                                state ? state : "unknown", timeout_seconds);
-      pause_ms (cancel, pause);
+      kiln_pause_ms (cancel, pause);
       pause = pause < 10000 ? pause * 2 : 10000;
     }
 }

@@ -42,6 +42,7 @@
 
 #include <jansson.h>
 
+#include "cancel.h"
 #include "cleanup.h"
 #include "digest.h"
 #include "fsutil.h"
@@ -68,8 +69,6 @@
 #define INVOCATION_APPEAR_S 60
 #define DEFAULT_POLL_INITIAL_MS 200
 #define DEFAULT_POLL_MAX_MS 2000
-/* How often a pause looks at the cancel flag. */
-#define CANCEL_CHECK_MS 50
 
 /* Raw bytes per downloaded chunk, by encoding (see the top of the file). */
 #define B64_CHUNK 16384
@@ -157,22 +156,6 @@ static bool
 cancel_raised (const struct kiln_ssm_session *s)
 {
   return s->cancel && *s->cancel;
-}
-
-/* Sleeps ms, looking at the cancel flag as it goes; false when it is raised. */
-static bool
-pause_ms (const struct kiln_ssm_session *s, long ms)
-{
-  while (ms > 0)
-    {
-      if (cancel_raised (s))
-        return false;
-      long step = ms < CANCEL_CHECK_MS ? ms : CANCEL_CHECK_MS;
-      struct timespec ts = {step / 1000, (step % 1000) * 1000000L};
-      nanosleep (&ts, NULL);
-      ms -= step;
-    }
-  return !cancel_raised (s);
 }
 
 /* The end of text without trailing newlines, and at most max characters of
@@ -440,7 +423,7 @@ invoke (struct kiln_ssm_session *s, const char *script, const char *cwd, int exe
   _cleanup_json_ json_t *query = json_pack ("{s:s, s:s}", "CommandId", id, "InstanceId", s->instance_id);
   for (;;)
     {
-      if (!pause_ms (s, pause))
+      if (!kiln_pause_ms (s->cancel, pause))
         {
           cancel_command (s, inv->command_id);
           return kiln_error_set (err, KILN_ERR_CANCELLED, 0, "interrupted: command %s cancelled", inv->command_id);
