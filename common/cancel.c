@@ -1,6 +1,7 @@
 /* cancel.c - cancel flags and cancellable pauses (see cancel.h). */
 #include "cancel.h"
 
+#include <stdlib.h>
 #include <time.h>
 
 /* How often a pause looks at the flag. */
@@ -25,4 +26,34 @@ kiln_pause_ms (volatile sig_atomic_t *cancel, long ms)
       ms -= step;
     }
   return !kiln_cancelled (cancel);
+}
+
+int
+kiln_poll_until (const struct kiln_poll *p,
+                 enum kiln_poll_answer (*check) (void *opaque, char **state, kiln_error **err), void *opaque,
+                 kiln_error **err)
+{
+  time_t deadline = time (NULL) + p->timeout_seconds;
+  long pause = p->first_ms > 0 ? p->first_ms : 100;
+  for (;;)
+    {
+      char *state = NULL;
+      enum kiln_poll_answer a = check (opaque, &state, err);
+      if (a != KILN_POLL_WAIT)
+        {
+          free (state);
+          return a == KILN_POLL_DONE ? 0 : -1;
+        }
+      int r = 0;
+      if (kiln_cancelled (p->cancel))
+        r = kiln_error_set (err, KILN_ERR_CANCELLED, 0, "waiting for %s: interrupted", p->what);
+      else if (time (NULL) >= deadline)
+        r = kiln_error_set (err, KILN_ERR_TIMEOUT, 0, "%s is still %s after %d s", p->what,
+                            state ? state : "not ready", p->timeout_seconds);
+      free (state);
+      if (r < 0)
+        return -1;
+      kiln_pause_ms (p->cancel, pause);
+      pause = pause * 2 < p->max_ms ? pause * 2 : p->max_ms;
+    }
 }

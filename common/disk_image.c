@@ -27,22 +27,33 @@ run_qemu_img (char *const *argv, const char *subject, volatile sig_atomic_t *can
   return 0;
 }
 
-int
-kiln_disk_info (const char *path, struct kiln_disk_info *out, kiln_error **err)
+/* Runs a qemu-img subcommand that prints JSON (--output=json) and parses
+ * what it printed. */
+static int
+qemu_img_json (char *const *argv, const char *subject, json_t **out, kiln_error **err)
 {
-  memset (out, 0, sizeof *out);
-  char *argv[] = {(char *) "qemu-img", (char *) "info", (char *) "--output=json", (char *) path, NULL};
   struct kiln_process_result res = {0};
-  if (run_qemu_img (argv, path, NULL, &res, err) < 0)
+  if (run_qemu_img (argv, subject, NULL, &res, err) < 0)
     {
       kiln_process_result_release (&res);
       return -1;
     }
   json_error_t je;
-  _cleanup_json_ json_t *j = json_loads (kiln_buf_str (&res.out), 0, &je);
+  *out = json_loads (kiln_buf_str (&res.out), 0, &je);
   kiln_process_result_release (&res);
-  if (j == NULL)
-    return kiln_fail (err, "qemu-img info '%s': unreadable output: %s", path, je.text);
+  if (*out == NULL)
+    return kiln_fail (err, "qemu-img %s '%s': unreadable output: %s", argv[1], subject, je.text);
+  return 0;
+}
+
+int
+kiln_disk_info (const char *path, struct kiln_disk_info *out, kiln_error **err)
+{
+  memset (out, 0, sizeof *out);
+  char *argv[] = {(char *) "qemu-img", (char *) "info", (char *) "--output=json", (char *) path, NULL};
+  _cleanup_json_ json_t *j = NULL;
+  if (qemu_img_json (argv, path, &j, err) < 0)
+    return -1;
   const char *fmt = json_string_value (json_object_get (j, "format"));
   const char *backing = json_string_value (json_object_get (j, "backing-filename"));
   out->format = strdup (fmt ? fmt : "unknown");
@@ -106,17 +117,11 @@ kiln_disk_map (const char *path, const char *format, struct kiln_disk_extent **o
   *n = 0;
   char *argv[] = {(char *) "qemu-img", (char *) "map", (char *) "--output=json", (char *) "-f", (char *) format,
                   (char *) path, NULL};
-  struct kiln_process_result res = {0};
-  if (run_qemu_img (argv, path, NULL, &res, err) < 0)
-    {
-      kiln_process_result_release (&res);
-      return -1;
-    }
-  json_error_t je;
-  _cleanup_json_ json_t *j = json_loads (kiln_buf_str (&res.out), 0, &je);
-  kiln_process_result_release (&res);
+  _cleanup_json_ json_t *j = NULL;
+  if (qemu_img_json (argv, path, &j, err) < 0)
+    return -1;
   if (!json_is_array (j))
-    return kiln_fail (err, "qemu-img map '%s': unreadable output: %s", path, j ? "not a list" : je.text);
+    return kiln_fail (err, "qemu-img map '%s': unreadable output: not a list", path);
   size_t count = json_array_size (j);
   struct kiln_disk_extent *e = calloc (count ? count : 1, sizeof *e);
   if (e == NULL)

@@ -44,37 +44,47 @@ cancelled (const struct kiln_image_transfer *t)
   return kiln_cancelled (t->cancel);
 }
 
+struct snapshot_poll {
+  struct kiln_aws_client *ec2;
+  const char *snapshot_id;
+};
+
+static enum kiln_poll_answer
+snapshot_completed (void *opaque, char **state, kiln_error **err)
+{
+  struct snapshot_poll *sp = opaque;
+  struct kiln_aws_params p = KILN_AWS_PARAMS_INIT;
+  kiln_aws_params_add (&p, "SnapshotId.1", sp->snapshot_id);
+  xmlDoc *doc = NULL;
+  int r = kiln_aws_ec2_call (sp->ec2, "DescribeSnapshots", &p, &doc, NULL, err);
+  kiln_aws_params_release (&p);
+  if (r < 0)
+    return KILN_POLL_FAILED;
+  *state = kiln_aws_xml_text (kiln_aws_xml_root (doc), "snapshotSet/item/status");
+  _cleanup_free_ char *message = kiln_aws_xml_text (kiln_aws_xml_root (doc), "snapshotSet/item/statusMessage");
+  xmlFreeDoc (doc);
+  if (*state && strcmp (*state, "completed") == 0)
+    return KILN_POLL_DONE;
+  if (*state && strcmp (*state, "error") == 0)
+    {
+      kiln_fail (err, "snapshot %s failed%s%s", sp->snapshot_id, message ? ": " : "", message ? message : "");
+      return KILN_POLL_FAILED;
+    }
+  return KILN_POLL_WAIT;
+}
+
 /* Waits until EC2 calls the snapshot completed. */
 static int
 wait_snapshot (struct kiln_aws_client *ec2, const char *snapshot_id, const struct kiln_image_transfer *t,
                kiln_error **err)
 {
-  time_t deadline = time (NULL) + SNAPSHOT_TIMEOUT_SECONDS;
-  int pause = 100;
-  for (;;)
-    {
-      struct kiln_aws_params p = KILN_AWS_PARAMS_INIT;
-      kiln_aws_params_add (&p, "SnapshotId.1", snapshot_id);
-      xmlDoc *doc = NULL;
-      int r = kiln_aws_ec2_call (ec2, "DescribeSnapshots", &p, &doc, NULL, err);
-      kiln_aws_params_release (&p);
-      if (r < 0)
-        return kiln_error_prefix (err, "wait for snapshot %s", snapshot_id);
-      _cleanup_free_ char *state = kiln_aws_xml_text (kiln_aws_xml_root (doc), "snapshotSet/item/status");
-      _cleanup_free_ char *message = kiln_aws_xml_text (kiln_aws_xml_root (doc), "snapshotSet/item/statusMessage");
-      xmlFreeDoc (doc);
-      if (state && strcmp (state, "completed") == 0)
-        return 0;
-      if (state && strcmp (state, "error") == 0)
-        return kiln_fail (err, "snapshot %s failed%s%s", snapshot_id, message ? ": " : "", message ? message : "");
-      if (cancelled (t))
-        return kiln_error_set (err, KILN_ERR_CANCELLED, 0, "waiting for snapshot %s: interrupted", snapshot_id);
-      if (time (NULL) >= deadline)
-        return kiln_error_set (err, KILN_ERR_TIMEOUT, 0, "snapshot %s is still %s after %d s", snapshot_id,
-                               state ? state : "unknown", SNAPSHOT_TIMEOUT_SECONDS);
-      kiln_pause_ms (t->cancel, pause);
-      pause = pause < 5000 ? pause * 2 : 5000;
-    }
+  _cleanup_free_ char *what = NULL;
+  if (asprintf (&what, "snapshot %s", snapshot_id) < 0)
+    abort ();
+  const struct kiln_poll poll = {.what = what, .timeout_seconds = SNAPSHOT_TIMEOUT_SECONDS, .first_ms = 100,
+                                 .max_ms = 5000, .cancel = t->cancel};
+  struct snapshot_poll sp = {ec2, snapshot_id};
+  return kiln_poll_until (&poll, snapshot_completed, &sp, err);
 }
 
 static int
@@ -254,47 +264,67 @@ cancel_import_task (struct kiln_aws_client *ec2, const char *task_id)
   xmlFreeDoc (doc);
 }
 
+struct import_poll {
+  struct kiln_aws_client *ec2;
+  const char *task_id;
+  char *snapshot_id;
+};
+
+static enum kiln_poll_answer
+import_task_done (void *opaque, char **state, kiln_error **err)
+{
+  struct import_poll *ip = opaque;
+  struct kiln_aws_params p = KILN_AWS_PARAMS_INIT;
+  kiln_aws_params_add (&p, "ImportTaskId.1", ip->task_id);
+  xmlDoc *doc = NULL;
+  int r = kiln_aws_ec2_call (ip->ec2, "DescribeImportSnapshotTasks", &p, &doc, NULL, err);
+  kiln_aws_params_release (&p);
+  if (r < 0)
+    return KILN_POLL_FAILED;
+  xmlNode *d = kiln_aws_xml_find (kiln_aws_xml_root (doc), "importSnapshotTaskSet/item/snapshotTaskDetail");
+  _cleanup_free_ char *status = d ? kiln_aws_xml_text (d, "status") : NULL;
+  _cleanup_free_ char *message = d ? kiln_aws_xml_text (d, "statusMessage") : NULL;
+  _cleanup_free_ char *snapshot = d ? kiln_aws_xml_text (d, "snapshotId") : NULL;
+  xmlFreeDoc (doc);
+  if (status == NULL)
+    {
+      kiln_error_set (err, KILN_ERR_NOT_FOUND, 0, "import task %s is not known to EC2", ip->task_id);
+      return KILN_POLL_FAILED;
+    }
+  if (strcmp (status, "completed") == 0)
+    {
+      if (snapshot == NULL || *snapshot == '\0')
+        {
+          kiln_fail (err, "import task %s completed without a snapshot", ip->task_id);
+          return KILN_POLL_FAILED;
+        }
+      ip->snapshot_id = kiln_steal_pointer (&snapshot);
+      return KILN_POLL_DONE;
+    }
+  if (strcmp (status, "active") != 0)
+    {
+      kiln_fail (err, "import task %s ended %s%s%s", ip->task_id, status, message ? ": " : "", message ? message : "");
+      return KILN_POLL_FAILED;
+    }
+  *state = kiln_xstrdup (message && *message ? message : status);
+  return KILN_POLL_WAIT;
+}
+
 /* Waits for an ImportSnapshot task to end; its snapshot id on success. */
 static int
 wait_import_task (struct kiln_aws_client *ec2, const char *task_id, struct kiln_image_transfer *t,
                   char **snapshot_id, kiln_error **err)
 {
-  time_t deadline = time (NULL) + IMPORT_TIMEOUT_SECONDS;
-  int pause = 250;
-  for (;;)
-    {
-      struct kiln_aws_params p = KILN_AWS_PARAMS_INIT;
-      kiln_aws_params_add (&p, "ImportTaskId.1", task_id);
-      xmlDoc *doc = NULL;
-      int r = kiln_aws_ec2_call (ec2, "DescribeImportSnapshotTasks", &p, &doc, NULL, err);
-      kiln_aws_params_release (&p);
-      if (r < 0)
-        return kiln_error_prefix (err, "wait for the import task %s", task_id);
-      xmlNode *d = kiln_aws_xml_find (kiln_aws_xml_root (doc), "importSnapshotTaskSet/item/snapshotTaskDetail");
-      _cleanup_free_ char *status = d ? kiln_aws_xml_text (d, "status") : NULL;
-      _cleanup_free_ char *message = d ? kiln_aws_xml_text (d, "statusMessage") : NULL;
-      _cleanup_free_ char *snapshot = d ? kiln_aws_xml_text (d, "snapshotId") : NULL;
-      xmlFreeDoc (doc);
-      if (status == NULL)
-        return kiln_error_set (err, KILN_ERR_NOT_FOUND, 0, "import task %s is not known to EC2", task_id);
-      if (strcmp (status, "completed") == 0)
-        {
-          if (snapshot == NULL || *snapshot == '\0')
-            return kiln_fail (err, "import task %s completed without a snapshot", task_id);
-          *snapshot_id = kiln_steal_pointer (&snapshot);
-          return 0;
-        }
-      if (strcmp (status, "active") != 0)
-        return kiln_fail (err, "import task %s ended %s%s%s", task_id, status, message ? ": " : "",
-                          message ? message : "");
-      if (cancelled (t))
-        return kiln_error_set (err, KILN_ERR_CANCELLED, 0, "import task %s: interrupted", task_id);
-      if (time (NULL) >= deadline)
-        return kiln_error_set (err, KILN_ERR_TIMEOUT, 0, "import task %s is still active (%s) after %d s", task_id,
-                               message ? message : "", IMPORT_TIMEOUT_SECONDS);
-      kiln_pause_ms (t->cancel, pause);
-      pause = pause < 5000 ? pause * 2 : 5000;
-    }
+  _cleanup_free_ char *what = NULL;
+  if (asprintf (&what, "import task %s", task_id) < 0)
+    abort ();
+  const struct kiln_poll poll = {.what = what, .timeout_seconds = IMPORT_TIMEOUT_SECONDS, .first_ms = 250,
+                                 .max_ms = 5000, .cancel = t->cancel};
+  struct import_poll ip = {.ec2 = ec2, .task_id = task_id};
+  if (kiln_poll_until (&poll, import_task_done, &ip, err) < 0)
+    return -1;
+  *snapshot_id = ip.snapshot_id;
+  return 0;
 }
 
 /* EC2's name for a format VM import reads, or NULL. */

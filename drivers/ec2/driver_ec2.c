@@ -83,12 +83,6 @@ ec2_of (struct kiln_target *t)
   return inst->priv;
 }
 
-static bool
-cancelled (struct ec2_instance *e)
-{
-  return e->cancel && *e->cancel;
-}
-
 static char **
 strv_copy (const char *const *v)
 {
@@ -284,71 +278,91 @@ describe_state (struct ec2_instance *e, char **state, char **reason, kiln_error 
   return 0;
 }
 
+struct state_poll {
+  struct ec2_instance *e;
+  const char *want;
+  const char *fatal;
+};
+
+static enum kiln_poll_answer
+instance_in_state (void *opaque, char **state, kiln_error **err)
+{
+  struct state_poll *sp = opaque;
+  _cleanup_free_ char *reason = NULL;
+  if (describe_state (sp->e, state, &reason, err) < 0)
+    return KILN_POLL_FAILED;
+  if (strcmp (*state, sp->want) == 0)
+    return KILN_POLL_DONE;
+  _cleanup_free_ char *pattern = NULL, *fatal_list = NULL;
+  if (asprintf (&pattern, "|%s|", *state) < 0 || asprintf (&fatal_list, "|%s|", sp->fatal) < 0)
+    abort ();
+  if (strstr (fatal_list, pattern))
+    {
+      kiln_fail (err, "instance %s is %s, not %s%s%s", sp->e->instance_id, *state, sp->want, reason ? ": " : "",
+                 reason ? reason : "");
+      return KILN_POLL_FAILED;
+    }
+  return KILN_POLL_WAIT;
+}
+
 /* Waits until the instance is in state want; states in fatal (|-separated)
  * end the wait with an error. */
 static int
 wait_state (struct ec2_instance *e, const char *want, const char *fatal, int timeout_seconds, kiln_error **err)
 {
-  time_t deadline = time (NULL) + timeout_seconds;
-  int pause = 500;
-  for (;;)
+  _cleanup_free_ char *what = NULL;
+  if (asprintf (&what, "instance %s (waited for %s)", e->instance_id, want) < 0)
+    abort ();
+  const struct kiln_poll poll = {.what = what, .timeout_seconds = timeout_seconds, .first_ms = 500, .max_ms = 5000,
+                                 .cancel = e->cancel};
+  struct state_poll sp = {e, want, fatal};
+  return kiln_poll_until (&poll, instance_in_state, &sp, err);
+}
+
+static enum kiln_poll_answer
+agent_online (void *opaque, char **state, kiln_error **err)
+{
+  struct ec2_instance *e = opaque;
+  _cleanup_json_ json_t *in = json_pack ("{s:[{s:s, s:[s]}]}", "Filters", "Key", "InstanceIds", "Values",
+                                         e->instance_id);
+  _cleanup_json_ json_t *out = NULL;
+  if (kiln_aws_json_call (e->ssm, "AmazonSSM.DescribeInstanceInformation", in, &out, NULL, err) < 0)
+    return KILN_POLL_FAILED;
+  size_t i;
+  json_t *info;
+  json_array_foreach (json_object_get (out, "InstanceInformationList"), i, info)
     {
-      _cleanup_free_ char *state = NULL, *reason = NULL;
-      if (describe_state (e, &state, &reason, err) < 0)
-        return kiln_error_prefix (err, "wait for %s to be %s", e->instance_id, want);
-      if (strcmp (state, want) == 0)
-        return 0;
-      char pattern[64];
-      snprintf (pattern, sizeof pattern, "|%s|", state);
-      _cleanup_free_ char *fatal_list = NULL;
-      if (asprintf (&fatal_list, "|%s|", fatal) < 0)
-        abort ();
-      if (strstr (fatal_list, pattern))
-        return kiln_fail (err, "instance %s is %s, not %s%s%s", e->instance_id, state, want, reason ? ": " : "",
-                          reason ? reason : "");
-      if (cancelled (e))
-        return kiln_error_set (err, KILN_ERR_CANCELLED, 0, "waiting for %s to be %s: interrupted", e->instance_id,
-                               want);
-      if (time (NULL) >= deadline)
-        return kiln_error_set (err, KILN_ERR_TIMEOUT, 0, "instance %s is still %s after %d s (waited for %s)",
-                               e->instance_id, state, timeout_seconds, want);
-      kiln_pause_ms (e->cancel, pause);
-      pause = pause < 5000 ? pause * 2 : 5000;
+      const char *id = json_string_value (json_object_get (info, "InstanceId"));
+      const char *ping = json_string_value (json_object_get (info, "PingStatus"));
+      if (id && ping && strcmp (id, e->instance_id) == 0)
+        {
+          if (strcmp (ping, "Online") == 0)
+            return KILN_POLL_DONE;
+          *state = kiln_xstrdup (ping);
+        }
     }
+  return KILN_POLL_WAIT;
 }
 
 /* Waits until SSM lists the instance's agent as Online. */
 static int
 wait_agent (struct ec2_instance *e, kiln_error **err)
 {
-  time_t deadline = time (NULL) + AGENT_TIMEOUT_SECONDS;
-  int pause = 500;
-  for (;;)
+  _cleanup_free_ char *what = NULL;
+  if (asprintf (&what, "the SSM agent of %s", e->instance_id) < 0)
+    abort ();
+  const struct kiln_poll poll = {.what = what, .timeout_seconds = AGENT_TIMEOUT_SECONDS, .first_ms = 500,
+                                 .max_ms = 5000, .cancel = e->cancel};
+  if (kiln_poll_until (&poll, agent_online, e, err) == 0)
+    return 0;
+  if ((*err)->code == KILN_ERR_TIMEOUT)
     {
-      _cleanup_json_ json_t *in = json_pack ("{s:[{s:s, s:[s]}]}", "Filters", "Key", "InstanceIds", "Values",
-                                             e->instance_id);
-      _cleanup_json_ json_t *out = NULL;
-      if (kiln_aws_json_call (e->ssm, "AmazonSSM.DescribeInstanceInformation", in, &out, NULL, err) < 0)
-        return kiln_error_prefix (err, "wait for %s's SSM agent", e->instance_id);
-      size_t i;
-      json_t *info;
-      json_array_foreach (json_object_get (out, "InstanceInformationList"), i, info)
-        {
-          const char *id = json_string_value (json_object_get (info, "InstanceId"));
-          const char *ping = json_string_value (json_object_get (info, "PingStatus"));
-          if (id && ping && strcmp (id, e->instance_id) == 0 && strcmp (ping, "Online") == 0)
-            return 0;
-        }
-      if (cancelled (e))
-        return kiln_error_set (err, KILN_ERR_CANCELLED, 0, "waiting for %s's SSM agent: interrupted",
-                               e->instance_id);
-      if (time (NULL) >= deadline)
-        return kiln_error_set (err, KILN_ERR_TIMEOUT, 0, "the SSM agent of %s did not come online within %d s "
-                               "(does its instance profile allow SSM, and can it reach the SSM endpoint?)",
-                               e->instance_id, AGENT_TIMEOUT_SECONDS);
-      kiln_pause_ms (e->cancel, pause);
-      pause = pause < 5000 ? pause * 2 : 5000;
+      kiln_error_freep (err);
+      kiln_error_set (err, KILN_ERR_TIMEOUT, 0, "the SSM agent of %s did not come online within %d s (does its "
+                      "instance profile allow SSM, and can it reach the SSM endpoint?)", e->instance_id,
+                      AGENT_TIMEOUT_SECONDS);
     }
+  return -1;
 }
 
 /* ---- start ---- */
@@ -555,6 +569,26 @@ boot_id (struct ec2_instance *e, char **out, kiln_error **err)
   return 0;
 }
 
+struct reboot_poll {
+  struct ec2_instance *e;
+  const char *before;          /* the boot id before the reboot */
+};
+
+/* Done once the instance answers with another boot id. */
+static enum kiln_poll_answer
+rebooted (void *opaque, char **state, kiln_error **err)
+{
+  struct reboot_poll *rp = opaque;
+  _cleanup_free_ char *now = NULL;
+  _cleanup_error_ kiln_error *probe = NULL;
+  if (boot_id (rp->e, &now, &probe) == 0 && strcmp (now, rp->before) != 0)
+    return KILN_POLL_DONE;
+  int n = probe ? asprintf (state, "unfinished (%s)", kiln_error_message (probe)) : asprintf (state, "unfinished");
+  if (n < 0)
+    abort ();
+  return KILN_POLL_WAIT;
+}
+
 /* RebootInstances, then the agent answering from a new boot: a boot id that
  * differs is the proof the reboot happened (the agent may answer once more
  * from the old boot before it goes down). */
@@ -575,23 +609,14 @@ ec2_reboot (struct kiln_target *t, enum kiln_reboot_outcome *outcome, kiln_error
   xmlFreeDoc (doc);
   if (r < 0)
     return kiln_error_prefix (err, "reboot %s", e->instance_id);
-  time_t deadline = time (NULL) + REBOOT_TIMEOUT_SECONDS;
-  int pause = 1000;
-  for (;;)
-    {
-      kiln_pause_ms (e->cancel, pause);
-      pause = pause < 5000 ? pause * 2 : 5000;
-      if (cancelled (e))
-        return kiln_error_set (err, KILN_ERR_CANCELLED, 0, "waiting for %s to reboot: interrupted", e->instance_id);
-      _cleanup_free_ char *now = NULL;
-      _cleanup_error_ kiln_error *probe = NULL;
-      if (boot_id (e, &now, &probe) == 0 && strcmp (now, before) != 0)
-        break;
-      if (time (NULL) >= deadline)
-        return kiln_error_set (err, KILN_ERR_TIMEOUT, 0, "instance %s did not come back from its reboot within %d s%s%s",
-                               e->instance_id, REBOOT_TIMEOUT_SECONDS, probe ? ": " : "",
-                               probe ? kiln_error_message (probe) : "");
-    }
+  _cleanup_free_ char *what = NULL;
+  if (asprintf (&what, "the reboot of %s", e->instance_id) < 0)
+    abort ();
+  const struct kiln_poll poll = {.what = what, .timeout_seconds = REBOOT_TIMEOUT_SECONDS, .first_ms = 1000,
+                                 .max_ms = 5000, .cancel = e->cancel};
+  struct reboot_poll rp = {e, before};
+  if (kiln_poll_until (&poll, rebooted, &rp, err) < 0)
+    return -1;
   if (make_scratch_dir (inst, err) < 0)
     return -1;
   *outcome = KILN_REBOOT_DONE;

@@ -68,30 +68,41 @@ describe_image (struct kiln_aws_client *ec2, const char *image_id, char **state,
   return 0;
 }
 
+struct image_poll {
+  struct kiln_aws_client *ec2;
+  const char *image_id;
+};
+
+static enum kiln_poll_answer
+image_available (void *opaque, char **state, kiln_error **err)
+{
+  struct image_poll *ip = opaque;
+  _cleanup_free_ char *reason = NULL;
+  if (describe_image (ip->ec2, ip->image_id, state, &reason, NULL, err) < 0)
+    return KILN_POLL_FAILED;
+  const char *s = *state;
+  if (s && strcmp (s, "available") == 0)
+    return KILN_POLL_DONE;
+  if (s && (strcmp (s, "failed") == 0 || strcmp (s, "invalid") == 0 || strcmp (s, "error") == 0
+            || strcmp (s, "deregistered") == 0))
+    {
+      kiln_fail (err, "image %s is %s%s%s", ip->image_id, s, reason ? ": " : "", reason ? reason : "");
+      return KILN_POLL_FAILED;
+    }
+  return KILN_POLL_WAIT;
+}
+
 int
 kiln_ec2_image_wait (struct kiln_aws_client *ec2, const char *image_id, int timeout_seconds,
                      volatile sig_atomic_t *cancel, kiln_error **err)
 {
-  time_t deadline = time (NULL) + timeout_seconds;
-  int pause = 250;
-  for (;;)
-    {
-      _cleanup_free_ char *state = NULL, *reason = NULL;
-      if (describe_image (ec2, image_id, &state, &reason, NULL, err) < 0)
-        return kiln_error_prefix (err, "wait for image %s", image_id);
-      if (state && strcmp (state, "available") == 0)
-        return 0;
-      if (state && (strcmp (state, "failed") == 0 || strcmp (state, "invalid") == 0 || strcmp (state, "error") == 0
-                    || strcmp (state, "deregistered") == 0))
-        return kiln_fail (err, "image %s is %s%s%s", image_id, state, reason ? ": " : "", reason ? reason : "");
-      if (kiln_cancelled (cancel))
-        return kiln_error_set (err, KILN_ERR_CANCELLED, 0, "waiting for image %s: interrupted", image_id);
-      if (time (NULL) >= deadline)
-        return kiln_error_set (err, KILN_ERR_TIMEOUT, 0, "image %s is still %s after %d s", image_id,
-                               state ? state : "unknown", timeout_seconds);
-      kiln_pause_ms (cancel, pause);
-      pause = pause < 10000 ? pause * 2 : 10000;
-    }
+  _cleanup_free_ char *what = NULL;
+  if (asprintf (&what, "image %s", image_id) < 0)
+    abort ();
+  const struct kiln_poll poll = {.what = what, .timeout_seconds = timeout_seconds, .first_ms = 250,
+                                 .max_ms = 10000, .cancel = cancel};
+  struct image_poll ip = {ec2, image_id};
+  return kiln_poll_until (&poll, image_available, &ip, err);
 }
 
 int
