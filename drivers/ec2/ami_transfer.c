@@ -44,49 +44,6 @@ cancelled (const struct kiln_image_transfer *t)
   return kiln_cancelled (t->cancel);
 }
 
-struct snapshot_poll {
-  struct kiln_aws_client *ec2;
-  const char *snapshot_id;
-};
-
-static enum kiln_poll_answer
-snapshot_completed (void *opaque, char **state, kiln_error **err)
-{
-  struct snapshot_poll *sp = opaque;
-  struct kiln_aws_params p = KILN_AWS_PARAMS_INIT;
-  kiln_aws_params_add (&p, "SnapshotId.1", sp->snapshot_id);
-  xmlDoc *doc = NULL;
-  int r = kiln_aws_ec2_call (sp->ec2, "DescribeSnapshots", &p, &doc, NULL, err);
-  kiln_aws_params_release (&p);
-  if (r < 0)
-    return KILN_POLL_FAILED;
-  *state = kiln_aws_xml_text (kiln_aws_xml_root (doc), "snapshotSet/item/status");
-  _cleanup_free_ char *message = kiln_aws_xml_text (kiln_aws_xml_root (doc), "snapshotSet/item/statusMessage");
-  xmlFreeDoc (doc);
-  if (*state && strcmp (*state, "completed") == 0)
-    return KILN_POLL_DONE;
-  if (*state && strcmp (*state, "error") == 0)
-    {
-      kiln_fail (err, "snapshot %s failed%s%s", sp->snapshot_id, message ? ": " : "", message ? message : "");
-      return KILN_POLL_FAILED;
-    }
-  return KILN_POLL_WAIT;
-}
-
-/* Waits until EC2 calls the snapshot completed. */
-static int
-wait_snapshot (struct kiln_aws_client *ec2, const char *snapshot_id, const struct kiln_image_transfer *t,
-               kiln_error **err)
-{
-  _cleanup_free_ char *what = NULL;
-  if (asprintf (&what, "snapshot %s", snapshot_id) < 0)
-    abort ();
-  const struct kiln_poll poll = {.what = what, .timeout_seconds = SNAPSHOT_TIMEOUT_SECONDS, .first_ms = 100,
-                                 .max_ms = 5000, .cancel = t->cancel};
-  struct snapshot_poll sp = {ec2, snapshot_id};
-  return kiln_poll_until (&poll, snapshot_completed, &sp, err);
-}
-
 static int
 register_image (struct kiln_aws_client *ec2, const char *snapshot_id, struct kiln_image_transfer *t,
                 kiln_error **err)
@@ -239,7 +196,7 @@ snapshot_by_ebs (const struct kiln_aws_config *cfg, const struct kiln_aws_client
   t->blocks_skipped = st.zero_blocks;
   t->blocks_unchanged = st.unchanged_blocks;
   if (r == 0)
-    r = wait_snapshot (ec2, *snapshot_id, t, err);
+    r = kiln_ec2_snapshot_wait (ec2, *snapshot_id, SNAPSHOT_TIMEOUT_SECONDS, t->cancel, err);
   return r;
 }
 

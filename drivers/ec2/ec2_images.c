@@ -68,17 +68,18 @@ describe_image (struct kiln_aws_client *ec2, const char *image_id, char **state,
   return 0;
 }
 
-struct image_poll {
+/* What a poll of one resource asks about. */
+struct id_poll {
   struct kiln_aws_client *ec2;
-  const char *image_id;
+  const char *id;
 };
 
 static enum kiln_poll_answer
 image_available (void *opaque, char **state, kiln_error **err)
 {
-  struct image_poll *ip = opaque;
+  struct id_poll *ip = opaque;
   _cleanup_free_ char *reason = NULL;
-  if (describe_image (ip->ec2, ip->image_id, state, &reason, NULL, err) < 0)
+  if (describe_image (ip->ec2, ip->id, state, &reason, NULL, err) < 0)
     return KILN_POLL_FAILED;
   const char *s = *state;
   if (s && strcmp (s, "available") == 0)
@@ -86,7 +87,7 @@ image_available (void *opaque, char **state, kiln_error **err)
   if (s && (strcmp (s, "failed") == 0 || strcmp (s, "invalid") == 0 || strcmp (s, "error") == 0
             || strcmp (s, "deregistered") == 0))
     {
-      kiln_fail (err, "image %s is %s%s%s", ip->image_id, s, reason ? ": " : "", reason ? reason : "");
+      kiln_fail (err, "image %s is %s%s%s", ip->id, s, reason ? ": " : "", reason ? reason : "");
       return KILN_POLL_FAILED;
     }
   return KILN_POLL_WAIT;
@@ -101,8 +102,45 @@ kiln_ec2_image_wait (struct kiln_aws_client *ec2, const char *image_id, int time
     abort ();
   const struct kiln_poll poll = {.what = what, .timeout_seconds = timeout_seconds, .first_ms = 250,
                                  .max_ms = 10000, .cancel = cancel};
-  struct image_poll ip = {ec2, image_id};
+  struct id_poll ip = {ec2, image_id};
   return kiln_poll_until (&poll, image_available, &ip, err);
+}
+
+static enum kiln_poll_answer
+snapshot_completed (void *opaque, char **state, kiln_error **err)
+{
+  struct id_poll *sp = opaque;
+  struct kiln_aws_params p = KILN_AWS_PARAMS_INIT;
+  kiln_aws_params_add (&p, "SnapshotId.1", sp->id);
+  xmlDoc *doc = NULL;
+  int r = kiln_aws_ec2_call (sp->ec2, "DescribeSnapshots", &p, &doc, NULL, err);
+  kiln_aws_params_release (&p);
+  if (r < 0)
+    return KILN_POLL_FAILED;
+  *state = kiln_aws_xml_text (kiln_aws_xml_root (doc), "snapshotSet/item/status");
+  _cleanup_free_ char *message = kiln_aws_xml_text (kiln_aws_xml_root (doc), "snapshotSet/item/statusMessage");
+  xmlFreeDoc (doc);
+  if (*state && strcmp (*state, "completed") == 0)
+    return KILN_POLL_DONE;
+  if (*state && strcmp (*state, "error") == 0)
+    {
+      kiln_fail (err, "snapshot %s failed%s%s", sp->id, message ? ": " : "", message ? message : "");
+      return KILN_POLL_FAILED;
+    }
+  return KILN_POLL_WAIT;
+}
+
+int
+kiln_ec2_snapshot_wait (struct kiln_aws_client *ec2, const char *snapshot_id, int timeout_seconds,
+                        volatile sig_atomic_t *cancel, kiln_error **err)
+{
+  _cleanup_free_ char *what = NULL;
+  if (asprintf (&what, "snapshot %s", snapshot_id) < 0)
+    abort ();
+  const struct kiln_poll poll = {.what = what, .timeout_seconds = timeout_seconds, .first_ms = 100, .max_ms = 5000,
+                                 .cancel = cancel};
+  struct id_poll sp = {ec2, snapshot_id};
+  return kiln_poll_until (&poll, snapshot_completed, &sp, err);
 }
 
 int

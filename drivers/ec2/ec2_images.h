@@ -17,6 +17,10 @@
  * failed, invalid, error or deregistered end the wait with the reason. */
 int kiln_ec2_image_wait (struct kiln_aws_client *ec2, const char *image_id, int timeout_seconds,
                          volatile sig_atomic_t *cancel, kiln_error **err);
+/* Waits until snapshot_id is completed; its error state ends the wait with
+ * EC2's status message. */
+int kiln_ec2_snapshot_wait (struct kiln_aws_client *ec2, const char *snapshot_id, int timeout_seconds,
+                            volatile sig_atomic_t *cancel, kiln_error **err);
 /* The snapshot ids of the image's block device mappings (NULL-terminated,
  * possibly empty). */
 int kiln_ec2_image_snapshots (struct kiln_aws_client *ec2, const char *image_id, char ***out, kiln_error **err);
