@@ -25,7 +25,7 @@ UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 ASAN_OPTIONS=detect_leaks=1 \
 # (mock instances: the guests' side is the vm suite's): EC2/SSM, EBS direct
 # and S3.
 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 ASAN_OPTIONS=detect_leaks=1 \
-  meson test -C build-asan --print-errorlogs emulator_protocol ebs_protocol s3_protocol
+  meson test -C build-asan --print-errorlogs emulator_protocol ebs_protocol s3_protocol import_protocol
 
 if command -v clang >/dev/null 2>&1; then
   if [ ! -d build-fuzz ]; then

@@ -9,6 +9,8 @@
 #ifndef KILN_EMULATOR_EC2_H
 #define KILN_EMULATOR_EC2_H
 
+#include <signal.h>
+
 #include "aws_instance_types.h"
 #include "emulator.h"
 
@@ -49,6 +51,10 @@ struct emu_filters {
 /* Parses the call's filters; a name not in known (NULL-terminated; "tag:*"
  * admits "tag:<key>") fails with InvalidParameterValue, as EC2 does. */
 int emu_filters_parse (struct emu_call *c, const char *const *known, struct emu_filters *out);
+/* The same for operations whose model names the list otherwise
+ * (DescribeImportImageTasks: "Filters.N.Name", "Filters.N.Value.M"). */
+int emu_filters_parse_named (struct emu_call *c, const char *prefix, const char *const *known,
+                             struct emu_filters *out);
 void emu_filters_release (struct emu_filters *f);
 /* Whether a resource passes every filter: fields maps a filter name to the
  * resource's value (a string) or values (an array of strings); "tag:K",
@@ -115,6 +121,93 @@ json_t *emu_image_lookup (struct emu_call *c, const char *image_id);
  * is malloc'd. */
 int emu_image_import (struct kiln_emu *emu, const char *file, const char *name, const char *region,
                       const char *account, bool is_public, char **image_id, kiln_error **err);
+
+/* Rows of an image and of a snapshot, as every maker of AMIs inserts them
+ * (CreateImage, RegisterImage, CopyImage, import-image, ImportImage,
+ * ImportSnapshot).  Call inside the transaction that makes them; a disk
+ * file named by a snapshot row gets its final name inside that same
+ * transaction (see ec2_images.c). */
+struct emu_image_spec {
+  const char *id, *account, *region, *name, *description, *state;
+  const char *architecture, *root_device_name, *root_snapshot;
+  long long volume_size;      /* GiB; 0: unknown (NULL) */
+  time_t creation_date;
+  const char *source_instance, *source_image, *source_region;
+  const char *virtualization_type, *boot_mode;
+  bool ena_support, delete_on_termination;
+};
+
+struct emu_snapshot_spec {
+  const char *id, *account, *region, *state, *progress, *description, *disk, *disk_format;
+  long long volume_size;      /* GiB */
+  time_t start_time;
+};
+
+int emu_image_insert (struct kiln_emu *emu, const struct emu_image_spec *s, kiln_error **err);
+int emu_snapshot_insert (struct kiln_emu *emu, const struct emu_snapshot_spec *s, kiln_error **err);
+
+/* ---- VM import/export tasks (ec2_import.c, ec2_export.c) ---- */
+
+/* ImportSnapshot, ImportImage and ExportImage make a row of
+ * conversion_tasks each and queue it; one worker thread (ec2_import.c)
+ * runs the queued tasks in order through qemu-img and writes their
+ * outcome.  emu_tasks_init starts the worker and brings tasks an earlier
+ * run left behind to a clear state (active ones run again from the start,
+ * deleting ones become deleted); emu_tasks_shutdown interrupts the running
+ * task (it stays active, for the next start) and joins the worker.  Both are
+ * called by the VM host's init and shutdown. */
+int emu_tasks_init (struct kiln_emu *emu, kiln_error **err);
+void emu_tasks_shutdown (struct kiln_emu *emu);
+void emu_task_queue (struct kiln_emu *emu, const char *task_id);
+
+/* For the task kinds' runners, in the worker thread. */
+/* Sets an active task's statusMessage and progress (percent; < 0: none). */
+void emu_task_progress (struct kiln_emu *emu, const char *task_id, const char *message, int progress);
+/* Runs qemu-img with argv (argv[0] "qemu-img"); returns its exit status,
+ * or -1 when it could not be run or was cancelled (*err says which).  Its
+ * stderr, trimmed, is in *stderr_text (malloc'd) when that is non-NULL.
+ * When progress_task is non-NULL, `-p` output moves that task's progress
+ * from lo to hi percent. */
+int emu_qemu_img (struct kiln_emu *emu, char *const *argv, volatile sig_atomic_t *cancel, char **stderr_text,
+                  const char *progress_task, int lo, int hi, kiln_error **err);
+/* ExportImage's runner (ec2_export.c): 0 when the task's object is stored,
+ * -1 with *err (KILN_ERR_INVALID: the caller's problem, reported as a
+ * ClientError; KILN_ERR_CANCELLED: cancelled). */
+int emu_export_run (struct kiln_emu *emu, json_t *task, volatile sig_atomic_t *cancel, kiln_error **err);
+
+/* Task ids: prefix ("import-snap", "import-ami", "export-ami"), '-', 17
+ * lowercase hex digits. */
+bool emu_task_id_well_formed (const char *id, const char *prefix);
+
+/* For the handlers.  A new task: the columns of its row (NULL: none). */
+struct emu_task_spec {
+  const char *id, *kind, *tag_type;     /* tag_type: TagSpecification's ResourceType */
+  const char *status_message, *progress; /* NULL: "pending", none */
+  const char *description, *client_token, *format, *bucket, *object_key, *url, *disk_description, *device_name;
+  const char *role_name, *architecture, *platform, *boot_mode, *license_type, *image_id;
+};
+/* The caller's task of kind made with ClientToken token (a new reference),
+ * NULL when none or token is NULL; *failed when the lookup failed the call. */
+json_t *emu_task_by_token (struct emu_call *c, const char *kind, const char *token, bool *failed);
+/* Inserts the task (active) with its TagSpecification tags and queues it;
+ * returns its row, or the row of the task a concurrent call made with the
+ * same client token.  NULL after failing the call. */
+json_t *emu_task_create (struct emu_call *c, const struct emu_task_spec *s);
+
+/* A Describe call over tasks of one kind: ids_param.N (ids start with
+ * id_prefix), filters_param.N.Name/Value.M (task-state, tags), MaxResults,
+ * NextToken; each task is written inside <item> by write. */
+struct emu_task_listing {
+  const char *kind, *id_prefix, *ids_param, *filters_param, *set_name, *malformed_code, *not_found_code;
+  void (*write) (struct emu_call *c, json_t *task, json_t *tags);
+};
+int emu_tasks_describe (struct emu_call *c, const struct emu_task_listing *l);
+/* <progress> while the task has one. */
+void emu_task_xml_progress (struct emu_call *c, json_t *task);
+/* Cancels an active task (state deleting; the worker ends it deleted with
+ * reason, or a default message); *previous gets its state before (malloc'd).
+ * A task that has ended fails the call with IncorrectState. */
+int emu_task_cancel (struct emu_call *c, json_t *task, const char *reason, char **previous);
 
 /* Instance types: common/aws_instance_types.h (kiln_aws_instance_type_find),
  * one table with kiln's local builds; DescribeInstanceTypes is in

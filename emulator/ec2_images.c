@@ -254,18 +254,8 @@ check_name_free (struct emu_call *c, const char *account, const char *region, co
 
 /* ---- inserting rows ---- */
 
-struct image_spec {
-  const char *id, *account, *region, *name, *description, *state;
-  const char *architecture, *root_device_name, *root_snapshot;
-  long long volume_size;      /* GiB; 0: unknown (NULL) */
-  time_t creation_date;
-  const char *source_instance, *source_image, *source_region;
-  const char *virtualization_type, *boot_mode;
-  bool ena_support, delete_on_termination;
-};
-
-static int
-insert_image (struct kiln_emu *emu, const struct image_spec *s, kiln_error **err)
+int
+emu_image_insert (struct kiln_emu *emu, const struct emu_image_spec *s, kiln_error **err)
 {
   char seq[24], size[24], date[24];
   if (emu_db_next_seq (emu, seq, err) < 0)
@@ -286,14 +276,8 @@ insert_image (struct kiln_emu *emu, const struct image_spec *s, kiln_error **err
   return 0;
 }
 
-struct snapshot_spec {
-  const char *id, *account, *region, *state, *progress, *description, *disk, *disk_format;
-  long long volume_size;
-  time_t start_time;
-};
-
-static int
-insert_snapshot (struct kiln_emu *emu, const struct snapshot_spec *s, kiln_error **err)
+int
+emu_snapshot_insert (struct kiln_emu *emu, const struct emu_snapshot_spec *s, kiln_error **err)
 {
   char seq[24], size[24], start[24];
   if (emu_db_next_seq (emu, seq, err) < 0)
@@ -469,12 +453,12 @@ write_image (struct emu_call *c, json_t *img, json_t *tags)
 
 /* The CreateImage rows, inside its transaction. */
 static int
-create_image_rows (struct emu_call *c, const struct image_spec *img, const struct snapshot_spec *snap)
+create_image_rows (struct emu_call *c, const struct emu_image_spec *img, const struct emu_snapshot_spec *snap)
 {
   _cleanup_error_ kiln_error *err = NULL;
   if (check_name_free (c, c->account, c->region, img->name) < 0)
     return -1;
-  if (insert_snapshot (c->emu, snap, &err) < 0 || insert_image (c->emu, img, &err) < 0)
+  if (emu_snapshot_insert (c->emu, snap, &err) < 0 || emu_image_insert (c->emu, img, &err) < 0)
     return emu_fail_internal (c, err);
   if (emu_tag_specs_apply (c, "image", img->id) < 0 || emu_tag_specs_apply (c, "snapshot", snap->id) < 0)
     return -1;
@@ -556,11 +540,11 @@ op_create_image (struct emu_call *c)
   if (asprintf (&snap_description, "Created by CreateImage(%s) for %s", instance_id, image_id) < 0)
     abort ();
   /* No disk yet: the VM host names the file when the capture completes. */
-  struct snapshot_spec snap = {
+  struct emu_snapshot_spec snap = {
     .id = snapshot_id, .account = c->account, .region = c->region, .state = "pending", .progress = "0%",
     .description = snap_description, .volume_size = size, .start_time = c->now,
   };
-  struct image_spec img = {
+  struct emu_image_spec img = {
     .id = image_id, .account = c->account, .region = c->region, .name = name, .description = description,
     .state = "pending", .architecture = source ? emu_row_str (source, "architecture") : "x86_64",
     .root_device_name = root_device, .root_snapshot = snapshot_id, .volume_size = size, .creation_date = c->now,
@@ -597,12 +581,12 @@ op_create_image (struct emu_call *c)
 /* ---- RegisterImage ---- */
 
 static int
-register_image_rows (struct emu_call *c, const struct image_spec *img)
+register_image_rows (struct emu_call *c, const struct emu_image_spec *img)
 {
   _cleanup_error_ kiln_error *err = NULL;
   if (check_name_free (c, c->account, c->region, img->name) < 0)
     return -1;
-  if (insert_image (c->emu, img, &err) < 0)
+  if (emu_image_insert (c->emu, img, &err) < 0)
     return emu_fail_internal (c, err);
   return emu_tag_specs_apply (c, "image", img->id);
 }
@@ -678,7 +662,7 @@ op_register_image (struct emu_call *c)
                      "expect size >= %lld", root.volume_size, root.snapshot_id, snap_size);
 
   _cleanup_free_ char *image_id = emu_new_id (c->emu, "ami");
-  struct image_spec img = {
+  struct emu_image_spec img = {
     .id = image_id, .account = c->account, .region = c->region, .name = name, .description = description,
     .state = "available", .architecture = arch, .root_device_name = root_device,
     .root_snapshot = root.snapshot_id, .volume_size = root.volume_size > snap_size ? root.volume_size : snap_size,
@@ -1006,13 +990,13 @@ link_or_copy (const char *src, const char *dst, kiln_error **err)
 /* Inside the transaction: the rows, the tags, then the disk file under its
  * final name (removed again by the caller when the commit fails). */
 static int
-copy_image_rows (struct emu_call *c, const struct image_spec *img, const struct snapshot_spec *snap,
+copy_image_rows (struct emu_call *c, const struct emu_image_spec *img, const struct emu_snapshot_spec *snap,
                  json_t *source_tags, const char *src_disk, const char *dst_disk)
 {
   _cleanup_error_ kiln_error *err = NULL;
   if (check_name_free (c, c->account, c->region, img->name) < 0)
     return -1;
-  if ((snap && insert_snapshot (c->emu, snap, &err) < 0) || insert_image (c->emu, img, &err) < 0)
+  if ((snap && emu_snapshot_insert (c->emu, snap, &err) < 0) || emu_image_insert (c->emu, img, &err) < 0)
     return emu_fail_internal (c, err);
   const char *key;
   json_t *value;
@@ -1110,12 +1094,12 @@ op_copy_image (struct emu_call *c)
   if (src_snap && asprintf (&snap_description, "Copied for DestinationAmi %s from SourceAmi %s for SourceSnapshot "
                             "%s. Task created on %s.", image_id, source_id, emu_row_str (src_snap, "id"), created) < 0)
     abort ();
-  struct snapshot_spec snap = {
+  struct emu_snapshot_spec snap = {
     .id = snapshot_id, .account = c->account, .region = c->region, .state = "completed", .progress = "100%",
     .description = snap_description, .disk = dst_disk, .disk_format = has_disk ? format : NULL,
     .volume_size = src_snap ? emu_row_int (src_snap, "volume_size") : 0, .start_time = c->now,
   };
-  struct image_spec img = {
+  struct emu_image_spec img = {
     .id = image_id, .account = c->account, .region = c->region, .name = name,
     .description = description ? description : emu_row_str_or_null (src, "description"), .state = "available",
     .architecture = emu_row_str (src, "architecture"), .root_device_name = emu_row_str (src, "root_device_name"),
@@ -1392,12 +1376,12 @@ check_import_name (struct kiln_emu *emu, const char *account, const char *region
 /* Inside the transaction: the rows, then the converted file under its final
  * name. */
 static int
-import_rows (struct kiln_emu *emu, const struct image_spec *img, const struct snapshot_spec *snap, bool is_public,
+import_rows (struct kiln_emu *emu, const struct emu_image_spec *img, const struct emu_snapshot_spec *snap, bool is_public,
              const char *tmp, const char *final, kiln_error **err)
 {
   if (check_import_name (emu, img->account, img->region, img->name, err) < 0)
     return -1;
-  if (insert_snapshot (emu, snap, err) < 0 || insert_image (emu, img, err) < 0)
+  if (emu_snapshot_insert (emu, snap, err) < 0 || emu_image_insert (emu, img, err) < 0)
     return -1;
   if (is_public
       && emu_db_exec (emu, err, "INSERT INTO launch_permissions (image_id, grantee) VALUES (?, 'all')", img->id) < 0)
@@ -1466,11 +1450,11 @@ emu_image_import (struct kiln_emu *emu, const char *file, const char *name, cons
   _cleanup_free_ char *snap_description = NULL;
   if (asprintf (&snap_description, "Imported by kiln-emulator from %s for %s", base, ami) < 0)
     abort ();
-  struct snapshot_spec snap = {
+  struct emu_snapshot_spec snap = {
     .id = snap_id, .account = account, .region = region, .state = "completed", .progress = "100%",
     .description = snap_description, .disk = final, .disk_format = "qcow2", .volume_size = size, .start_time = now,
   };
-  struct image_spec img = {
+  struct emu_image_spec img = {
     .id = ami, .account = account, .region = region, .name = name, .state = "available", .architecture = "x86_64",
     .root_device_name = DEFAULT_ROOT_DEVICE, .root_snapshot = snap_id, .volume_size = size, .creation_date = now,
     .virtualization_type = "hvm", .ena_support = true, .delete_on_termination = true,

@@ -216,19 +216,25 @@ filter_name_known (const char *name, const char *const *known)
 int
 emu_filters_parse (struct emu_call *c, const char *const *known, struct emu_filters *out)
 {
+  return emu_filters_parse_named (c, "Filter", known, out);
+}
+
+int
+emu_filters_parse_named (struct emu_call *c, const char *list, const char *const *known, struct emu_filters *out)
+{
   memset (out, 0, sizeof *out);
   size_t n = 0;
-  _cleanup_free_ int *idx = emu_param_indices (c, "Filter", &n);
+  _cleanup_free_ int *idx = emu_param_indices (c, list, &n);
   if (n == 0)
     return 0;
   out->items = kiln_xcalloc (n, sizeof *out->items);
   for (size_t i = 0; i < n; i++)
     {
-      const char *name = emu_paramf (c, "Filter.%d.Name", idx[i]);
+      const char *name = emu_paramf (c, "%s.%d.Name", list, idx[i]);
       if (name == NULL)
         {
           emu_filters_release (out);
-          return emu_fail (c, 400, "MissingParameter", "The request must contain the parameter Filter.%d.Name",
+          return emu_fail (c, 400, "MissingParameter", "The request must contain the parameter %s.%d.Name", list,
                            idx[i]);
         }
       if (!filter_name_known (name, known))
@@ -237,7 +243,7 @@ emu_filters_parse (struct emu_call *c, const char *const *known, struct emu_filt
           return emu_fail_param (c, "The filter '%s' is invalid", name);
         }
       char prefix[64];
-      snprintf (prefix, sizeof prefix, "Filter.%d.Value", idx[i]);
+      snprintf (prefix, sizeof prefix, "%s.%d.Value", list, idx[i]);
       struct emu_filter *f = &out->items[out->n++];
       f->name = kiln_xstrdup (name);
       f->values = emu_param_list (c, prefix, &f->n_values);
@@ -433,7 +439,7 @@ emu_xml_tag_set (struct emu_call *c, const char *name, json_t *tags)
 
 static const struct emu_operation *const ec2_tables[] = {
   emu_ec2_instance_ops, emu_ec2_image_ops, emu_ec2_snapshot_ops, emu_ec2_tag_ops,
-  emu_ec2_keypair_ops, emu_ec2_region_ops, NULL,
+  emu_ec2_keypair_ops, emu_ec2_region_ops, emu_ec2_import_ops, emu_ec2_export_ops, NULL,
 };
 
 static emu_handler_fn

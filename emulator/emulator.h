@@ -47,6 +47,7 @@ enum emu_instances_mode {
 };
 
 struct emu_vmhost;
+struct emu_tasks;
 
 struct kiln_emu {
   struct emu_account *accounts;
@@ -61,6 +62,7 @@ struct kiln_emu {
   sqlite3 *db;
   pthread_mutex_t db_lock;  /* one connection, serialized */
   struct emu_vmhost *vmhost;
+  struct emu_tasks *tasks;  /* VM import/export tasks' worker (ec2_import.c) */
   bool s3_ready;            /* S3's data directories made, leftovers removed (s3_data.c) */
 };
 
@@ -167,6 +169,8 @@ extern const struct emu_operation emu_ec2_snapshot_ops[];
 extern const struct emu_operation emu_ec2_tag_ops[];
 extern const struct emu_operation emu_ec2_keypair_ops[];
 extern const struct emu_operation emu_ec2_region_ops[];
+extern const struct emu_operation emu_ec2_import_ops[];
+extern const struct emu_operation emu_ec2_export_ops[];
 extern const struct emu_operation emu_ssm_command_ops[];
 extern const struct emu_operation emu_ssm_parameter_ops[];
 

@@ -314,6 +314,28 @@ int s3_object_put_row (struct s3_call *s, const struct s3_new_object *o, char **
  * PreconditionFailed for the x-amz-copy-source-if-* headers). */
 int s3_copy_source (struct s3_call *s, json_t **row, int *fd);
 
+/* ---- objects for other services (EC2 VM import/export) ---- */
+
+/* Whether account, signed for region, may use bucket as S3 lets it (its
+ * own bucket, in that region): 0 when it may; 1 when not, *why (static
+ * text) saying why, to follow "bucket NAME "; -1 on a database error. */
+int s3_bucket_usable (struct kiln_emu *emu, const char *account, const char *region, const char *bucket,
+                      const char **why, kiln_error **err);
+/* Gives object bucket/key's data a second name under DATA_DIR/s3/tmp
+ * (*path, malloc'd; the caller unlinks it), so it stays readable whatever
+ * happens to the object meanwhile; *size is the object's size.  0; 1 when
+ * account may not read it (s3_bucket_usable) or there is no such key (*why
+ * says which); -1 on error. */
+int s3_object_link (struct kiln_emu *emu, const char *account, const char *region, const char *bucket, const char *key,
+                    char **path, uint64_t *size, const char **why, kiln_error **err);
+/* Stores tmp_path (a file under DATA_DIR/s3/tmp, from s3_data_temp,
+ * written whole and closed) as object bucket/key, replacing any, with the
+ * MD5 ETag PutObject would give it, if account may still write the bucket
+ * (s3_bucket_usable).  The file is consumed either way.  0; 1 (*why); -1. */
+int s3_object_store_file (struct kiln_emu *emu, const char *account, const char *region, const char *bucket,
+                          const char *key, const char *tmp_path, const char *content_type, time_t now,
+                          const char **why, kiln_error **err);
+
 /* PutObject and UploadPart: the body arrived whole and decoded, is not over
  * S3_MAX_PUT_SIZE, and matches the Content-MD5 and the flexible checksum
  * (header or trailer) the request sent (BadDigest otherwise).  expected is

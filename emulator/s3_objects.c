@@ -22,10 +22,13 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cleanup.h"
@@ -107,6 +110,26 @@ read_conditions (struct s3_call *s, json_t *row, const char *prefix_name)
 
 /* ---- storing ---- */
 
+/* The row of o at bucket/key, replacing the one there. */
+static int
+object_row_insert (struct kiln_emu *emu, const char *bucket, const char *key, const struct s3_new_object *o,
+                   time_t now, kiln_error **err)
+{
+  char size[24], modified[24];
+  snprintf (size, sizeof size, "%llu", (unsigned long long) o->size);
+  snprintf (modified, sizeof modified, "%lld", (long long) now);
+  const struct s3_algorithm_info *info = s3_algorithm_info (o->algorithm);
+  if (emu_db_exec (emu, err, "INSERT OR REPLACE INTO s3_objects (bucket, key, data, size, etag, content_type, "
+                   "metadata, checksum_algorithm, checksum, checksum_type, part_sizes, modified) "
+                   "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                   bucket, key, o->data, size, o->etag, o->content_type, o->metadata ? o->metadata : "{}",
+                   info ? info->name : NULL, info ? o->checksum : NULL, info ? o->checksum_type : NULL,
+                   o->part_sizes, modified)
+      < 0)
+    return -1;
+  return 0;
+}
+
 int
 s3_object_put_row (struct s3_call *s, const struct s3_new_object *o, char **old_data, kiln_error **err)
 {
@@ -134,17 +157,7 @@ s3_object_put_row (struct s3_call *s, const struct s3_new_object *o, char **old_
   if (if_match && !etag_matches (if_match, emu_row_str (old, "etag")))
     return precondition_failed (s, "If-Match");
 
-  char size[24], modified[24];
-  snprintf (size, sizeof size, "%llu", (unsigned long long) o->size);
-  snprintf (modified, sizeof modified, "%lld", (long long) s->c->now);
-  const struct s3_algorithm_info *info = s3_algorithm_info (o->algorithm);
-  if (emu_db_exec (emu, err, "INSERT OR REPLACE INTO s3_objects (bucket, key, data, size, etag, content_type, "
-                   "metadata, checksum_algorithm, checksum, checksum_type, part_sizes, modified) "
-                   "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                   s->bucket, s->key, o->data, size, o->etag, o->content_type, o->metadata ? o->metadata : "{}",
-                   info ? info->name : NULL, info ? o->checksum : NULL, info ? o->checksum_type : NULL,
-                   o->part_sizes, modified)
-      < 0)
+  if (object_row_insert (emu, s->bucket, s->key, o, s->c->now, err) < 0)
     return -1;
   if (old)
     *old_data = kiln_xstrdup (emu_row_str (old, "data"));
@@ -892,6 +905,153 @@ static int
 list_objects_v2 (struct s3_call *s)
 {
   return list_objects (s, true);
+}
+
+/* ---- objects for other services ---- */
+
+int
+s3_bucket_usable (struct kiln_emu *emu, const char *account, const char *region, const char *bucket,
+                  const char **why, kiln_error **err)
+{
+  _cleanup_json_ json_t *row = emu_db_query_one (emu, err, "SELECT account, region FROM s3_buckets WHERE name = ?",
+                                                 bucket);
+  if (row == NULL && *err)
+    return -1;
+  if (row == NULL)
+    *why = "does not exist";
+  else if (strcmp (emu_row_str (row, "account"), account) != 0)
+    *why = "belongs to another account (access denied)";
+  else if (strcmp (emu_row_str (row, "region"), region) != 0)
+    *why = "is in another region";
+  else
+    return 0;
+  return 1;
+}
+
+int
+s3_object_link (struct kiln_emu *emu, const char *account, const char *region, const char *bucket, const char *key,
+                char **path, uint64_t *size, const char **why, kiln_error **err)
+{
+  *path = NULL;
+  *size = 0;
+  /* The tmp directory is swept on the first S3 use in a process: make
+   * sure that has happened before a link is put there. */
+  _cleanup_free_ char *tmp = NULL;
+  {
+    _cleanup_close_ int fd = s3_data_temp (emu, &tmp, err);
+    if (fd < 0)
+      return -1;
+  }
+  unlink (tmp);
+  /* Under the lock: writers replace rows and remove files only holding it. */
+  pthread_mutex_lock (&emu->db_lock);
+  int r = s3_bucket_usable (emu, account, region, bucket, why, err);
+  _cleanup_json_ json_t *row = NULL;
+  if (r == 0)
+    {
+      row = emu_db_query_one (emu, err, "SELECT data, size FROM s3_objects WHERE bucket = ? AND key = ?", bucket,
+                              key);
+      if (row == NULL)
+        {
+          r = *err ? -1 : 1;
+          *why = "has no such key";
+        }
+    }
+  if (r == 0)
+    {
+      _cleanup_free_ char *data = NULL;
+      if (asprintf (&data, "%s/s3/data/%s", emu->data_dir, emu_row_str (row, "data")) < 0)
+        abort ();
+      if (link (data, tmp) < 0)
+        r = kiln_fail_errno (err, errno, "link '%s' to '%s'", data, tmp);
+    }
+  pthread_mutex_unlock (&emu->db_lock);
+  if (r != 0)
+    return r;
+  *size = (uint64_t) emu_row_int (row, "size");
+  *path = kiln_steal_pointer (&tmp);
+  return 0;
+}
+
+/* The MD5 of a file, hex, as S3's ETag of a single-part object. */
+static int
+file_md5 (int fd, char out[33], kiln_error **err)
+{
+  struct s3_hash h = {0};
+  s3_hash_init (&h, S3_ALG_MD5);
+  _cleanup_free_ char *buf = kiln_xcalloc (1, 1 << 20);
+  off_t off = 0;
+  for (;;)
+    {
+      ssize_t n = pread (fd, buf, 1 << 20, off);
+      if (n < 0 && errno == EINTR)
+        continue;
+      if (n < 0)
+        {
+          s3_hash_release (&h);
+          return kiln_fail_errno (err, errno, "read object data");
+        }
+      if (n == 0)
+        break;
+      s3_hash_update (&h, buf, (size_t) n);
+      off += n;
+    }
+  unsigned char md5[S3_CHECKSUM_MAX];
+  s3_hash_final (&h, md5);
+  s3_hash_release (&h);
+  kiln_hex_encode (md5, 16, out);
+  return 0;
+}
+
+int
+s3_object_store_file (struct kiln_emu *emu, const char *account, const char *region, const char *bucket,
+                      const char *key, const char *tmp_path, const char *content_type, time_t now, const char **why,
+                      kiln_error **err)
+{
+  _cleanup_close_ int fd = open (tmp_path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    {
+      int e = errno;
+      unlink (tmp_path);
+      return kiln_fail_errno (err, e, "open '%s'", tmp_path);
+    }
+  struct stat st;
+  char etag[33], data[33];
+  if (fstat (fd, &st) < 0 || file_md5 (fd, etag, err) < 0)
+    {
+      if (*err == NULL)
+        kiln_fail_errno (err, errno, "stat '%s'", tmp_path);
+      unlink (tmp_path);
+      return -1;
+    }
+  if (s3_data_publish (emu, tmp_path, fd, data, err) < 0)
+    return -1;
+  struct s3_new_object o = {
+    .data = data, .size = (uint64_t) st.st_size, .etag = etag, .content_type = content_type, .metadata = "{}",
+  };
+  _cleanup_json_ json_t *old = NULL;
+  if (emu_db_begin (emu, err) < 0)
+    {
+      s3_data_remove (emu, data);
+      return -1;
+    }
+  int r = s3_bucket_usable (emu, account, region, bucket, why, err);
+  if (r == 0)
+    {
+      old = emu_db_query_one (emu, err, "SELECT data FROM s3_objects WHERE bucket = ? AND key = ?", bucket, key);
+      if (old == NULL && *err)
+        r = -1;
+    }
+  if (r == 0)
+    r = object_row_insert (emu, bucket, key, &o, now, err);
+  if (emu_db_end (emu, r == 0, r == 0 ? err : NULL) < 0 || r != 0)
+    {
+      s3_data_remove (emu, data);
+      return r != 0 ? r : -1;
+    }
+  if (old)
+    s3_data_remove (emu, emu_row_str (old, "data"));
+  return 0;
 }
 
 const struct s3_operation emu_s3_object_ops[] = {

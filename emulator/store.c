@@ -136,6 +136,24 @@ static const char schema[] =
     "  PRIMARY KEY (snapshot_id, block_index)) WITHOUT ROWID;"
     "CREATE TRIGGER IF NOT EXISTS ebs_blocks_of_deleted AFTER DELETE ON snapshots BEGIN"
     "  DELETE FROM ebs_blocks WHERE snapshot_id = OLD.id; END;"
+    /* VM import/export tasks (ec2_import.c, ec2_export.c).  kind:
+     * import-snapshot, import-image, export-image.  state: active, then
+     * completed, or deleting (cancel asked) and deleted (cancelled or
+     * failed, status_message saying why).  progress: percent as text, NULL
+     * when none.  Import: format (kiln's name: raw vmdk vhd vhdx qcow2),
+     * bucket, object_key, url as asked, disk_size the object's bytes once
+     * read; snapshot_id and image_id once made.  Export: image_id the AMI
+     * exported, format the DiskImageFormat, bucket and object_key the
+     * S3ExportLocation (object_key holds the prefix). */
+    "CREATE TABLE IF NOT EXISTS conversion_tasks ("
+    "  id TEXT PRIMARY KEY, kind TEXT NOT NULL, account TEXT NOT NULL, region TEXT NOT NULL,"
+    "  state TEXT NOT NULL, status_message TEXT, progress TEXT, description TEXT, client_token TEXT,"
+    "  format TEXT, bucket TEXT, object_key TEXT, url TEXT, disk_description TEXT, device_name TEXT,"
+    "  disk_size INTEGER, role_name TEXT, architecture TEXT, platform TEXT, boot_mode TEXT,"
+    "  license_type TEXT, snapshot_id TEXT, image_id TEXT, created INTEGER NOT NULL, seq INTEGER NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS conversion_tasks_scope ON conversion_tasks (account, region, kind, seq);"
+    "CREATE UNIQUE INDEX IF NOT EXISTS conversion_tasks_token ON conversion_tasks (account, region, kind,"
+    "  client_token) WHERE client_token IS NOT NULL;"
     /* A counter that orders rows by creation (pagination follows it). */
     "CREATE TABLE IF NOT EXISTS sequence (id INTEGER PRIMARY KEY CHECK (id = 1), next INTEGER NOT NULL);"
     "INSERT OR IGNORE INTO sequence (id, next) VALUES (1, 1);";
@@ -368,4 +386,51 @@ emu_db_next_seq (struct kiln_emu *emu, char out[24], kiln_error **err)
     return *err ? -1 : kiln_fail (err, "database: the sequence row is missing");
   snprintf (out, 24, "%s", emu_row_str (row, "n"));
   return 0;
+}
+
+/* A relaxed transaction: the same as emu_db_begin/emu_db_end, but its
+ * commit does not wait for the disk.  The connection is switched to
+ * synchronous=NORMAL for it (set outside any transaction, as SQLite
+ * wants) and back to FULL after, all under db_lock so no other
+ * transaction of this connection commits relaxed.  In WAL mode a NORMAL
+ * commit has written its frames to the WAL file (the OS has them) before
+ * it returns: it survives the process being killed, but may be lost to a
+ * power loss until the next FULL commit, whose sync of the WAL covers every
+ * frame before it. */
+int
+emu_db_begin_relaxed (struct kiln_emu *emu, kiln_error **err)
+{
+  pthread_mutex_lock (&emu->db_lock);
+  char *msg = NULL;
+  if (sqlite3_exec (emu->db, "PRAGMA synchronous=NORMAL", NULL, NULL, &msg) != SQLITE_OK)
+    {
+      kiln_error_set (err, KILN_ERR_IO, 0, "database: relax sync: %s", msg ? msg : sqlite3_errmsg (emu->db));
+      sqlite3_free (msg);
+      pthread_mutex_unlock (&emu->db_lock);
+      return -1;
+    }
+  int r = emu_db_begin (emu, err);
+  if (r < 0)
+    sqlite3_exec (emu->db, "PRAGMA synchronous=FULL", NULL, NULL, NULL);
+  else
+    pthread_mutex_unlock (&emu->db_lock);   /* emu_db_begin's own hold stays */
+  if (r < 0)
+    pthread_mutex_unlock (&emu->db_lock);
+  return r;
+}
+
+int
+emu_db_end_relaxed (struct kiln_emu *emu, bool commit, kiln_error **err)
+{
+  pthread_mutex_lock (&emu->db_lock);   /* held past emu_db_end's release */
+  int r = emu_db_end (emu, commit, err);
+  char *msg = NULL;
+  if (sqlite3_exec (emu->db, "PRAGMA synchronous=FULL", NULL, NULL, &msg) != SQLITE_OK)
+    {
+      /* Every later commit would be relaxed: not something to run on with. */
+      kiln_log_error ("emulator: database: restore synchronous=FULL: %s", msg ? msg : sqlite3_errmsg (emu->db));
+      abort ();
+    }
+  pthread_mutex_unlock (&emu->db_lock);
+  return r;
 }

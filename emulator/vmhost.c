@@ -973,12 +973,15 @@ emu_vmhost_init (struct kiln_emu *emu, kiln_error **err)
   if (kiln_mkdir_p (dir, 0755, err) < 0)
     return -1;
   recover (emu);
-  return 0;
+  /* VM import/export tasks have their own worker (ec2_import.c); it starts
+   * and stops with the VM host so every user of the host gets it. */
+  return emu_tasks_init (emu, err);
 }
 
 void
 emu_vmhost_shutdown (struct kiln_emu *emu)
 {
+  emu_tasks_shutdown (emu);
   struct emu_vmhost *h = emu->vmhost;
   if (h == NULL)
     return;
