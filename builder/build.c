@@ -441,7 +441,13 @@ publish (struct build *b, const char *captured, struct kiln_build_result *res, c
     abort ();
 
   double t0 = now ();
-  int r;
+  /* The temporary names are recorded in the run directory first, so they
+   * go whatever the ending, SIGKILL included. */
+  int r = kiln_rundir_track (b->rd, tmp, err);
+  if (r == 0)
+    r = kiln_rundir_track (b->rd, manifest_tmp, err);
+  if (r < 0)
+    return kiln_error_prefix (err, "publish");
   if (b->opts->format == KILN_IMAGE_QCOW2)
     r = place_file (captured, tmp, b->opts->cancel, err);
   else
@@ -481,22 +487,14 @@ publish (struct build *b, const char *captured, struct kiln_build_result *res, c
       json_decref (m);
       return kiln_error_prefix (err, "publish");
     }
-  /* The image first, the manifest last: a manifest names a complete image. */
-  if (rename (tmp, final) < 0)
+  /* The image first, the manifest last: a manifest names a complete image.
+   * Both appear, or neither: a kiln killed between the two renames has the
+   * second done by the next kiln command (see rundir.h). */
+  const char *const pairs[] = {tmp, final, manifest_tmp, manifest_final, NULL};
+  if (kiln_rundir_publish (b->rd, pairs, err) < 0)
     {
-      int saved = errno;
-      unlink (tmp);
-      unlink (manifest_tmp);
       json_decref (m);
-      return kiln_fail_errno (err, saved, "publish '%s'", final);
-    }
-  if (rename (manifest_tmp, manifest_final) < 0)
-    {
-      int saved = errno;
-      unlink (final);
-      unlink (manifest_tmp);
-      json_decref (m);
-      return kiln_fail_errno (err, saved, "publish '%s'", manifest_final);
+      return -1;
     }
   res->manifest = m;
   res->image_path = kiln_steal_pointer (&final);

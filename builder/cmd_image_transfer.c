@@ -427,7 +427,7 @@ kiln_cmd_image_export (int argc, char **argv)
   c.t.progress = show_progress;
   c.t.progress_opaque = (void *) "kiln image export: fetched";
   int status = KILN_EXIT_OK;
-  if (run_transfer (&c, "export", image, raw, &e) < 0)
+  if (kiln_rundir_track (rd, tmp, &e) < 0 || run_transfer (&c, "export", image, raw, &e) < 0)
     status = kiln_cli_cancel ? interrupted_status () : KILN_EXIT_FAILED;
   if (isatty (STDERR_FILENO))
     fputc ('\n', stderr);

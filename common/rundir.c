@@ -18,6 +18,7 @@
 #include "cleanup.h"
 #include "fsutil.h"
 #include "log.h"
+#include "process.h"
 
 int
 kiln_rundir_base (char **out, kiln_error **err)
@@ -75,11 +76,132 @@ kiln_rundir_create (const char *label, struct kiln_rundir **out, kiln_error **er
   return 0;
 }
 
+/* <dir>/<name>: the files of tracked paths and of the publish journal. */
+static char *
+record_path (const char *dir, const char *name)
+{
+  char *p = NULL;
+  if (asprintf (&p, "%s/%s", dir, name) < 0)
+    abort ();
+  return p;
+}
+
+/* The lines of a record file (empty when there is none). */
+static char **
+read_lines (const char *path)
+{
+  char **v = calloc (1, sizeof *v);
+  if (v == NULL)
+    abort ();
+  struct kiln_buf b = KILN_BUF_INIT;
+  if (kiln_read_file (path, &b, NULL) < 0)
+    return v;
+  char *text = (char *) kiln_buf_str (&b);
+  for (char *line = text, *nl; *line; line = nl + 1)
+    {
+      nl = strchr (line, '\n');
+      if (nl == NULL)
+        break;          /* a line cut short by a crash was never acted on */
+      *nl = '\0';
+      if (*line)
+        kiln_strv_push (&v, line);
+    }
+  kiln_buf_release (&b);
+  return v;
+}
+
+int
+kiln_rundir_track (struct kiln_rundir *rd, const char *path, kiln_error **err)
+{
+  if (strchr (path, '\n'))
+    return kiln_fail_invalid (err, "cannot track '%s': a newline in the name", path);
+  _cleanup_free_ char *record = record_path (rd->path, "outside");
+  _cleanup_close_ int fd = open (record, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+  if (fd < 0)
+    return kiln_fail_errno (err, errno, "open '%s'", record);
+  _cleanup_free_ char *line = NULL;
+  if (asprintf (&line, "%s\n", path) < 0)
+    abort ();
+  if (kiln_write_all (fd, line, strlen (line)) < 0 || fsync (fd) < 0)
+    return kiln_fail_errno (err, errno, "write '%s'", record);
+  return 0;
+}
+
+/* Removes the tracked files that are still there. */
+static void
+remove_tracked (const char *dir)
+{
+  _cleanup_free_ char *record = record_path (dir, "outside");
+  _cleanup_strv_ char **paths = read_lines (record);
+  for (char **p = paths; *p; p++)
+    if (unlink (*p) < 0 && errno != ENOENT)
+      kiln_log_warn ("remove '%s': %s", *p, strerror (errno));
+}
+
+/* Finishes the renames a journal records: each source still there is
+ * renamed (the journal is written only once every source is complete). */
+static void
+finish_journal (const char *dir)
+{
+  _cleanup_free_ char *journal = record_path (dir, "publish");
+  _cleanup_strv_ char **v = read_lines (journal);
+  for (size_t i = 0; v[i] && v[i + 1]; i += 2)
+    if (access (v[i], F_OK) == 0)
+      {
+        if (rename (v[i], v[i + 1]) < 0)
+          kiln_log_warn ("finish publishing '%s': %s", v[i + 1], strerror (errno));
+        else
+          kiln_log_info ("published '%s', left half done by a kiln that was killed", v[i + 1]);
+      }
+  unlink (journal);
+}
+
+int
+kiln_rundir_publish (struct kiln_rundir *rd, const char *const *pairs, kiln_error **err)
+{
+  struct kiln_buf text = KILN_BUF_INIT;
+  size_t n = 0;
+  for (; pairs[n] && pairs[n + 1]; n += 2)
+    {
+      if (strchr (pairs[n], '\n') || strchr (pairs[n + 1], '\n'))
+        {
+          kiln_buf_release (&text);
+          return kiln_fail_invalid (err, "cannot publish '%s': a newline in the name", pairs[n + 1]);
+        }
+      kiln_buf_printf (&text, "%s\n%s\n", pairs[n], pairs[n + 1]);
+    }
+  _cleanup_free_ char *journal = record_path (rd->path, "publish");
+  int r = kiln_write_file_atomic (journal, text.data ? text.data : "", text.len, 0600, err);
+  kiln_buf_release (&text);
+  if (r < 0)
+    return kiln_error_prefix (err, "publish");
+  size_t done = 0;
+  for (; done < n; done += 2)
+    if (rename (pairs[done], pairs[done + 1]) < 0)
+      {
+        r = kiln_fail_errno (err, errno, "publish '%s'", pairs[done + 1]);
+        break;
+      }
+  if (r < 0)
+    {
+      for (size_t i = 0; i < done; i += 2)
+        unlink (pairs[i + 1]);
+      for (size_t i = done; i < n; i += 2)
+        unlink (pairs[i]);
+    }
+  unlink (journal);
+  return r;
+}
+
 void
 kiln_rundir_release (struct kiln_rundir *rd, bool keep)
 {
   if (rd == NULL)
     return;
+  /* Partial files outside go whatever the ending: keep is for the run
+   * directory's contents (disks, logs), which a user may want to look at. */
+  if (rd->path)
+    remove_tracked (rd->path);
   if (!keep && rd->path)
     {
       _cleanup_error_ kiln_error *e = NULL;
@@ -231,6 +353,8 @@ kiln_rundir_reap_stale (kiln_rundir_reap_hook hook, kiln_error **err)
       if (flock (fd, LOCK_EX | LOCK_NB) == 0)
         {
           kill_recorded (dir);
+          finish_journal (dir);
+          remove_tracked (dir);
           _cleanup_error_ kiln_error *e = NULL;
           if (hook && reap_subdirs (dir, hook, &e) < 0)
             {
