@@ -1,6 +1,13 @@
 /* cmd_build.c - `kiln build RECIPE`: plan the recipe, run the pipeline on a
  * driver, publish.  Progress goes to stderr; --json prints the manifest on
- * stdout.  Exit status: 0 published, 1 failed, 2 usage, 128+N on signal N. */
+ * stdout.  Exit status: 0 published, 1 failed, 2 usage, 128+N on signal N.
+ *
+ * Network: build and test instances have one, as Image Builder's instances
+ * do, so a component's UpdateOS or `apt-get install` works (on the qemu
+ * driver, QEMU's user-mode network: the guest reaches what this host
+ * reaches, and this host itself at 10.0.2.2; nothing reaches the guest).
+ * --no-network gives local instances no NIC at all, for hermetic builds;
+ * cloud instances always have their VPC's network, so it is refused there. */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,11 +25,12 @@ build_usage (FILE *out)
 {
   fprintf (out,
            "usage: kiln build RECIPE [--driver NAME] [--output DIR] [--format qcow2|raw|vmdk|vhd|vhdx]\n"
-           "                  [--keep-on-failure] [--json] [--vcpus N] [--memory MIB] [--network]\n"
+           "                  [--keep-on-failure] [--json] [--vcpus N] [--memory MIB] [--no-network]\n"
            "                  [--boot-timeout SECONDS] [--plan]\n"
            "                  [--endpoint-url URL] [--region REGION] [--profile NAME] [--instance-type TYPE]\n"
            "                  [--infrastructure FILE] [--distribution FILE] [--import DRIVER]\n"
            "--plan prints the build plan (JSON) and builds nothing.\n"
+           "--no-network: instances get no network interface (by default they have user-mode networking).\n"
            "--infrastructure and --distribution take Image Builder's infrastructure and distribution\n"
            "configurations (YAML or JSON, the API's field names); flags win over them.\n"
            "--import ec2: a local build also ends as an AMI, imported and distributed there.\n"
@@ -42,7 +50,7 @@ kiln_cmd_build (int argc, char **argv)
     {"json", no_argument, NULL, 'j'},
     {"vcpus", required_argument, NULL, 'c'},
     {"memory", required_argument, NULL, 'm'},
-    {"network", no_argument, NULL, 'n'},
+    {"no-network", no_argument, NULL, 'n'},
     {"boot-timeout", required_argument, NULL, 't'},
     {"plan", no_argument, NULL, 'p'},
     {"endpoint-url", required_argument, NULL, 'E'},
@@ -57,7 +65,7 @@ kiln_cmd_build (int argc, char **argv)
   };
   const char *driver_name = "qemu", *output = "kiln-output", *format = "qcow2";
   const char *infra_path = NULL, *dist_path = NULL, *import_name = NULL;
-  bool keep = false, json_out = false, network = false, plan_only = false, format_given = false;
+  bool keep = false, json_out = false, network = true, plan_only = false, format_given = false;
   struct kiln_cloud_settings cloud = {0};
   long vcpus = 0, memory = 0, boot_timeout = 0;
   int opt;
@@ -105,7 +113,7 @@ kiln_cmd_build (int argc, char **argv)
           json_out = true;
           break;
         case 'n':
-          network = true;
+          network = false;
           break;
         case 'p':
           plan_only = true;
@@ -196,6 +204,13 @@ kiln_cmd_build (int argc, char **argv)
       fprintf (stderr, "kiln build: parentImage '%s' %s (driver %s)\n", plan->parent_image, refusal, driver->name);
       kiln_plan_free (plan);
       return KILN_EXIT_FAILED;
+    }
+  if (driver->cloud_images && !network)
+    {
+      fprintf (stderr, "kiln build: --no-network does not apply to the %s driver: its instances have their "
+               "cloud's network\n", driver->name);
+      kiln_plan_free (plan);
+      return KILN_EXIT_USAGE;
     }
   if (driver->cloud_images && format_given)
     {

@@ -566,17 +566,27 @@ require_running (struct qemu_instance *q, kiln_error **err)
   return 0;
 }
 
-/* Adds "(QEMU has exited ...)" context when an agent call failed because
- * the whole VM went away. */
+/* When an agent call failed because the whole VM went away (QEMU crashed,
+ * was killed, or the guest powered off), says so first: "the guest is gone:
+ * QEMU was killed by signal 9; <console tail>; before that: <agent error>".
+ * The agent's socket closes as QEMU dies, possibly a moment before QEMU can
+ * be reaped, so a connection that failed (KILN_ERR_IO: closed, reset) waits a
+ * little for it; the agent's own errors (a missing file, a command not
+ * found) and timeouts (a hung guest) only look. */
 static int
 agent_failure (struct qemu_instance *q, kiln_error **err)
 {
   int status = 0;
-  if (q->pid > 0 && !qemu_running (q, &status))
+  int wait_ms = *err && (*err)->code == KILN_ERR_IO ? 2000 : 0;
+  if (q->pid > 0 && qemu_ended (q, wait_ms, &status))
     {
       _cleanup_free_ char *context = console_context (q);
-      kiln_error_prefix (err, "QEMU exited (status %d)%s; before that", WIFEXITED (status) ? WEXITSTATUS (status)
-                                                                                            : -1, context);
+      if (WIFSIGNALED (status))
+        kiln_error_prefix (err, "the guest is gone: QEMU was killed by signal %d%s; before that", WTERMSIG (status),
+                           context);
+      else
+        kiln_error_prefix (err, "the guest is gone: QEMU exited with status %d%s; before that",
+                           WIFEXITED (status) ? WEXITSTATUS (status) : -1, context);
     }
   return -1;
 }

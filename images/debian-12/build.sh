@@ -1,7 +1,8 @@
 #!/bin/bash
 # kiln base image "debian-12": a minimal Debian bookworm (debootstrap minbase,
 # Debian's kernel, systemd, qemu-guest-agent, ifupdown with DHCP) on a 2 GiB
-# disk that boots by itself (GRUB in the MBR, serial console on ttyS0).
+# disk that boots by itself (GRUB in the MBR, serial console on ttyS0) and
+# grows its root partition and file system to fill a bigger disk at boot.
 #
 # Usage (as root): build.sh OUTPUT.qcow2
 # Environment: KILN_IMAGE_WORKDIR (empty scratch directory), KILN_IMAGE_CACHE

@@ -102,6 +102,7 @@ in_root apt-get -q -y dist-upgrade >>"$ROOT.apt.log" 2>&1 || { tail -n 30 "$ROOT
 in_root apt-get -q -y install --no-install-recommends \
 	linux-image-amd64 initramfs-tools zstd systemd-sysv udev dbus qemu-guest-agent \
 	grub-pc-bin ifupdown isc-dhcp-client iproute2 netbase procps e2fsprogs kmod \
+	cloud-guest-utils \
 	>>"$ROOT.apt.log" 2>&1 || { tail -n 40 "$ROOT.apt.log" >&2; kiln_die "apt-get install failed in the image"; }
 ls "$ROOT"/boot/vmlinuz-* >/dev/null 2>&1 || kiln_die "no kernel in /boot"
 ls "$ROOT"/boot/initrd.img-* >/dev/null 2>&1 || kiln_die "no initramfs in /boot"
@@ -165,6 +166,12 @@ in_root passwd -q -l root >/dev/null
 rm -f "$ROOT/var/lib/dbus/machine-id"
 in_root systemctl mask systemd-networkd-wait-online.service >/dev/null 2>&1 || true
 in_root systemctl set-default multi-user.target >/dev/null 2>&1
+
+# The root partition and file system grow to fill a bigger disk at boot
+# (growpart from cloud-guest-utils, then resize2fs), as cloud images do.
+install -m 0755 "$here/kiln-growroot" "$ROOT/usr/sbin/kiln-growroot"
+install -m 0644 "$here/kiln-growroot.service" "$ROOT/etc/systemd/system/kiln-growroot.service"
+in_root systemctl enable kiln-growroot.service >/dev/null 2>&1 || kiln_die "cannot enable kiln-growroot.service"
 
 # Done with the package cache: leave the image's apt in its normal state.
 rm -f "$ROOT/usr/sbin/policy-rc.d" "$ROOT/etc/apt/apt.conf.d/99kiln-build"

@@ -10,24 +10,47 @@ Cases:
   build      a recipe of several components (files, a configuration change, a
              Reboot step, an exit-194 step, a loop); the published image's
              test stage, on a fresh instance, sees the build's changes;
-             nothing is left running or on disk.
+             nothing is left running or on disk.  On images whose root file
+             system grows (debian-12) the recipe also asks for a disk twice
+             the parent's (blockDeviceMappings volumeSize), and the build and
+             test instances must see a root file system bigger than the
+             parent's whole disk.
+  network    instances have user-mode networking by default: the build and
+             test phases fetch a token from an HTTP server this test runs on
+             the host's loopback (the guest reaches it at 10.0.2.2).
+  no-network --no-network: the instances have no network interface but lo,
+             and the HTTP server sees no request.
   failure    a failing component fails the build, publishes nothing and
              leaves nothing behind.
   sigterm    SIGTERM in the middle of a build: kiln exits 143 and leaves
              nothing behind.
+  sigint     the same with SIGINT (Ctrl-C): exit 130, nothing left.
+  qemu-crash the build instance's QEMU is SIGKILLed in the middle of a build:
+             kiln fails (status 1) saying QEMU died, and leaves nothing.
   sigkill    SIGKILL in the middle of a build leaves QEMU dead (it dies with
              kiln) and the next kiln command removes the run directory.
   keep       --keep-on-failure keeps the failed build instance running after
              kiln exits, and the next kiln command leaves it alone.
+  bootstrap-output
+             `kiln image bootstrap NAME --output FILE` copies the cached image
+             (no rebuild): FILE is identical to it and nothing else is left
+             beside FILE.
+  bootstrap-interrupt
+             SIGINT to `kiln image bootstrap NAME --rebuild --output FILE`
+             while build.sh runs: exit 130, no FILE and nothing beside it,
+             the cached image untouched and no temporary file in the cache.
 """
 import base64
+import http.server
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -48,22 +71,40 @@ def qemu_processes(marker):
     return found
 
 
+# Base images whose root partition and file system grow to fill a bigger disk
+# at boot (images/README.md); tiny's cannot.
+GROWS = {"debian-12"}
+
+
 class Case:
-    def __init__(self, kiln, image):
+    def __init__(self, kiln, image, image_name):
         self.kiln = kiln
         self.image = image
+        self.image_name = image_name
         self.tmp = tempfile.mkdtemp(prefix="kiln-vm-")
         self.runtime = os.path.join(self.tmp, "runtime")
         self.out = os.path.join(self.tmp, "out")
         os.makedirs(self.runtime)
         self.env = dict(os.environ, KILN_RUNTIME_DIR=self.runtime)
 
-    def recipe(self, name, components, user_data=None):
+    def recipe(self, name, components, user_data=None, volume_gib=None):
+        """components: document names under data/ (or absolute paths), or
+        (name, {parameter: value}) pairs."""
         path = os.path.join(self.tmp, name + ".yml")
-        comps = "\n".join(f"  - componentArn: {os.path.join(HERE, 'data', c)}" for c in components)
+        comps = ""
+        for c in components:
+            doc, params = c if isinstance(c, tuple) else (c, {})
+            comps += f"  - componentArn: {os.path.join(HERE, 'data', doc)}\n"
+            if params:
+                comps += "    parameters:\n"
+                for k, v in params.items():
+                    comps += f"      - name: {k}\n        value: ['{v}']\n"
         with open(path, "w") as f:
             f.write(f"name: {name}\nsemanticVersion: 1.0.0\nparentImage: {self.image}\n"
-                    f"components:\n{comps}\n")
+                    f"components:\n{comps}")
+            if volume_gib:
+                f.write(f"blockDeviceMappings:\n  - deviceName: /dev/xvda\n    ebs:\n"
+                        f"      volumeSize: {volume_gib}\n")
             if user_data:
                 encoded = base64.b64encode(user_data.encode()).decode()
                 f.write(f"additionalInstanceConfiguration:\n  userDataOverride: {encoded}\n")
@@ -88,8 +129,34 @@ class Case:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
+def image_info(path):
+    return json.loads(subprocess.run(["qemu-img", "info", "--output=json", path], capture_output=True,
+                                     text=True, check=True).stdout)
+
+
+def step_results(c, phase):
+    """(step name, status, outputs) of every step of phase, from the logs."""
+    found = []
+    for root, _, files in os.walk(os.path.join(c.out, "logs")):
+        if "detailedoutput.json" in files and os.sep + phase + os.sep in root + os.sep:
+            d = json.load(open(os.path.join(root, "detailedoutput.json")))
+            for doc in d["documents"]:
+                for ph in doc["phases"]:
+                    for s in ph["steps"]:
+                        found.append((s["name"], s["status"], s["outputs"]))
+    return found
+
+
 def case_build(c):
-    recipe = c.recipe("vm-build", ["files.yml", "config.yml"],
+    components = ["files.yml", "config.yml"]
+    parent_bytes = image_info(c.image)["virtual-size"]
+    volume_gib = None
+    if c.image_name in GROWS:
+        # Twice the parent's disk: the root file system must end up bigger
+        # than the parent's whole disk, which it can only by growing.
+        volume_gib = 2 * ((parent_bytes + (1 << 30) - 1) >> 30)
+        components.append(("grow.yml", {"MinRootBytes": parent_bytes}))
+    recipe = c.recipe("vm-build", components, volume_gib=volume_gib,
                       user_data="#!/bin/sh\nmkdir -p /etc/kiln\necho from-user-data > /etc/kiln/user-data\n")
     t0 = time.time()
     p = subprocess.run([c.kiln, "build", recipe, "--output", c.out, "--json"], capture_output=True, text=True,
@@ -105,28 +172,139 @@ def case_build(c):
     stages = {s["name"]: s["status"] for s in manifest["stages"]}
     if stages.get("test") != "success" or stages.get("build") != "success":
         problems.append(f"stages: {stages}")
-    info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", image], capture_output=True,
-                                     text=True, check=True).stdout)
+    info = image_info(image)
     if info.get("format") != "qcow2" or info.get("backing-filename"):
         problems.append(f"published image is not a standalone qcow2: {info}")
     # The test stage ran on a fresh instance and saw the build's files.
-    logs = os.path.join(c.out, "logs")
-    test_outputs = []
-    for root, _, files in os.walk(logs):
-        if "detailedoutput.json" in files and os.sep + "test" + os.sep in root + os.sep:
-            d = json.load(open(os.path.join(root, "detailedoutput.json")))
-            for doc in d["documents"]:
-                for ph in doc["phases"]:
-                    for s in ph["steps"]:
-                        test_outputs.append((s["name"], s["status"], s["outputs"]))
+    test_outputs = step_results(c, "test")
     if ("Content", "success") not in [(n, st) for n, st, _ in test_outputs]:
         problems.append(f"test phase results: {test_outputs}")
     if not any("motd=built by kiln" in o for _, _, o in test_outputs):
         problems.append(f"test phase did not see the configuration: {test_outputs}")
     if not any("from-user-data" in o for _, _, o in test_outputs):
         problems.append(f"test phase did not see what userDataOverride wrote: {test_outputs}")
+    if volume_gib:
+        if info.get("virtual-size") != volume_gib << 30:
+            problems.append(f"published disk is {info.get('virtual-size')} bytes, not the recipe's {volume_gib} GiB")
+        sizes = [int(o.split("root file system ")[1].split()[0])
+                 for _, _, o in step_results(c, "build") + test_outputs if "root file system " in o]
+        print(f"# parent disk {parent_bytes} bytes; root file system in the build and test instances: {sizes}")
+        if len(sizes) != 2 or min(sizes) <= parent_bytes:
+            problems.append(f"the root file system did not grow past the parent's {parent_bytes} bytes: {sizes}")
     problems += c.leftovers()
     return problems
+
+
+class TokenServer:
+    """An HTTP server on the host's loopback that serves one random token at
+    /token and counts requests; user-mode guests reach it at 10.0.2.2."""
+
+    def __init__(self):
+        self.token = secrets.token_hex(16)
+        self.requests = 0
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                outer.requests += 1
+                body = (outer.token + "\n").encode() if self.path == "/token" else b"no\n"
+                self.send_response(200 if self.path == "/token" else 404)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def network_component(c, server, expect_network):
+    """A component whose build and test phases check the guest's network.
+    The request is made with bash's /dev/tcp (both images have Debian's
+    bash; tiny's static busybox wget crashes in its name lookup)."""
+    fetch = (f"fetch() {{ exec 3<>/dev/tcp/10.0.2.2/{server.port} || return 1; "
+             "printf \"GET /token HTTP/1.0\\r\\nHost: 10.0.2.2\\r\\n\\r\\n\" >&3; tail -n 1 <&3; exec 3<&-; }")
+    if expect_network:
+        # The agent can answer before DHCP is done: retry for a while.
+        check = [fetch,
+                 "for i in $(seq 60); do got=$(fetch) && [ -n \"$got\" ] && break; sleep 1; done",
+                 "echo \"fetched: $got\"",
+                 f"[ \"$got\" = {server.token} ]"]
+    else:
+        check = [fetch,
+                 "nics=$(ls /sys/class/net | tr '\\n' ' ')",
+                 "echo \"interfaces: $nics\"",
+                 "[ \"$nics\" = 'lo ' ] || { echo \"a network interface besides lo: $nics\" >&2; exit 1; }",
+                 "if (fetch); then echo 'reached the host' >&2; exit 1; fi"]
+    steps = "\n".join(f"            - '{line}'" for line in [x.replace("'", "''") for x in check])
+    path = os.path.join(c.tmp, "network.yml")
+    with open(path, "w") as f:
+        f.write("name: vm-network\nschemaVersion: 1.0\nphases:\n")
+        for phase in ("build", "test"):
+            f.write(f"  - name: {phase}\n    steps:\n      - name: Network\n        action: ExecuteBash\n"
+                    f"        inputs:\n          commands:\n{steps}\n")
+    return path
+
+
+def network_case(c, expect_network):
+    server = TokenServer()
+    try:
+        recipe = c.recipe("vm-network", [network_component(c, server, expect_network)])
+        args = [] if expect_network else ["--no-network"]
+        t0 = time.time()
+        p = subprocess.run([c.kiln, "build", recipe, "--output", c.out] + args, capture_output=True, text=True,
+                           env=c.env, timeout=1800)
+        print(f"# kiln build took {time.time() - t0:.1f} s", flush=True)
+    finally:
+        server.close()
+    problems = []
+    if p.returncode != 0:
+        problems.append(f"kiln build failed ({p.returncode}):\n{p.stderr[-4000:]}")
+    outputs = [o for _, _, o in step_results(c, "build") + step_results(c, "test")]
+    print(f"# guest said: {[o.strip() for o in outputs]}; the host's server saw {server.requests} requests")
+    if expect_network and server.requests < 2:
+        problems.append(f"the host's HTTP server saw {server.requests} requests, expected one per instance")
+    if not expect_network and server.requests:
+        problems.append(f"a guest without network reached the host's HTTP server ({server.requests} requests)")
+    return problems + c.leftovers()
+
+
+def case_qemu_crash(c):
+    recipe = c.recipe("vm-qemu-crash", ["slow.yml"])
+    proc = subprocess.Popen([c.kiln, "build", recipe, "--output", c.out], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=c.env)
+    stderr = wait_for_build_phase(proc)
+    time.sleep(5)
+    victims = qemu_processes(c.runtime)
+    if len(victims) != 1:
+        proc.kill()
+        proc.communicate()
+        return [f"expected one QEMU of this build, found {victims}"]
+    os.kill(int(victims[0].split(":")[0]), signal.SIGKILL)
+    try:
+        stderr += proc.communicate(timeout=120)[1]
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return ["kiln did not end within 120 s of its QEMU being killed"]
+    problems = []
+    if proc.returncode != 1:
+        problems.append(f"expected status 1, got {proc.returncode}: {stderr[-2000:]}")
+    last = [line for line in stderr.splitlines() if line.startswith("kiln build: vm-qemu-crash failed")]
+    print(f"# {last[0][:300] if last else stderr[-300:]}")
+    if not last or "QEMU was killed by signal 9" not in last[0]:
+        problems.append(f"the error does not say that QEMU died:\n{stderr[-2000:]}")
+    published = [f for f in os.listdir(c.out) if f != "logs"] if os.path.isdir(c.out) else []
+    if published:
+        problems.append(f"a build whose QEMU died published {published}")
+    return problems + c.leftovers()
 
 
 def case_failure(c):
@@ -144,11 +322,9 @@ def case_failure(c):
     return problems + c.leftovers()
 
 
-def interrupted(c, sig):
-    recipe = c.recipe("vm-" + sig.name.lower(), ["slow.yml"])
-    proc = subprocess.Popen([c.kiln, "build", recipe, "--output", c.out], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=c.env)
-    # Wait until the build phase runs in the guest (the slow step is next).
+def wait_for_build_phase(proc):
+    """Reads kiln's stderr until the build phase runs in the guest (the slow
+    step is next); returns what it read."""
     deadline = time.time() + 900
     stderr = ""
     while time.time() < deadline:
@@ -156,6 +332,14 @@ def interrupted(c, sig):
         stderr += line
         if ": phase build" in line or line == "":
             break
+    return stderr
+
+
+def interrupted(c, sig):
+    recipe = c.recipe("vm-" + sig.name.lower(), ["slow.yml"])
+    proc = subprocess.Popen([c.kiln, "build", recipe, "--output", c.out], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=c.env)
+    stderr = wait_for_build_phase(proc)
     time.sleep(5)
     proc.send_signal(sig)
     try:
@@ -196,12 +380,75 @@ def case_keep(c):
     return problems  # Case.close() stops the kept QEMU and removes its files
 
 
+def case_bootstrap_output(c):
+    target = os.path.join(c.tmp, "copy", "base.qcow2")
+    t0 = time.time()
+    p = subprocess.run([c.kiln, "image", "bootstrap", c.image_name, "--output", target], capture_output=True,
+                       text=True, env=c.env, timeout=600)
+    took = time.time() - t0
+    print(f"# kiln image bootstrap --output took {took:.1f} s")
+    problems = []
+    if p.returncode != 0 or p.stdout.strip() != target:
+        return [f"bootstrap --output failed ({p.returncode}): {p.stdout} {p.stderr[-1500:]}"]
+    if "is cached" not in p.stderr or "building" in p.stderr:
+        problems.append(f"the cached image was not reused: {p.stderr[-1500:]}")
+    if subprocess.run(["cmp", "-s", c.image, target]).returncode != 0:
+        problems.append(f"{target} differs from the cached {c.image}")
+    beside = os.listdir(os.path.dirname(target))
+    if beside != ["base.qcow2"]:
+        problems.append(f"files beside the output: {beside}")
+    return problems
+
+
+def case_bootstrap_interrupt(c):
+    target = os.path.join(c.tmp, "copy", "base.qcow2")
+    cache_dir = os.path.dirname(c.image)
+    before = os.stat(c.image)
+    cache_before = set(os.listdir(cache_dir))
+    proc = subprocess.Popen([c.kiln, "image", "bootstrap", c.image_name, "--rebuild", "--output", target],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=c.env)
+    stderr = ""
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        line = proc.stderr.readline()
+        stderr += line
+        if line.startswith(c.image_name + ": ") or line == "":  # build.sh is under way
+            break
+    time.sleep(3)
+    proc.send_signal(signal.SIGINT)
+    try:
+        out, rest = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return ["kiln image bootstrap did not stop within 60 s of SIGINT"]
+    stderr += rest
+    print("# " + " | ".join(stderr.strip().splitlines()[-3:]))
+    problems = []
+    if proc.returncode != 130:
+        problems.append(f"expected status 130, got {proc.returncode}: {stderr[-1500:]}")
+    if os.path.exists(os.path.dirname(target)) and os.listdir(os.path.dirname(target)):
+        problems.append(f"left beside the output: {os.listdir(os.path.dirname(target))}")
+    after = os.stat(c.image) if os.path.exists(c.image) else None
+    if after is None or (after.st_ino, after.st_mtime_ns) != (before.st_ino, before.st_mtime_ns):
+        problems.append(f"the cached image {c.image} was removed or replaced")
+    new = set(os.listdir(cache_dir)) - cache_before
+    if new:
+        problems.append(f"new files in the cache: {sorted(new)}")
+    return problems
+
+
 CASES = {
     "build": case_build,
     "failure": case_failure,
+    "network": lambda c: network_case(c, True),
+    "no-network": lambda c: network_case(c, False),
     "sigterm": lambda c: interrupted(c, signal.SIGTERM),
+    "sigint": lambda c: interrupted(c, signal.SIGINT),
+    "qemu-crash": case_qemu_crash,
     "sigkill": lambda c: interrupted(c, signal.SIGKILL),
     "keep": case_keep,
+    "bootstrap-output": case_bootstrap_output,
+    "bootstrap-interrupt": case_bootstrap_interrupt,
 }
 
 
@@ -218,7 +465,7 @@ def main():
     print(f"1..{len(names)}", flush=True)
     failures = 0
     for i, name in enumerate(names, 1):
-        c = Case(kiln, image)
+        c = Case(kiln, image, image_name)
         try:
             problems = CASES[name](c)
         except Exception as e:  # a crash of the test itself is a failure, with its reason
