@@ -40,6 +40,9 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from tap_cases import run_cases  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 VM_DATA = os.path.join(HERE, "..", "vm", "data")
 REGION = "us-east-1"
@@ -395,29 +398,17 @@ def main():
     if not image:
         print("1..0 # SKIP KILN_TEST_IMAGE is not set")
         return 0
-    print(f"1..{len(names)}", flush=True)
-    failures = 0
-    for i, name in enumerate(names, 1):
+
+    def run_one(name):
         emu = Emulator(emulator, image)
         c = Case(kiln, emu)
         try:
-            problems = CASES[name](c)
-        except Exception as e:  # a broken case is a failed case, with its reason
-            problems = [f"{type(e).__name__}: {e}"]
+            return CASES[name](c)
         finally:
             c.close()
             emu.close()
-        if problems:
-            failures += 1
-            print(f"not ok {i} - {name}")
-            for p in problems:
-                for line in str(p).splitlines():
-                    print(f"# {line}")
-        else:
-            print(f"ok {i} - {name}")
-        sys.stdout.flush()
-    return 1 if failures else 0
 
+    return run_cases(names, run_one)
 
 if __name__ == "__main__":
     sys.exit(main())

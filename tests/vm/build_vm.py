@@ -53,6 +53,9 @@ import tempfile
 import threading
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from tap_cases import run_cases  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -462,27 +465,15 @@ def main():
         return 1
     image = boot.stdout.strip()
     print(f"# base image {image}")
-    print(f"1..{len(names)}", flush=True)
-    failures = 0
-    for i, name in enumerate(names, 1):
+
+    def run_one(name):
         c = Case(kiln, image, image_name)
         try:
-            problems = CASES[name](c)
-        except Exception as e:  # a crash of the test itself is a failure, with its reason
-            problems = [f"{type(e).__name__}: {e}"]
+            return CASES[name](c)
         finally:
             c.close()
-        if problems:
-            failures += 1
-            print(f"not ok {i} - {name}")
-            for p in problems:
-                for line in str(p).splitlines():
-                    print(f"  # {line}")
-        else:
-            print(f"ok {i} - {name}")
-        sys.stdout.flush()
-    return 1 if failures else 0
 
+    return run_cases(names, run_one)
 
 if __name__ == "__main__":
     sys.exit(main())
