@@ -176,37 +176,6 @@ find_service (const char *id)
   return NULL;
 }
 
-/* Splits an endpoint URL (scheme://authority[/path]) into the client. */
-static int
-split_endpoint (struct kiln_aws_client *c, const struct kiln_aws_endpoint *ep, kiln_error **err)
-{
-  const char *sep = strstr (ep->url, "://");
-  if (sep == NULL)
-    return kiln_fail_invalid (err, "endpoint from %s is not a URL", ep->source);
-  c->scheme = kiln_xstrndup (ep->url, (size_t) (sep - ep->url));
-  for (char *p = c->scheme; *p; p++)
-    *p = (char) tolower ((unsigned char) *p);
-  const char *auth = sep + 3;
-  size_t alen = strcspn (auth, "/?#");
-  if (alen == 0)
-    return kiln_fail_invalid (err, "endpoint from %s has no host", ep->source);
-  c->authority = kiln_xstrndup (auth, alen);
-  /* User information would be a credential in a URL kiln shows in messages. */
-  if (strchr (c->authority, '@'))
-    return kiln_fail_invalid (err, "endpoint from %s must not carry user information", ep->source);
-  const char *path = auth + alen;
-  size_t plen = strcspn (path, "?#");
-  if (path[plen] != '\0')
-    return kiln_fail_invalid (err, "endpoint from %s must not have a query or fragment", ep->source);
-  /* Kept decoded, as sigv4 wants paths; trailing '/' dropped so "/" can be
-   * appended. */
-  c->base_path = kiln_sigv4_uri_decode (path, plen, false, NULL);
-  size_t bl = strlen (c->base_path);
-  while (bl > 0 && c->base_path[bl - 1] == '/')
-    c->base_path[--bl] = '\0';
-  return 0;
-}
-
 int
 kiln_aws_client_new (const struct kiln_aws_config *cfg, const char *service_id,
                      const struct kiln_aws_client_options *opts, struct kiln_aws_client **out, kiln_error **err)
@@ -250,7 +219,7 @@ kiln_aws_client_new (const struct kiln_aws_config *cfg, const char *service_id,
       goto out;
     }
   c->endpoint = kiln_xstrdup (ep.url);
-  if (split_endpoint (c, &ep, err) < 0)
+  if (kiln_aws_endpoint_split (&ep, &c->scheme, &c->authority, &c->base_path, err) < 0)
     {
       kiln_error_prefix (err, "%s", service_id);
       goto out;

@@ -17,6 +17,7 @@
 #include "buf.h"
 #include "cleanup.h"
 #include "fsutil.h"
+#include "sigv4.h"
 #include "xalloc.h"
 
 /* ---- INI ---- */
@@ -687,5 +688,36 @@ kiln_aws_config_endpoint (const struct kiln_aws_config *c, const char *service_i
   out->url = kiln_aws_default_endpoint (service_id, region);
   out->custom = false;
   out->source = kiln_xstrdup ("default");
+  return 0;
+}
+
+int
+kiln_aws_endpoint_split (const struct kiln_aws_endpoint *ep, char **scheme, char **authority, char **base_path,
+                         kiln_error **err)
+{
+  const char *sep = strstr (ep->url, "://");
+  if (sep == NULL)
+    return kiln_fail_invalid (err, "endpoint from %s is not a URL", ep->source);
+  *scheme = kiln_xstrndup (ep->url, (size_t) (sep - ep->url));
+  for (char *p = *scheme; *p; p++)
+    *p = (char) tolower ((unsigned char) *p);
+  const char *auth = sep + 3;
+  size_t alen = strcspn (auth, "/?#");
+  if (alen == 0)
+    return kiln_fail_invalid (err, "endpoint from %s has no host", ep->source);
+  *authority = kiln_xstrndup (auth, alen);
+  /* User information would be a credential in a URL kiln shows in messages. */
+  if (strchr (*authority, '@'))
+    return kiln_fail_invalid (err, "endpoint from %s must not carry user information", ep->source);
+  const char *path = auth + alen;
+  size_t plen = strcspn (path, "?#");
+  if (path[plen] != '\0')
+    return kiln_fail_invalid (err, "endpoint from %s must not have a query or fragment", ep->source);
+  /* Kept decoded, as sigv4 wants paths; trailing '/' dropped so "/" can be
+   * appended. */
+  *base_path = kiln_sigv4_uri_decode (path, plen, false, NULL);
+  size_t bl = strlen (*base_path);
+  while (bl > 0 && (*base_path)[bl - 1] == '/')
+    (*base_path)[--bl] = '\0';
   return 0;
 }

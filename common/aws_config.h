@@ -65,6 +65,14 @@ struct kiln_aws_endpoint {
 
 void kiln_aws_endpoint_release (struct kiln_aws_endpoint *e);
 
+/* The parts of an endpoint's URL, each malloc'd (also when it fails part
+ * way: the caller frees what was set): the scheme lowercased, the authority
+ * (host[:port]) and the base path, decoded and without a trailing '/' (""
+ * when none).  A URL without a host, with user information, a query or a
+ * fragment is refused, naming where the endpoint came from. */
+int kiln_aws_endpoint_split (const struct kiln_aws_endpoint *ep, char **scheme, char **authority, char **base_path,
+                             kiln_error **err);
+
 /* The loaded configuration of one profile. */
 struct kiln_aws_config;
 

@@ -226,17 +226,8 @@ client_setup (struct kiln_s3_client *c, const struct kiln_s3_options *opts, cons
   if (kiln_aws_config_endpoint (cfg, "s3", opts->endpoint_url, c->region, ep, err) < 0)
     return -1;
   c->endpoint = kiln_xstrdup (ep->url);
-  const char *sep = strstr (ep->url, "://");
-  c->scheme = kiln_xstrndup (ep->url, (size_t) (sep - ep->url));
-  for (char *p = c->scheme; *p; p++)
-    *p = (char) tolower ((unsigned char) *p);
-  const char *auth = sep + 3;
-  size_t alen = strcspn (auth, "/?#");
-  c->authority = kiln_xstrndup (auth, alen);
-  const char *path = auth + alen;
-  c->base_path = kiln_xstrndup (path, strcspn (path, "?#"));
-  if (strchr (c->authority, '@'))
-    return kiln_fail_invalid (err, "endpoint '%s' must not carry user information", ep->source);
+  if (kiln_aws_endpoint_split (ep, &c->scheme, &c->authority, &c->base_path, err) < 0)
+    return -1;
   c->path_style = ep->custom || opts->force_path_style;
   c->expected_owner = opts->expected_bucket_owner && *opts->expected_bucket_owner
                           ? kiln_xstrdup (opts->expected_bucket_owner)
