@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "cleanup.h"
 #include "ec2.h"
@@ -199,7 +200,8 @@ command_status (json_t *invocations, size_t *completed, size_t *errors)
 
 /* ---- SendCommand ---- */
 
-/* The instances Targets names: InstanceIds, tag:<key> or tag-key. */
+/* The instances Targets names: InstanceIds (any case: AWS's own examples
+ * write "instanceids"), tag:<key> or tag-key. */
 static int
 resolve_targets (struct emu_call *c, json_t *targets, json_t *ids)
 {
@@ -213,7 +215,7 @@ resolve_targets (struct emu_call *c, json_t *targets, json_t *ids)
         return fail_validation (c, "Targets[%zu]: Key and Values are required", i);
       size_t k;
       json_t *v;
-      if (strcmp (key, "InstanceIds") == 0)
+      if (strcasecmp (key, "InstanceIds") == 0)
         {
           json_array_foreach (values, k, v)
             json_array_append (ids, v);

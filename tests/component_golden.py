@@ -14,7 +14,8 @@ Cases live under tests/data/component/:
 Documents under run/ may declare these parameters, which the runner fills:
   Work       a fresh empty directory (the only place a document should write)
   HttpBase   http://127.0.0.1:PORT of a server the runner starts on
-             tests/data/component/www
+             tests/data/component/www; HttpBase/flaky/N/KEY/FILE answers
+             503 N times, then serves FILE (see QuietHandler)
   S3Bucket   a bucket on tests/s3_fixture.py, which the runner starts; kiln
              runs with AWS_ENDPOINT_URL pointing at it and access key/secret
              test/test (bucket owner account 123456789012)
@@ -116,8 +117,27 @@ def declared_parameters(path):
 
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves tests/data/component/www, plus failing servers by path:
+      /flaky/N/KEY/FILE  answers 503 to the first N requests for this exact
+                         path, then serves FILE (KEY keeps steps apart, as
+                         the counts live as long as the runner)."""
+    flaky_counts = {}
+    flaky_lock = threading.Lock()
+
     def log_message(self, *args):
         pass
+
+    def do_GET(self):
+        m = re.match(r"^/flaky/(\d+)/[^/]+(/.*)$", self.path)
+        if m:
+            with self.flaky_lock:
+                seen = self.flaky_counts.get(self.path, 0)
+                self.flaky_counts[self.path] = seen + 1
+            if seen < int(m.group(1)):
+                self.send_error(503, "Service Unavailable")
+                return
+            self.path = m.group(2)
+        super().do_GET()
 
 
 def start_http(root):

@@ -66,6 +66,8 @@ ACCOUNTS = {
     "debcli": ("444444444444", "AKIADEBCLI", "debcli-secret"),
     "pipcli": ("555555555555", "AKIAPIPCLI", "pipcli-secret"),
     "debboto": ("666666666666", "AKIADEBBOTO", "debboto-secret"),
+    "sharer": ("777777777777", "AKIASHARER", "sharer-secret"),
+    "viewer": ("888888888888", "AKIAVIEWER", "viewer-secret"),
 }
 
 
@@ -1337,6 +1339,97 @@ def debian_boto3_case(url):
     return p.stdout.strip()
 
 
+def sharing_cases(tap, url, home):
+    """Public sharing (LaunchPermission Group=all) and its reset, seen by
+    another account through boto3 and Debian's CLI (describe-images
+    --executable-users all / --owners); RebootInstances; SendCommand by
+    Targets.  Accounts sharer and viewer are used by nothing else."""
+    sharer_id = ACCOUNTS["sharer"][0]
+    s = boto_session("sharer")
+    ec2 = s.client("ec2", endpoint_url=url, config=CLIENT_CONFIG)
+    ssm = s.client("ssm", endpoint_url=url, config=CLIENT_CONFIG)
+    v = boto_session("viewer")
+    v_ec2 = v.client("ec2", endpoint_url=url, config=CLIENT_CONFIG)
+    cli = Cli("/usr/bin/aws", url, "viewer", False, home) if os.access("/usr/bin/aws", os.X_OK) else None
+    st = {}
+
+    def viewer_sees():
+        """(in --executable-users all, in --owners SHARER, launchable) for the viewer."""
+        image = st["image"]
+        by_all = [i["ImageId"] for i in v_ec2.describe_images(ExecutableUsers=["all"])["Images"]]
+        by_owner = [i["ImageId"] for i in v_ec2.describe_images(Owners=[sharer_id])["Images"]]
+        if cli:
+            cli_all = [i["ImageId"] for i in cli("ec2", "describe-images", "--executable-users", "all")["Images"]]
+            cli_owner = [i["ImageId"] for i in cli("ec2", "describe-images", "--owners", sharer_id)["Images"]]
+            expect((image in cli_all, cli_owner) == (image in by_all, by_owner),
+                   f"Debian CLI and boto3 disagree: {cli_all} / {cli_owner} vs {by_all} / {by_owner}")
+        try:
+            r = v_ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1)
+            v_ec2.terminate_instances(InstanceIds=[r["Instances"][0]["InstanceId"]])
+            launched = True
+        except ClientError as e:
+            expect(e.response["Error"]["Code"] == "InvalidAMIID.NotFound", f"viewer launch: {e}")
+            launched = False
+        return image in by_all, by_owner, launched
+
+    def setup():
+        r = ec2.run_instances(ImageId=STATE["ami"], MinCount=1, MaxCount=1, TagSpecifications=[
+            {"ResourceType": "instance", "Tags": [{"Key": "role", "Value": "sharer-web"}]}])
+        st["instance"] = r["Instances"][0]["InstanceId"]
+        ec2.get_waiter("instance_running").wait(InstanceIds=[st["instance"]], WaiterConfig=FAST)
+        st["image"] = ec2.create_image(InstanceId=st["instance"], Name="sharer-image", NoReboot=True)["ImageId"]
+        ec2.get_waiter("image_available").wait(ImageIds=[st["image"]], WaiterConfig=FAST)
+        got = viewer_sees()
+        expect(got == (False, [], False), f"a private image, for another account: (in all, owners, launch) = {got}")
+
+    def public():
+        ec2.modify_image_attribute(ImageId=st["image"], LaunchPermission={"Add": [{"Group": "all"}]})
+        perms = ec2.describe_image_attribute(ImageId=st["image"], Attribute="launchPermission")["LaunchPermissions"]
+        expect(perms == [{"Group": "all"}], f"launch permissions: {perms}")
+        img = v_ec2.describe_images(ImageIds=[st["image"]])["Images"][0]
+        expect(img["Public"] is True and img["OwnerId"] == sharer_id, f"as the viewer sees it: {img}")
+        got = viewer_sees()
+        expect(got == (True, [st["image"]], True), f"public, for another account: (in all, owners, launch) = {got}")
+
+    def reset():
+        expect(ec2.reset_image_attribute(ImageId=st["image"], Attribute="launchPermission")["ResponseMetadata"]
+               ["HTTPStatusCode"] == 200, "ResetImageAttribute")
+        perms = ec2.describe_image_attribute(ImageId=st["image"], Attribute="launchPermission")["LaunchPermissions"]
+        expect(perms == [], f"launch permissions after the reset: {perms}")
+        got = viewer_sees()
+        expect(got == (False, [], False), f"after the reset, for another account: (in all, owners, launch) = {got}")
+        code = client_error(v_ec2.reset_image_attribute, ImageId=st["image"], Attribute="launchPermission")
+        expect(code[0] in ("InvalidAMIID.NotFound", "AuthFailure"), f"viewer resetting: {code}")
+
+    def reboot():
+        ec2.reboot_instances(InstanceIds=[st["instance"]])
+        state = ec2.describe_instances(InstanceIds=[st["instance"]])["Reservations"][0]["Instances"][0]["State"]
+        expect(state["Name"] == "running", f"after RebootInstances: {state}")
+        code = client_error(v_ec2.reboot_instances, InstanceIds=[st["instance"]])
+        expect(code[0] == "InvalidInstanceID.NotFound", f"another account rebooting it: {code}")
+
+    def targets():
+        t = [{"Key": "tag:role", "Values": ["sharer-web"]}]
+        cmd = ssm.send_command(DocumentName="AWS-RunShellScript", Targets=t,
+                               Parameters={"commands": ["true"]})["Command"]
+        expect(cmd["Targets"] == t, f"Targets echoed: {cmd['Targets']}")
+        invs = ssm.list_command_invocations(CommandId=cmd["CommandId"])["CommandInvocations"]
+        expect([i["InstanceId"] for i in invs] == [st["instance"]], f"invocations: {invs}")
+        code = client_error(ssm.send_command, DocumentName="AWS-RunShellScript",
+                            Targets=[{"Key": "tag:role", "Values": ["nobody"]}], Parameters={"commands": ["true"]})
+        expect(code[0] == "InvalidInstanceId", f"Targets matching nothing: {code}")
+
+    tap.case("sharing: a private image is invisible to another account (boto3, Debian CLI)", setup)
+    tap.case("sharing: LaunchPermission Group=all makes it public: --executable-users all, --owners, launch",
+             lambda: public() if "image" in st else (_ for _ in ()).throw(Skip("no image")))
+    tap.case("sharing: ResetImageAttribute launchPermission makes it private again",
+             lambda: reset() if "image" in st else (_ for _ in ()).throw(Skip("no image")))
+    tap.case("RebootInstances: running stays running; another account's instance is not found",
+             lambda: reboot() if "instance" in st else (_ for _ in ()).throw(Skip("no instance")))
+    tap.case("SendCommand by Targets (tag:role): the tagged instance only; no match refused",
+             lambda: targets() if "instance" in st else (_ for _ in ()).throw(Skip("no instance")))
+
+
 def pip_aws():
     """The first `aws` on PATH that is not Debian's /usr/bin/aws."""
     debian = os.path.realpath("/usr/bin/aws")
@@ -1440,6 +1533,7 @@ def main():
                  debian_boto3_case, b.url)
         home = os.path.join(work, "home")
         os.makedirs(home)
+        sharing_cases(tap, b.url, home)
         for label, path, account, by_env in (("debian aws (/usr/bin/aws, --endpoint-url)", "/usr/bin/aws", "debcli",
                                               False),
                                              ("pip aws (AWS_ENDPOINT_URL)", pip_aws(), "pipcli", True)):
