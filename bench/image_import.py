@@ -11,15 +11,17 @@ runs spread over the disk, then, in the same run on the same machine:
   kiln   kiln image import of the qcow2 into a kiln-emulator (mock instances,
          state on disk): conversion, EBS direct upload, RegisterImage
 
-and prints seconds, bytes read and sent, and the ratios: kiln's time over
-the convert's (target: at most 2x), bytes sent over the data allocated
-(target: at most 1).  The emulator runs on this machine, so the upload is
+and prints seconds, bytes read and sent, the CPU time of kiln (with the
+qemu-img it runs) and of the emulator during the import, and the ratios:
+kiln's time over the convert's (target: at most 2x), bytes sent over the
+data allocated (target: at most 1).  The emulator runs on this machine, so the upload is
 bounded by its CPU, not by a network.
 """
 import argparse
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -43,6 +45,19 @@ def make_disk(path, size_gib, data_gib):
             f.write(os.urandom(MIB))
     subprocess.run(["qemu-img", "convert", "-O", "qcow2", raw, path], check=True)
     os.unlink(raw)
+
+
+def proc_cpu(pid):
+    """User and system CPU seconds a running process has used so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def children_cpu():
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime, r.ru_stime
 
 
 def main():
@@ -71,10 +86,17 @@ def main():
         env = dict(os.environ, AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test", AWS_REGION="us-east-1",
                    KILN_RUNTIME_DIR=os.path.join(tmp, "runtime"))
         os.makedirs(env["KILN_RUNTIME_DIR"])
+        emu_before = proc_cpu(emu.pid)
+        kids_before = children_cpu()
         t0 = time.monotonic()
         p = subprocess.run([args.kiln, "image", "import", disk, "--name", "bench", "--endpoint-url", url],
                            capture_output=True, text=True, env=env)
         kiln_s = time.monotonic() - t0
+        kids_after = children_cpu()
+        emu_after = proc_cpu(emu.pid)
+        # kiln's CPU includes its qemu-img conversion of the qcow2 to raw.
+        kiln_cpu = [a - b for a, b in zip(kids_after, kids_before)]
+        emu_cpu = [a - b for a, b in zip(emu_after, emu_before)]
         if p.returncode != 0:
             print(p.stderr, file=sys.stderr)
             return 1
@@ -85,6 +107,9 @@ def main():
         print(f"qemu-img convert -O raw (peer): {peer_s:.1f} s")
         print(f"kiln image import (ebs):        {kiln_s:.1f} s; read {read / MIB:.0f} MiB of the raw form, "
               f"sent {sent / MIB:.0f} MiB")
+        print(f"  CPU: kiln (with its qemu-img) {kiln_cpu[0]:.1f} s user + {kiln_cpu[1]:.1f} s sys, "
+              f"kiln-emulator {emu_cpu[0]:.1f} s user + {emu_cpu[1]:.1f} s sys "
+              f"(both on this machine's {os.cpu_count()} CPUs)")
         print(f"ratio time kiln/convert: {kiln_s / peer_s:.2f} (target <= 2)")
         print(f"ratio bytes sent/data:   {sent / data:.2f} (target <= 1)")
         return 0

@@ -59,18 +59,26 @@ int ebs_disk_create (const char *path, const char *parent, const char *parent_fo
  * clusters `qemu-img map` reports as data and not zero. */
 int ebs_disk_data_blocks (const char *path, const char *format, long long **out, size_t *n, kiln_error **err);
 
-/* Reads block index of a disk file into buf (EBS_BLOCK_SIZE bytes; zeros
- * past the end of the disk).  Raw files are read directly; other formats
- * through `qemu-img convert` of that one block into a temporary file under
- * tmp_dir. */
-int ebs_disk_read_block (const char *path, const char *format, long long index, const char *tmp_dir,
-                         unsigned char *buf, kiln_error **err);
+/* Reads block index of snapshot_id's disk file into buf (EBS_BLOCK_SIZE
+ * bytes; zeros past the end of the disk).  Raw files are read directly.
+ * Other formats are read from a sparse raw conversion of the whole disk
+ * (`qemu-img convert -f format`), made on the snapshot's first read as
+ * cache_dir/<snapshot_id>.raw and kept for the next; it is made again when
+ * the disk file is not the one it was made from (identity and times), so
+ * it is never stale.  cache_dir is emptied when the process first uses it
+ * and removed when the process exits. */
+int ebs_disk_read_block (const char *path, const char *format, long long index, const char *cache_dir,
+                         const char *snapshot_id, unsigned char *buf, kiln_error **err);
+
+/* Removes snapshot_id's raw conversion under cache_dir, if there is one
+ * (the snapshot is going).  Never waits for a conversion in progress. */
+void ebs_cache_drop (const char *cache_dir, const char *snapshot_id);
 
 /* Writes block index of a raw disk; an all-zero block is deallocated
  * (a hole) rather than written when the file system can. */
 int ebs_disk_write_block (const char *path, long long index, const unsigned char *data, kiln_error **err);
 
-/* fsync. */
+/* fsync of the file and of the directory holding it. */
 int ebs_disk_sync (const char *path, kiln_error **err);
 
 /* Whether n bytes are all zero. */

@@ -6,8 +6,9 @@
  * file is at every moment the volume as written so far and, once the
  * snapshot is completed, a raw disk QEMU boots as it is.  Snapshots made
  * otherwise (CreateImage captures, `import-image`, copies) keep the file
- * they were made with, usually qcow2: reading those goes through qemu-img,
- * never through a second qcow2 reader here.
+ * they were made with, usually qcow2: reading those goes through qemu-img
+ * (a raw conversion kept per snapshot, below), never through a second
+ * qcow2 reader here.
  *
  * Nothing in this file touches the database; callers hold whatever lock
  * makes a write consistent with the rows that describe it. */
@@ -16,6 +17,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/fs.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +27,7 @@
 
 #include "cleanup.h"
 #include "disk_image.h"
+#include "fsutil.h"
 #include "process.h"
 #include "xalloc.h"
 
@@ -311,74 +314,256 @@ ebs_disk_data_blocks (const char *path, const char *format, long long **out, siz
 
 /* ---- one block ---- */
 
-/* A path as qemu's option syntax reads it: ',' doubled. */
-static char *
-qemu_opt_escape (const char *s)
+/* ---- the raw form of non-raw disks, for reading blocks ----
+ *
+ * A block of a qcow2 (or other non-raw) disk is read from a sparse raw
+ * conversion of the whole disk, made by `qemu-img convert` on the first
+ * read and kept as CACHE_DIR/<snapshot-id>.raw for the next ones (one
+ * qemu-img per block took ~60 ms a block).  An entry per snapshot
+ * remembers what its file was made from (device, inode, size, mtime and
+ * ctime of the disk); a read whose disk no longer matches, or whose file
+ * is gone, converts again, so a read never returns bytes of another disk
+ * than the one named now.  Conversions of one snapshot are serialized
+ * (concurrent first reads wait for the one conversion); reads of a made
+ * file run in parallel.
+ *
+ * The files go: with their snapshot (ebs_cache_drop, which never waits for
+ * a conversion: one finishing after the drop removes its own file), when
+ * the process exits (atexit), and, for leftovers of a process killed
+ * outright, when this process first uses the directory. */
+
+struct cache_entry {
+  struct cache_entry *next;
+  char *dir, *id;
+  pthread_mutex_t build;       /* held while checking and converting */
+  /* Under cache_lock: */
+  unsigned users;
+  unsigned generation;         /* bumped by ebs_cache_drop */
+  bool valid;                  /* the file is the conversion of source */
+  struct stat source;          /* the disk as it was when converted */
+  dev_t file_dev;              /* the file made */
+  ino_t file_ino;
+};
+
+struct cache_dir {
+  struct cache_dir *next;
+  char *path;
+};
+
+static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct cache_entry *cache_entries;
+static struct cache_dir *cache_dirs;
+static unsigned long cache_counter;
+
+static void
+cache_remove_all (void)
 {
-  struct kiln_buf b = KILN_BUF_INIT;
-  for (const char *p = s; *p; p++)
+  pthread_mutex_lock (&cache_lock);
+  for (struct cache_dir *d = cache_dirs; d; d = d->next)
     {
-      if (*p == ',')
-        kiln_buf_append (&b, ",", 1);
-      kiln_buf_append (&b, p, 1);
+      kiln_error *err = NULL;
+      if (kiln_remove_tree (d->path, &err) < 0)
+        kiln_error_free (err);
     }
-  return kiln_buf_steal (&b);
+  pthread_mutex_unlock (&cache_lock);
 }
 
-/* Converts the block of a non-raw disk into a raw temporary file: a raw
- * driver with offset and size over the image's own driver. */
+/* Under cache_lock: dir made and emptied the first time this process
+ * uses it. */
 static int
-read_block_through_qemu (const char *path, const char *format, long long index, const char *tmp_dir,
-                         unsigned char *buf, kiln_error **err)
+cache_dir_ready (const char *dir, kiln_error **err)
 {
-  _cleanup_free_ char *tmp = NULL;
-  if (asprintf (&tmp, "%s/.ebs-read-XXXXXX", tmp_dir) < 0)
-    abort ();
-  {
-    _cleanup_close_ int fd = mkostemp (tmp, O_CLOEXEC);
-    if (fd < 0)
-      return kiln_fail_errno (err, errno, "create a temporary file under '%s'", tmp_dir);
-  }
-  _cleanup_free_ char *escaped = qemu_opt_escape (path);
-  _cleanup_free_ char *opts = NULL;
-  if (asprintf (&opts, "driver=raw,offset=%lld,size=%d,file.driver=%s,file.file.driver=file,file.file.filename=%s",
-                index * EBS_BLOCK_SIZE, EBS_BLOCK_SIZE, format, escaped) < 0)
-    abort ();
-  char *argv[] = {(char *) "qemu-img", (char *) "convert", (char *) "--image-opts", opts, (char *) "-O",
-                  (char *) "raw", tmp, NULL};
-  int r = run_qemu_img (argv, path, NULL, err);
-  if (r == 0)
+  for (struct cache_dir *d = cache_dirs; d; d = d->next)
+    if (strcmp (d->path, dir) == 0)
+      return 0;
+  if (kiln_remove_tree (dir, err) < 0 || kiln_mkdir_p (dir, 0700, err) < 0)
+    return kiln_error_prefix (err, "EBS block cache");
+  if (cache_dirs == NULL)
+    atexit (cache_remove_all);
+  struct cache_dir *d = kiln_xcalloc (1, sizeof *d);
+  d->path = kiln_xstrdup (dir);
+  d->next = cache_dirs;
+  cache_dirs = d;
+  return 0;
+}
+
+static struct cache_entry *
+cache_entry_get (const char *dir, const char *id, kiln_error **err)
+{
+  pthread_mutex_lock (&cache_lock);
+  struct cache_entry *e = NULL;
+  if (cache_dir_ready (dir, err) == 0)
     {
-      _cleanup_close_ int fd = open (tmp, O_RDONLY | O_CLOEXEC);
-      size_t got = 0;
-      if (fd < 0 || pread_full (fd, buf, EBS_BLOCK_SIZE, 0, &got) < 0)
-        r = kiln_fail_errno (err, errno, "read '%s'", tmp);
-      else
-        memset (buf + got, 0, EBS_BLOCK_SIZE - got);
+      e = cache_entries;
+      while (e && (strcmp (e->id, id) != 0 || strcmp (e->dir, dir) != 0))
+        e = e->next;
+      if (e == NULL)
+        {
+          e = kiln_xcalloc (1, sizeof *e);
+          e->dir = kiln_xstrdup (dir);
+          e->id = kiln_xstrdup (id);
+          pthread_mutex_init (&e->build, NULL);
+          e->next = cache_entries;
+          cache_entries = e;
+        }
+      e->users++;
     }
+  pthread_mutex_unlock (&cache_lock);
+  return e;
+}
+
+/* Under cache_lock: frees e when nobody uses it and it holds no file. */
+static void
+cache_entry_maybe_free (struct cache_entry *e)
+{
+  if (e->users > 0 || e->valid)
+    return;
+  struct cache_entry **p = &cache_entries;
+  while (*p != e)
+    p = &(*p)->next;
+  *p = e->next;
+  pthread_mutex_destroy (&e->build);
+  free (e->dir);
+  free (e->id);
+  free (e);
+}
+
+static void
+cache_entry_put (struct cache_entry *e)
+{
+  pthread_mutex_lock (&cache_lock);
+  e->users--;
+  cache_entry_maybe_free (e);
+  pthread_mutex_unlock (&cache_lock);
+}
+
+static char *
+cache_file (const struct cache_entry *e)
+{
+  char *p;
+  if (asprintf (&p, "%s/%s.raw", e->dir, e->id) < 0)
+    abort ();
+  return p;
+}
+
+static bool
+same_source (const struct stat *a, const struct stat *b)
+{
+  return a->st_dev == b->st_dev && a->st_ino == b->st_ino && a->st_size == b->st_size
+         && a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec
+         && a->st_ctim.tv_sec == b->st_ctim.tv_sec && a->st_ctim.tv_nsec == b->st_ctim.tv_nsec;
+}
+
+/* Under e->build: a descriptor on e's file, converting path into it first
+ * when it is missing or was made from another disk. */
+static int
+cache_open (struct cache_entry *e, const char *path, const char *format, kiln_error **err)
+{
+  struct stat src;
+  if (stat (path, &src) < 0)
+    return kiln_fail_errno (err, errno, "stat '%s'", path);
+  _cleanup_free_ char *file = cache_file (e);
+  pthread_mutex_lock (&cache_lock);
+  bool valid = e->valid && same_source (&e->source, &src);
+  dev_t dev = e->file_dev;
+  ino_t ino = e->file_ino;
+  unsigned generation = e->generation;
+  unsigned long n = ++cache_counter;
+  pthread_mutex_unlock (&cache_lock);
+  if (valid)
+    {
+      int fd = open (file, O_RDONLY | O_CLOEXEC);
+      struct stat st;
+      if (fd >= 0 && fstat (fd, &st) == 0 && st.st_dev == dev && st.st_ino == ino)
+        return fd;
+      if (fd >= 0)
+        close (fd);
+    }
+
+  _cleanup_free_ char *tmp = NULL;
+  if (asprintf (&tmp, "%s/.%s.%ld-%lu.part", e->dir, e->id, (long) getpid (), n) < 0)
+    abort ();
   unlink (tmp);
-  return r;
+  char *argv[] = {(char *) "qemu-img", (char *) "convert", (char *) "-f", (char *) format, (char *) "-O",
+                  (char *) "raw", (char *) path, tmp, NULL};
+  if (run_qemu_img (argv, path, NULL, err) < 0)
+    {
+      unlink (tmp);
+      return -1;
+    }
+  int fd = open (tmp, O_RDONLY | O_CLOEXEC);
+  struct stat st;
+  if (fd < 0 || fstat (fd, &st) < 0 || rename (tmp, file) < 0)
+    {
+      int e_ = errno;
+      if (fd >= 0)
+        close (fd);
+      unlink (tmp);
+      return kiln_fail_errno (err, e_, "keep the raw form of '%s' as '%s'", path, file);
+    }
+  pthread_mutex_lock (&cache_lock);
+  if (e->generation == generation)
+    {
+      e->valid = true;
+      e->source = src;
+      e->file_dev = st.st_dev;
+      e->file_ino = st.st_ino;
+    }
+  else
+    {
+      /* Dropped while converting: this read still gets its bytes (it began
+       * before the drop), the file goes now. */
+      unlink (file);
+      e->valid = false;
+    }
+  pthread_mutex_unlock (&cache_lock);
+  return fd;
+}
+
+void
+ebs_cache_drop (const char *cache_dir, const char *snapshot_id)
+{
+  pthread_mutex_lock (&cache_lock);
+  struct cache_entry *e = cache_entries;
+  while (e && (strcmp (e->id, snapshot_id) != 0 || strcmp (e->dir, cache_dir) != 0))
+    e = e->next;
+  if (e)
+    {
+      _cleanup_free_ char *file = cache_file (e);
+      unlink (file);
+      e->generation++;
+      e->valid = false;
+      cache_entry_maybe_free (e);
+    }
+  pthread_mutex_unlock (&cache_lock);
+}
+
+static int
+read_block_cached (const char *path, const char *format, long long index, const char *cache_dir,
+                   const char *snapshot_id, unsigned char *buf, kiln_error **err)
+{
+  struct cache_entry *e = cache_entry_get (cache_dir, snapshot_id, err);
+  if (e == NULL)
+    return -1;
+  pthread_mutex_lock (&e->build);
+  _cleanup_close_ int fd = cache_open (e, path, format, err);
+  pthread_mutex_unlock (&e->build);
+  cache_entry_put (e);
+  if (fd < 0)
+    return -1;
+  size_t got;
+  if (pread_full (fd, buf, EBS_BLOCK_SIZE, (off_t) (index * EBS_BLOCK_SIZE), &got) < 0)
+    return kiln_fail_errno (err, errno, "read the raw form of '%s' at block %lld", path, index);
+  memset (buf + got, 0, EBS_BLOCK_SIZE - got);   /* past the disk's virtual size: zeros */
+  return 0;
 }
 
 int
-ebs_disk_read_block (const char *path, const char *format, long long index, const char *tmp_dir,
-                     unsigned char *buf, kiln_error **err)
+ebs_disk_read_block (const char *path, const char *format, long long index, const char *cache_dir,
+                     const char *snapshot_id, unsigned char *buf, kiln_error **err)
 {
   if (format && strcmp (format, "raw") != 0)
-    {
-      /* Past the image's virtual size qemu would refuse the offset. */
-      struct kiln_disk_info info;
-      if (kiln_disk_info (path, &info, err) < 0)
-        return -1;
-      uint64_t virtual_size = info.virtual_size;
-      kiln_disk_info_release (&info);
-      if ((uint64_t) index * EBS_BLOCK_SIZE >= virtual_size)
-        {
-          memset (buf, 0, EBS_BLOCK_SIZE);
-          return 0;
-        }
-      return read_block_through_qemu (path, format, index, tmp_dir, buf, err);
-    }
+    return read_block_cached (path, format, index, cache_dir, snapshot_id, buf, err);
   _cleanup_close_ int fd = open (path, O_RDONLY | O_CLOEXEC);
   if (fd < 0)
     return kiln_fail_errno (err, errno, "open '%s'", path);
@@ -410,5 +595,15 @@ ebs_disk_sync (const char *path, kiln_error **err)
   _cleanup_close_ int fd = open (path, O_RDONLY | O_CLOEXEC);
   if (fd < 0 || fsync (fd) < 0)
     return kiln_fail_errno (err, errno, "sync '%s'", path);
+  /* The file's name too: it was renamed into place when the snapshot
+   * started. */
+  _cleanup_free_ char *dir = kiln_xstrdup (path);
+  char *slash = strrchr (dir, '/');
+  if (slash == NULL)
+    return 0;
+  *slash = '\0';
+  _cleanup_close_ int dfd = open (*dir ? dir : "/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0 || fsync (dfd) < 0)
+    return kiln_fail_errno (err, errno, "sync directory '%s'", dir);
   return 0;
 }

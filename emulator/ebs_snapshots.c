@@ -245,6 +245,108 @@ check_block_index (struct emu_call *c, json_t *snap, long long index)
                               emu_row_int (snap, "volume_size"), n - 1);
 }
 
+/* ---- write locks: PutSnapshotBlock beside CompleteSnapshot ---- */
+
+/* A block's bytes go to the snapshot's disk file outside the database lock,
+ * so several PutSnapshotBlock calls write at once; its row is committed
+ * after, in a transaction of its own.  Two locks keep the file and the rows
+ * telling the same story:
+ * - per snapshot, a read-write lock: PutSnapshotBlock holds it shared from
+ *   checking that the snapshot is pending to committing its row,
+ *   CompleteSnapshot exclusively, so no byte is written into a snapshot
+ *   while or after it completes, and the sync at completion covers every
+ *   block whose row it counts;
+ * - per block (striped over a fixed set of mutexes), held from writing the
+ *   bytes to committing the row, so two writes of one block land in the
+ *   file and in the rows in the same order.
+ * They are taken in that order, then db_lock, never the other way round.
+ * These are the only writers of an EBS direct snapshot's disk in this
+ * process (the timeout only changes its state; a deleted snapshot's file
+ * goes once its row has gone). */
+
+struct write_lock {
+  struct write_lock *next;
+  const struct kiln_emu *emu;
+  char *id;
+  unsigned users;
+  pthread_rwlock_t rw;
+};
+
+static pthread_mutex_t write_locks_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct write_lock *write_locks;
+
+#define BLOCK_STRIPES 64
+static pthread_mutex_t block_stripes[BLOCK_STRIPES] = {[0 ... BLOCK_STRIPES - 1] = PTHREAD_MUTEX_INITIALIZER};
+
+static struct write_lock *
+write_lock_take (const struct kiln_emu *emu, const char *id, bool exclusive)
+{
+  pthread_mutex_lock (&write_locks_lock);
+  struct write_lock *l = write_locks;
+  while (l && (l->emu != emu || strcmp (l->id, id) != 0))
+    l = l->next;
+  if (l == NULL)
+    {
+      l = kiln_xcalloc (1, sizeof *l);
+      l->emu = emu;
+      l->id = kiln_xstrdup (id);
+      pthread_rwlock_init (&l->rw, NULL);
+      l->next = write_locks;
+      write_locks = l;
+    }
+  l->users++;
+  pthread_mutex_unlock (&write_locks_lock);
+  if (exclusive)
+    pthread_rwlock_wrlock (&l->rw);
+  else
+    pthread_rwlock_rdlock (&l->rw);
+  return l;
+}
+
+static void
+write_lock_release (struct write_lock *l)
+{
+  if (l == NULL)
+    return;
+  pthread_rwlock_unlock (&l->rw);
+  pthread_mutex_lock (&write_locks_lock);
+  if (--l->users == 0)
+    {
+      struct write_lock **p = &write_locks;
+      while (*p != l)
+        p = &(*p)->next;
+      *p = l->next;
+      pthread_rwlock_destroy (&l->rw);
+      free (l->id);
+      free (l);
+    }
+  pthread_mutex_unlock (&write_locks_lock);
+}
+
+static void
+write_lock_releasep (struct write_lock **l)
+{
+  write_lock_release (*l);
+}
+#define _cleanup_write_lock_ __attribute__ ((cleanup (write_lock_releasep)))
+
+static pthread_mutex_t *
+block_stripe (const char *id, long long index)
+{
+  unsigned long h = 5381;
+  for (const char *p = id; *p; p++)
+    h = h * 33 + (unsigned char) *p;
+  return &block_stripes[(h + (unsigned long long) index) % BLOCK_STRIPES];
+}
+
+static void
+stripe_unlockp (pthread_mutex_t **m)
+{
+  if (*m)
+    pthread_mutex_unlock (*m);
+}
+#define _cleanup_stripe_ __attribute__ ((cleanup (stripe_unlockp)))
+
 /* ---- block maps: which blocks a snapshot holds, and from whom ---- */
 
 struct block {
@@ -697,26 +799,27 @@ op_start_snapshot (struct emu_call *c, struct emu_response *resp)
 
 /* ---- PutSnapshotBlock ---- */
 
+/* The block's row, in a relaxed transaction (store.h), written once its
+ * bytes are in the disk file (the OS has them, unsynced): once the row
+ * commits the block survives the emulator being killed, and a row never
+ * names bytes a killed emulator could lose.  CompleteSnapshot's sync of the
+ * file and its ordinary commit make the whole snapshot durable, power loss
+ * included.  The caller holds the snapshot's shared write lock and the
+ * block's stripe (see the write locks). */
 static int
 put_block_rows (struct emu_call *c, const char *id, long long index, const char *checksum, const char *progress)
 {
   _cleanup_error_ kiln_error *err = NULL;
-  /* Again inside the transaction: a CompleteSnapshot or a timeout may
-   * have come between. */
+  /* Again inside the transaction: a timeout may have come between. */
   _cleanup_json_ json_t *snap = emu_db_query_one (c->emu, &err, SNAPSHOT_SELECT "WHERE s.id = ?", id);
   if (snap == NULL)
     return err ? fail_internal (c, err) : ebs_fail (c, 404, "ResourceNotFoundException", "SNAPSHOT_NOT_FOUND",
                                                     "The snapshot '%s' does not exist.", id);
   if (require_state (c, snap, "pending") < 0)
     return -1;
-  _cleanup_free_ char *disk = snapshot_disk (c, snap);
-  if (disk == NULL)
-    return ebs_fail (c, 500, "InternalServerException", NULL, "snapshot %s has no disk file", id);
   char index_s[24], deadline[24];
   snprintf (index_s, sizeof index_s, "%lld", index);
   snprintf (deadline, sizeof deadline, "%lld", (long long) c->now + emu_row_int (snap, "timeout_minutes") * 60);
-  if (ebs_disk_write_block (disk, index, (const unsigned char *) c->req->body, &err) < 0)
-    return fail_internal (c, err);
   if (emu_db_exec (c->emu, &err, "INSERT INTO ebs_blocks (snapshot_id, block_index, checksum, origin) VALUES "
                    "(?, ?, ?, ?) ON CONFLICT (snapshot_id, block_index) DO UPDATE SET checksum = excluded.checksum, "
                    "origin = excluded.origin", id, index_s, checksum, id) < 0
@@ -737,6 +840,9 @@ op_put_snapshot_block (struct emu_call *c, struct emu_response *resp)
   in_int (c, "BlockIndex", &index);
   in_int (c, "DataLength", &data_length);
   in_int (c, "Progress", &progress);
+  /* Held from here: the snapshot stays pending (no CompleteSnapshot) until
+   * the row is in. */
+  _cleanup_write_lock_ struct write_lock *lock = write_lock_take (c->emu, id, false);
   _cleanup_json_ json_t *snap = snapshot_get (c, id, "snapshotId");
   if (snap == NULL || require_ebs_direct (c, snap) < 0 || require_state (c, snap, "pending") < 0
       || check_block_index (c, snap, index) < 0)
@@ -762,10 +868,20 @@ op_put_snapshot_block (struct emu_call *c, struct emu_response *resp)
 
   char progress_s[8];
   snprintf (progress_s, sizeof progress_s, "%lld%%", progress);
+  _cleanup_free_ char *disk = snapshot_disk (c, snap);
+  if (disk == NULL)
+    return ebs_fail (c, 500, "InternalServerException", NULL, "snapshot %s has no disk file", id);
+  _cleanup_stripe_ pthread_mutex_t *stripe = block_stripe (id, index);
+  pthread_mutex_lock (stripe);
   _cleanup_error_ kiln_error *err = NULL;
-  if (emu_db_begin (c->emu, &err) < 0)
+  if (ebs_disk_write_block (disk, index, (const unsigned char *) c->req->body, &err) < 0)
     return fail_internal (c, err);
-  if (finish_transaction (c, put_block_rows (c, id, index, actual_b64, progress >= 0 ? progress_s : NULL)) < 0)
+  if (emu_db_begin_relaxed (c->emu, &err) < 0)
+    return fail_internal (c, err);
+  int r = put_block_rows (c, id, index, actual_b64, progress >= 0 ? progress_s : NULL);
+  if (emu_db_end_relaxed (c->emu, r == 0, &err) < 0)
+    return fail_internal (c, err);
+  if (r < 0)
     return -1;
   emu_response_add_header (resp, "x-amz-Checksum", actual_b64);
   emu_response_add_header (resp, "x-amz-Checksum-Algorithm", "SHA256");
@@ -816,9 +932,6 @@ complete_rows (struct emu_call *c, const char *id, long long count, const char *
                                     "block index order is %s).", checksum, written, written == 1 ? "" : "s", id,
                                     expected);
     }
-  _cleanup_free_ char *disk = snapshot_disk (c, snap);
-  if (disk && ebs_disk_sync (disk, &err) < 0)
-    return fail_internal (c, err);
   if (emu_db_exec (c->emu, &err, "UPDATE snapshots SET state = 'completed', progress = '100%' WHERE id = ? AND "
                    "state = 'pending'", id) < 0
       || emu_db_exec (c->emu, &err, "UPDATE ebs_snapshots SET deadline = NULL WHERE id = ?", id) < 0)
@@ -848,7 +961,15 @@ op_complete_snapshot (struct emu_call *c, struct emu_response *resp)
   if (checksum && (algorithm == NULL || method == NULL))
     return ebs_fail_validation (c, "INVALID_PARAMETER_VALUE", "An aggregate x-amz-Checksum needs "
                                 "x-amz-Checksum-Algorithm (SHA256) and x-amz-Checksum-Aggregation-Method (LINEAR).");
+  /* No block is being written from here on (see the write locks), and
+   * every one written is in the file: synced before the ordinary (durable)
+   * commit that completes the snapshot, which also makes the blocks' relaxed
+   * rows durable.  Outside db_lock: a sync of a large disk takes a while. */
+  _cleanup_write_lock_ struct write_lock *lock = write_lock_take (c->emu, id, true);
   _cleanup_error_ kiln_error *err = NULL;
+  _cleanup_free_ char *disk = snapshot_disk (c, snap);
+  if (disk && ebs_disk_sync (disk, &err) < 0)
+    return fail_internal (c, err);
   if (emu_db_begin (c->emu, &err) < 0)
     return fail_internal (c, err);
   if (finish_transaction (c, complete_rows (c, id, count, checksum)) < 0)
@@ -858,6 +979,58 @@ op_complete_snapshot (struct emu_call *c, struct emu_response *resp)
 }
 
 /* ---- GetSnapshotBlock ---- */
+
+/* Where raw conversions of non-raw disks are kept for reading (ebs.h). */
+static char *
+cache_dir (struct kiln_emu *emu)
+{
+  char *dir;
+  if (asprintf (&dir, "%s/ebs-cache", emu->data_dir) < 0)
+    abort ();
+  return dir;
+}
+
+/* SQL function kiln_ebs_cache_drop(id): the snapshot's row is being
+ * deleted (or its deletion is; a rollback costs one conversion more). */
+static void
+cache_drop_sql (sqlite3_context *ctx, int argc, sqlite3_value **argv)
+{
+  (void) argc;
+  struct kiln_emu *emu = sqlite3_user_data (ctx);
+  const unsigned char *id = sqlite3_value_text (argv[0]);
+  if (id)
+    {
+      _cleanup_free_ char *dir = cache_dir (emu);
+      ebs_cache_drop (dir, (const char *) id);
+    }
+  sqlite3_result_null (ctx);
+}
+
+/* Every deletion of a snapshot row (DeleteSnapshot, DeregisterImage, ...)
+ * drops its raw conversion: a TEMP trigger of this connection, not part of
+ * the schema, installed before the first conversion is made.  It runs under
+ * db_lock; ebs_cache_drop takes only the cache's own short lock. */
+static int
+cache_trigger_install (struct kiln_emu *emu, kiln_error **err)
+{
+  pthread_mutex_lock (&emu->db_lock);
+  int r = 0;
+  _cleanup_json_ json_t *have = emu_db_query_one (emu, err, "SELECT name FROM temp.sqlite_master WHERE type = "
+                                                  "'trigger' AND name = ?", "ebs_cache_of_deleted");
+  if (have == NULL && *err)
+    r = -1;
+  else if (have == NULL)
+    {
+      if (sqlite3_create_function_v2 (emu->db, "kiln_ebs_cache_drop", 1, SQLITE_UTF8, emu, cache_drop_sql, NULL,
+                                      NULL, NULL) != SQLITE_OK)
+        r = kiln_fail (err, "database: register kiln_ebs_cache_drop: %s", sqlite3_errmsg (emu->db));
+      else if (emu_db_exec0 (emu, err, "CREATE TEMP TRIGGER IF NOT EXISTS ebs_cache_of_deleted AFTER DELETE ON "
+                             "main.snapshots BEGIN SELECT kiln_ebs_cache_drop (OLD.id); END") < 0)
+        r = -1;
+    }
+  pthread_mutex_unlock (&emu->db_lock);
+  return r;
+}
 
 static int
 op_get_snapshot_block (struct emu_call *c, struct emu_response *resp)
@@ -873,18 +1046,24 @@ op_get_snapshot_block (struct emu_call *c, struct emu_response *resp)
   if (key == NULL || check_block_token (c, key, id, index, token) < 0)
     return -1;
   _cleanup_error_ kiln_error *err = NULL;
-  _cleanup_free_ unsigned char *data = kiln_xcalloc (1, EBS_BLOCK_SIZE);
+  /* Read straight into the reply's body (no copy). */
+  kiln_buf_release (&resp->body);
+  resp->body.data = kiln_xcalloc (1, EBS_BLOCK_SIZE + 1);
+  resp->body.cap = EBS_BLOCK_SIZE + 1;
+  resp->body.len = EBS_BLOCK_SIZE;
+  unsigned char *data = (unsigned char *) resp->body.data;
   _cleanup_free_ char *disk = snapshot_disk (c, snap);
-  _cleanup_free_ char *tmp_dir = disks_dir (c->emu);
-  if (disk && ebs_disk_read_block (disk, emu_row_str_or_null (snap, "disk_format"), index, tmp_dir, data, &err) < 0)
+  const char *format = emu_row_str_or_null (snap, "disk_format");
+  _cleanup_free_ char *dir = cache_dir (c->emu);
+  if (disk && format && strcmp (format, "raw") != 0 && cache_trigger_install (c->emu, &err) < 0)
+    return fail_internal (c, err);
+  if (disk && ebs_disk_read_block (disk, format, index, dir, id, data, &err) < 0)
     return fail_internal (c, err);
   unsigned char digest[KILN_SHA256_LEN];
   kiln_sha256 (data, EBS_BLOCK_SIZE, digest);
   _cleanup_free_ char *b64 = digest_b64 (digest);
   char length[24];
   snprintf (length, sizeof length, "%d", EBS_BLOCK_SIZE);
-  kiln_buf_reset (&resp->body);
-  kiln_buf_append (&resp->body, data, EBS_BLOCK_SIZE);
   resp->content_type = kiln_xstrdup ("application/octet-stream");
   emu_response_add_header (resp, "x-amz-Data-Length", length);
   emu_response_add_header (resp, "x-amz-Checksum", b64);

@@ -52,6 +52,85 @@ struct pending {
   bool too_large;
 };
 
+/* ---- body buffers kept for the next request ----
+ *
+ * Bodies of about the same size come one after another (PutSnapshotBlock:
+ * 512 KiB each); a fresh buffer costs a page fault per page as it is
+ * filled.  Each of libmicrohttpd's threads keeps the last body buffer it
+ * released, up to SPARE_BODY_MAX bytes, for its next request.  A request
+ * is received and completed on the thread that owns its connection. */
+#define SPARE_BODY_MAX (1024u * 1024 + 1)
+
+struct spare_body {
+  char *data;
+  size_t cap;
+};
+
+static pthread_key_t spare_key;
+static pthread_once_t spare_once = PTHREAD_ONCE_INIT;
+
+static void
+spare_free (void *v)
+{
+  struct spare_body *s = v;
+  free (s->data);
+  free (s);
+}
+
+static void
+spare_init (void)
+{
+  if (pthread_key_create (&spare_key, spare_free) != 0)
+    abort ();
+}
+
+/* A buffer of at least cap bytes for a body: this thread's spare when it is
+ * large enough, else a new one. */
+static void
+body_reserve (struct kiln_buf *b, size_t cap)
+{
+  pthread_once (&spare_once, spare_init);
+  struct spare_body *s = pthread_getspecific (spare_key);
+  if (s && s->data && s->cap >= cap)
+    {
+      b->data = s->data;
+      b->cap = s->cap;
+      s->data = NULL;
+    }
+  else
+    {
+      b->data = malloc (cap);
+      if (b->data == NULL)
+        abort ();
+      b->cap = cap;
+    }
+  b->data[0] = '\0';
+  b->len = 0;
+}
+
+/* Releases a body, keeping its buffer as this thread's spare when it is
+ * not too large and larger than the spare held. */
+static void
+body_release (struct kiln_buf *b)
+{
+  pthread_once (&spare_once, spare_init);
+  struct spare_body *s = pthread_getspecific (spare_key);
+  if (b->data && b->cap <= SPARE_BODY_MAX && (s == NULL || s->data == NULL || s->cap < b->cap))
+    {
+      if (s == NULL)
+        {
+          s = kiln_xcalloc (1, sizeof *s);
+          if (pthread_setspecific (spare_key, s) != 0)
+            abort ();
+        }
+      free (s->data);
+      s->data = b->data;
+      s->cap = b->cap;
+      *b = (struct kiln_buf) KILN_BUF_INIT;
+    }
+  kiln_buf_release (b);
+}
+
 static void *
 uri_logged (void *cls, const char *uri, struct MHD_Connection *con)
 {
@@ -70,7 +149,7 @@ request_completed (void *cls, struct MHD_Connection *con, void **con_cls, enum M
   free (p->path);
   kiln_sigv4_pairs_free (p->query, p->n_query);
   kiln_sigv4_pairs_free (p->headers.items, p->headers.n);
-  kiln_buf_release (&p->body);
+  body_release (&p->body);
   emu_upload_free (p->upload);
   free (p);
   *con_cls = NULL;
@@ -99,6 +178,15 @@ send_response (struct MHD_Connection *con, struct emu_response *r)
       resp = MHD_create_response_from_fd_at_offset64 (r->body_length, r->body_fd, r->body_offset);
       if (resp)
         r->body_from_file = false;
+    }
+  else if (r->body.cap > 0 && r->body.len > 0)
+    {
+      /* A body the response owns (cap > 0: kiln_buf allocated it) is handed
+       * over rather than copied (GetSnapshotBlock: 512 KiB); libmicrohttpd
+       * frees it once sent. */
+      resp = MHD_create_response_from_buffer (r->body.len, r->body.data, MHD_RESPMEM_MUST_FREE);
+      if (resp)
+        r->body = (struct kiln_buf) KILN_BUF_INIT;
     }
   else
     resp = MHD_create_response_from_buffer (r->body.len, r->body.data ? r->body.data : (void *) "",
@@ -156,8 +244,15 @@ access_handler (void *cls, struct MHD_Connection *con, const char *url, const ch
       };
       p->upload = emu_upload_begin (s->emu, &head);
       const char *length = MHD_lookup_connection_value (con, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-      if (p->upload == NULL && length && strtoull (length, NULL, 10) > EMU_MAX_BODY)
+      unsigned long long declared = length ? strtoull (length, NULL, 10) : 0;
+      if (p->upload == NULL && declared > EMU_MAX_BODY)
         p->too_large = true;
+      else if (p->upload == NULL && declared > 0)
+        {
+          /* The whole body in one allocation, not grown by doubling as it
+           * arrives (an EBS block is 512 KiB: growing copies it twice). */
+          body_reserve (&p->body, (size_t) declared + 1);
+        }
       return MHD_YES;
     }
   if (*upload_data_size > 0)

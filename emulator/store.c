@@ -409,14 +409,14 @@ emu_db_begin_relaxed (struct kiln_emu *emu, kiln_error **err)
       pthread_mutex_unlock (&emu->db_lock);
       return -1;
     }
-  int r = emu_db_begin (emu, err);
-  if (r < 0)
-    sqlite3_exec (emu->db, "PRAGMA synchronous=FULL", NULL, NULL, NULL);
-  else
-    pthread_mutex_unlock (&emu->db_lock);   /* emu_db_begin's own hold stays */
-  if (r < 0)
-    pthread_mutex_unlock (&emu->db_lock);
-  return r;
+  if (emu_db_begin (emu, err) < 0)
+    {
+      sqlite3_exec (emu->db, "PRAGMA synchronous=FULL", NULL, NULL, NULL);
+      pthread_mutex_unlock (&emu->db_lock);
+      return -1;
+    }
+  pthread_mutex_unlock (&emu->db_lock);   /* emu_db_begin's own hold stays */
+  return 0;
 }
 
 int

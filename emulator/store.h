@@ -2,8 +2,10 @@
  *
  * With a state directory the database is STATE_DIR/emulator.db in WAL mode
  * with synchronous=FULL, so a change a client saw acknowledged survives a
- * crash or restart, and `kiln-emulator import-image` may write to it while
- * the server runs (busy timeout).  Without one it lives in memory.
+ * crash or restart (relaxed transactions, below, survive the process being
+ * killed but not a power loss until the next ordinary commit), and
+ * `kiln-emulator import-image` may write to it while the server runs (busy
+ * timeout).  Without one it lives in memory.
  *
  * One connection, serialized by emu->db_lock (recursive, so a handler can
  * hold it across a transaction made of several calls).  Every value is bound
@@ -46,6 +48,14 @@ json_t *emu_db_query_one_args (struct kiln_emu *emu, kiln_error **err, const cha
  * Returns -1 when the commit failed (the changes are rolled back). */
 int emu_db_begin (struct kiln_emu *emu, kiln_error **err);
 int emu_db_end (struct kiln_emu *emu, bool commit, kiln_error **err);
+/* The same for a transaction whose commit need only survive the emulator
+ * process being killed, not a power loss: its commit does not sync the
+ * disk (synchronous=NORMAL for that one transaction; every other stays
+ * FULL).  It becomes durable with the next ordinary commit that writes
+ * anything.  For writes that many requests make in a row and that a later
+ * ordinary commit seals (EBS PutSnapshotBlock, then CompleteSnapshot). */
+int emu_db_begin_relaxed (struct kiln_emu *emu, kiln_error **err);
+int emu_db_end_relaxed (struct kiln_emu *emu, bool commit, kiln_error **err);
 
 /* The next value of the creation-order counter (as text, for binding). */
 int emu_db_next_seq (struct kiln_emu *emu, char out[24], kiln_error **err);

@@ -832,6 +832,163 @@ def debian_boto3_case(url):
     return p.stdout.strip()
 
 
+# ---- durability and the raw form of qcow2 snapshots ----
+
+def restart_cases(tap, binary, work, accounts):
+    """Emulators of their own on a state directory of their own: killed
+    outright and started again, and the cached raw form of a qcow2 snapshot."""
+    state_dir = os.path.join(work, "state-restart")
+    os.makedirs(state_dir)
+    cache_dir = os.path.join(state_dir, "ebs-cache")
+    run = {}
+
+    def clients(server):
+        s = session("boto3")
+        return (s.client("ebs", endpoint_url=server.url, config=CLIENT_CONFIG),
+                s.client("ec2", endpoint_url=server.url, config=CLIENT_CONFIG))
+
+    def killed_after_puts():
+        # PutSnapshotBlock answered 201 is kept by an emulator killed with
+        # SIGKILL (no power loss): its row and its bytes are there after a
+        # restart, and CompleteSnapshot counts them.
+        server = Emulator(binary, state_dir=state_dir, accounts=accounts, log_dir=work).start()
+        ebs, _ = clients(server)
+        sid = ebs.start_snapshot(VolumeSize=1)["SnapshotId"]
+        blocks = {i * 5: pattern(f"kept-{i}") for i in range(24)}
+        errors = []
+
+        def worker(indices):
+            client, _ = clients(server)
+            for index in indices:
+                try:
+                    put(client, sid, index, blocks[index])
+                except Exception as e:  # reported below
+                    errors.append(f"block {index}: {e}")
+
+        order = sorted(blocks)
+        threads = [threading.Thread(target=worker, args=(order[k::8],)) for k in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        expect(not errors, f"{len(errors)} puts failed: {errors[:3]}")
+        server.proc.kill()
+        server.proc.wait()
+        server = Emulator(binary, state_dir=state_dir, accounts=accounts, log_dir=work).start()
+        run["server"] = server
+        ebs, _ = clients(server)
+        ebs.complete_snapshot(SnapshotId=sid, ChangedBlocksCount=len(blocks), Checksum=aggregate(blocks),
+                              ChecksumAlgorithm="SHA256", ChecksumAggregationMethod="LINEAR")
+        listed = all_blocks(ebs, sid)
+        expect([x["BlockIndex"] for x in listed] == order, f"listed {len(listed)} blocks after the restart, "
+               f"expected {len(order)}")
+        for x in listed[:4]:
+            data = ebs.get_snapshot_block(SnapshotId=sid, BlockIndex=x["BlockIndex"],
+                                          BlockToken=x["BlockToken"])["BlockData"].read()
+            expect(data == blocks[x["BlockIndex"]], f"block {x['BlockIndex']} read back wrong after the restart")
+        return f"{sid}: {len(blocks)} blocks put from 8 threads, SIGKILL, restart: completed with them all"
+
+    def server_up():
+        if not (run.get("server") and run["server"].alive()):
+            run["server"] = Emulator(binary, state_dir=state_dir, accounts=accounts, log_dir=work).start()
+        return run["server"]
+
+    def qcow2_cached():
+        server = server_up()
+        ebs, ec2 = clients(server)
+        raw = os.path.join(work, "cached.raw")
+        with open(raw, "wb") as f:
+            f.truncate(GIB)
+            for index in (2, 9, 40):
+                f.seek(index * BLOCK + 512)
+                f.write(f"block {index} of the cached disk".encode())
+        p = subprocess.run([binary, "import-image", raw, "--name", "ebs-cached", "--state-dir", state_dir,
+                            "--account", ACCOUNTS["boto3"][0]], capture_output=True, text=True, timeout=120)
+        expect(p.returncode == 0, f"import-image: {p.stderr}")
+        ami = p.stdout.strip()
+        sid = ec2.describe_images(ImageIds=[ami])["Images"][0]["BlockDeviceMappings"][0]["Ebs"]["SnapshotId"]
+        run.update(ami=ami, sid=sid)
+        tokens = {x["BlockIndex"]: x["BlockToken"] for x in all_blocks(ebs, sid)}
+        expect(sorted(tokens) == [2, 9, 40], f"listed {sorted(tokens)}")
+
+        def get(index):
+            return ebs.get_snapshot_block(SnapshotId=sid, BlockIndex=index, BlockToken=tokens[index])[
+                "BlockData"].read()
+
+        first = get(9)
+        cached = os.path.join(cache_dir, sid + ".raw")
+        expect(os.path.exists(cached), f"no raw form {cached} after the first read")
+        inode = os.stat(cached).st_ino
+        expect(get(9) == first, "block 9 read twice gave different bytes")
+        expected = bytearray(BLOCK)
+        text = b"block 9 of the cached disk"
+        expected[512:512 + len(text)] = text
+        expect(first == bytes(expected), "block 9 of the qcow2 snapshot read back wrong")
+        expect(os.stat(cached).st_ino == inode, "the second read converted the disk again")
+        # The disk file is not the one converted (times changed): converted again.
+        db = sqlite3.connect(os.path.join(state_dir, "emulator.db"), timeout=30)
+        path = db.execute("SELECT disk FROM snapshots WHERE id = ?", (sid,)).fetchone()[0]
+        db.close()
+        path = path if path.startswith("/") else os.path.join(state_dir, path)
+        os.utime(path, None)
+        text = b"block 40 of the cached disk"
+        expect(get(40)[512:512 + len(text)] == text, "block 40 read back wrong")
+        expect(os.stat(cached).st_ino != inode, "a disk whose times changed was read from the old raw form")
+        return f"{sid} (qcow2): block 9 twice from {cached}, converted again when the disk changed"
+
+    def cache_follows_snapshot():
+        server = server_up()
+        _, ec2 = clients(server)
+        cached = os.path.join(cache_dir, run["sid"] + ".raw")
+        expect(os.path.exists(cached), f"{cached} is gone already")
+        ec2.deregister_image(ImageId=run["ami"])
+        if ec2.describe_snapshots(Filters=[{"Name": "snapshot-id", "Values": [run["sid"]]}])["Snapshots"]:
+            ec2.delete_snapshot(SnapshotId=run["sid"])
+        expect(not os.path.exists(cached), f"{cached} outlived its snapshot")
+        rc = server.stop()
+        expect(rc == 0, f"exit status {rc}")
+        expect(not os.path.exists(cache_dir), f"{cache_dir} outlived the emulator")
+        return f"{cached} removed with its snapshot; {cache_dir} at SIGTERM"
+
+    def cache_leftovers():
+        # A raw form left by an emulator killed outright goes when the next
+        # one first reads a qcow2 snapshot.
+        leftover = os.path.join(cache_dir, "snap-0000000000000000a.raw")
+        os.makedirs(cache_dir, exist_ok=True)
+        with open(leftover, "wb") as f:
+            f.write(b"left")
+        server = Emulator(binary, state_dir=state_dir, accounts=accounts, log_dir=work).start()
+        run["server"] = server
+        ebs, ec2 = clients(server)
+        raw = os.path.join(work, "cached2.raw")
+        with open(raw, "wb") as f:
+            f.truncate(GIB)
+            f.seek(3 * BLOCK)
+            f.write(b"three")
+        p = subprocess.run([binary, "import-image", raw, "--name", "ebs-cached-2", "--state-dir", state_dir,
+                            "--account", ACCOUNTS["boto3"][0]], capture_output=True, text=True, timeout=120)
+        expect(p.returncode == 0, f"import-image: {p.stderr}")
+        sid = ec2.describe_images(ImageIds=[p.stdout.strip()])["Images"][0]["BlockDeviceMappings"][0]["Ebs"][
+            "SnapshotId"]
+        x = all_blocks(ebs, sid)[0]
+        data = ebs.get_snapshot_block(SnapshotId=sid, BlockIndex=x["BlockIndex"], BlockToken=x["BlockToken"])[
+            "BlockData"].read()
+        expect(x["BlockIndex"] == 3 and data[:5] == b"three", f"block {x['BlockIndex']}: {data[:5]!r}")
+        expect(not os.path.exists(leftover), f"{leftover} was left in place")
+        rc = server.stop()
+        expect(rc == 0, f"exit status {rc}")
+        return f"{leftover} removed at the first read"
+
+    tap.case("restart: PutSnapshotBlock answered, SIGKILL, restart -> the blocks are there", killed_after_puts)
+    tap.case("qcow2 snapshot: GetSnapshotBlock twice from one raw form, made again when the disk changes",
+             qcow2_cached)
+    tap.case("qcow2 snapshot: its raw form goes with the snapshot, the cache with the emulator",
+             cache_follows_snapshot)
+    tap.case("qcow2 snapshot: a killed emulator's raw forms go at the next one's first read", cache_leftovers)
+    if run.get("server") and run["server"].alive():
+        run["server"].stop()
+
+
 # ---- main ----
 
 def main():
@@ -877,6 +1034,7 @@ def main():
         tap.case("the emulator is still alive", lambda: expect(server.alive(), "kiln-emulator died"))
         rc = server.stop()
         tap.case("SIGTERM stops it with status 0", lambda: expect(rc == 0, f"exit status {rc}"))
+        restart_cases(tap, binary, work, accounts)
     finally:
         if server and server.alive():
             server.stop()
