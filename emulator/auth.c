@@ -182,14 +182,16 @@ emu_auth_verify (struct kiln_emu *emu, const struct emu_request *req, time_t now
   /* The payload: what the body hashes to; a client's x-amz-content-sha256
    * must agree with it (UNSIGNED-PAYLOAD is the client's choice to make).
    * Object data in a file was hashed as it arrived, when the request
-   * signed a hash ("" otherwise). */
-  char body_hash[KILN_SHA256_LEN * 2 + 1];
+   * signed a hash ("" otherwise).  A body is hashed only when something
+   * compares with its hash: not for a request that signed UNSIGNED-PAYLOAD
+   * or a streaming form (EBS's PutSnapshotBlock sends 512 KiB that way). */
+  char body_hash[KILN_SHA256_LEN * 2 + 1] = "";
   const struct emu_upload *upload = req->upload;
+  const char *claimed = emu_request_header (req, "X-Amz-Content-Sha256");
   if (upload)
     snprintf (body_hash, sizeof body_hash, "%s", upload->raw_sha256);
-  else
+  else if (claimed == NULL || auth.presigned || is_hex64 (claimed))
     kiln_sha256_hex (req->body ? req->body : "", req->body_len, body_hash);
-  const char *claimed = emu_request_header (req, "X-Amz-Content-Sha256");
   const char *payload_hash = *body_hash ? body_hash : KILN_SIGV4_UNSIGNED_PAYLOAD;
   /* Set when the body's chunks are signed and one of them (or the trailer)
    * was not; reported once the seed signature itself checked. */
