@@ -29,7 +29,6 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
@@ -39,7 +38,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from emulator_protocol import Emulator, Fail, Skip, Tap, expect, pip_aws, send, sign  # noqa: E402
+from emulator_protocol import Emulator, Fail, Skip, expect, pip_aws, protocol_setup, send, sign  # noqa: E402
 
 REGION = "us-east-1"
 BLOCK = 524288
@@ -992,16 +991,7 @@ def restart_cases(tap, binary, work, accounts):
 # ---- main ----
 
 def main():
-    binary = os.path.abspath(sys.argv[1])
-    only = sys.argv[2] if len(sys.argv) > 2 else None
-    for k in list(os.environ):
-        if k.startswith("AWS_"):
-            del os.environ[k]
-    os.environ.update({"AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
-                       "AWS_EC2_METADATA_DISABLED": "true"})
-    work = tempfile.mkdtemp(prefix="kiln-ebs-protocol-")
-    tap = Tap(only)
-    tap.diag(f"botocore {botocore.__version__}, boto3 {boto3.__version__}, python {sys.version.split()[0]}")
+    binary, work, tap = protocol_setup(sys.argv, "kiln-ebs-protocol-")
     server = None
     try:
         state_dir = os.path.join(work, "state")

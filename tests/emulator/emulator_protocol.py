@@ -1492,18 +1492,27 @@ def make_image(binary, state_dir, work):
     return p.stdout.strip()
 
 
-def main():
-    binary = os.path.abspath(sys.argv[1])
-    only = sys.argv[2] if len(sys.argv) > 2 else None
-    # Nothing of the machine's AWS setup reaches boto3 here.
+def protocol_setup(argv, prefix):
+    """What each protocol test's main does first: the emulator binary and
+    the optional case filter from argv; an environment in which nothing of
+    the machine's AWS setup (profiles, credentials, endpoints) reaches the
+    clients; a work directory; and a Tap that names the clients' versions.
+    Returns (binary, work, tap)."""
+    binary = os.path.abspath(argv[1])
+    only = argv[2] if len(argv) > 2 else None
     for k in list(os.environ):
         if k.startswith("AWS_"):
             del os.environ[k]
     os.environ.update({"AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
                        "AWS_EC2_METADATA_DISABLED": "true"})
-    work = tempfile.mkdtemp(prefix="kiln-emu-protocol-")
+    work = tempfile.mkdtemp(prefix=prefix)
     tap = Tap(only)
     tap.diag(f"botocore {botocore.__version__}, boto3 {boto3.__version__}, python {sys.version.split()[0]}")
+    return binary, work, tap
+
+
+def main():
+    binary, work, tap = protocol_setup(sys.argv, "kiln-emu-protocol-")
     servers = []
     try:
         a = Emulator(binary, log_dir=work).start()

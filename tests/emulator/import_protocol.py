@@ -29,7 +29,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 
 import boto3
@@ -38,7 +37,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from emulator_protocol import Emulator, Fail, Skip, Tap, expect, pip_aws  # noqa: E402
+from emulator_protocol import Emulator, Fail, Skip, expect, pip_aws, protocol_setup  # noqa: E402
 
 REGION = "us-east-1"
 KEY, SECRET, ACCOUNT = "test", "test", "000000000000"
@@ -595,16 +594,7 @@ def restart_case(server):
 
 
 def main():
-    binary = os.path.abspath(sys.argv[1])
-    only = sys.argv[2] if len(sys.argv) > 2 else None
-    for k in list(os.environ):
-        if k.startswith("AWS_"):
-            del os.environ[k]
-    os.environ.update({"AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
-                       "AWS_EC2_METADATA_DISABLED": "true"})
-    work = tempfile.mkdtemp(prefix="kiln-import-protocol-")
-    tap = Tap(only)
-    tap.diag(f"botocore {botocore.__version__}, boto3 {boto3.__version__}, python {sys.version.split()[0]}")
+    binary, work, tap = protocol_setup(sys.argv, "kiln-import-protocol-")
     if shutil.which("qemu-img") is None:
         tap.case("qemu-img present", lambda: (_ for _ in ()).throw(Skip("qemu-img is not installed")))
         return tap.done()

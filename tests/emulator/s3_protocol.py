@@ -35,7 +35,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.parse
@@ -53,7 +52,7 @@ from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from emulator_protocol import Emulator, Fail, Reply, Skip, Tap, expect, pip_aws  # noqa: E402
+from emulator_protocol import Emulator, Fail, Reply, Skip, expect, pip_aws, protocol_setup  # noqa: E402
 
 REGION = "us-east-1"
 KEY, SECRET, ACCOUNT = "test", "test", "000000000000"
@@ -1145,16 +1144,7 @@ def restart_case(server, state_dir):
 # ---- main ----
 
 def main():
-    binary = os.path.abspath(sys.argv[1])
-    only = sys.argv[2] if len(sys.argv) > 2 else None
-    for k in list(os.environ):
-        if k.startswith("AWS_"):
-            del os.environ[k]
-    os.environ.update({"AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
-                       "AWS_EC2_METADATA_DISABLED": "true"})
-    work = tempfile.mkdtemp(prefix="kiln-s3-protocol-")
-    tap = Tap(only)
-    tap.diag(f"botocore {botocore.__version__}, boto3 {boto3.__version__}, python {sys.version.split()[0]}")
+    binary, work, tap = protocol_setup(sys.argv, "kiln-s3-protocol-")
     state_dir = os.path.join(work, "state")
     os.makedirs(state_dir)
     server = Emulator(binary, state_dir=state_dir, log_dir=work)
