@@ -335,6 +335,11 @@ int s3_object_link (struct kiln_emu *emu, const char *account, const char *regio
 int s3_object_store_file (struct kiln_emu *emu, const char *account, const char *region, const char *bucket,
                           const char *key, const char *tmp_path, const char *content_type, time_t now,
                           const char **why, kiln_error **err);
+/* The same for data in memory (len bytes of data): written to a temporary
+ * file, then stored as s3_object_store_file does.  0; 1 (*why); -1. */
+int s3_object_store_data (struct kiln_emu *emu, const char *account, const char *region, const char *bucket,
+                          const char *key, const void *data, size_t len, const char *content_type, time_t now,
+                          const char **why, kiln_error **err);
 
 /* PutObject and UploadPart: the body arrived whole and decoded, is not over
  * S3_MAX_PUT_SIZE, and matches the Content-MD5 and the flexible checksum

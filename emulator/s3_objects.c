@@ -1054,6 +1054,26 @@ s3_object_store_file (struct kiln_emu *emu, const char *account, const char *reg
   return 0;
 }
 
+int
+s3_object_store_data (struct kiln_emu *emu, const char *account, const char *region, const char *bucket,
+                      const char *key, const void *data, size_t len, const char *content_type, time_t now,
+                      const char **why, kiln_error **err)
+{
+  _cleanup_free_ char *tmp = NULL;
+  {
+    _cleanup_close_ int fd = s3_data_temp (emu, &tmp, err);
+    if (fd < 0)
+      return -1;
+    if (kiln_write_all (fd, data, len) < 0)
+      {
+        int e = errno;
+        unlink (tmp);
+        return kiln_fail_errno (err, e, "write '%s'", tmp);
+      }
+  }
+  return s3_object_store_file (emu, account, region, bucket, key, tmp, content_type, now, why, err);
+}
+
 const struct s3_operation emu_s3_object_ops[] = {
   {"PutObject", put_object, true},
   {"GetObject", get_or_head, true},

@@ -8,7 +8,9 @@
  * is derived from its invocations when read, as SSM reports it.  Output is
  * kept whole; what the API shows is cut where AWS cuts it (24,000 characters
  * of stdout and 8,000 of stderr in GetCommandInvocation, 2,500 in a
- * plugin's Output). */
+ * plugin's Output).  A command sent with OutputS3BucketName gets the whole
+ * stdout and stderr in that bucket too, written by vmhost.c as each
+ * invocation ends (table invocation_outputs), with the URLs SSM gives. */
 #include "emulator.h"
 
 #include <stdio.h>
@@ -286,21 +288,57 @@ check_shell_parameters (struct emu_call *c, json_t *params)
 
 static json_t *command_json (struct emu_call *c, json_t *row, json_t *invocations);
 
+/* A member's length against SSM's constraint, in SSM's words. */
+static int
+check_length (struct emu_call *c, const char *member, const char *value, size_t min, size_t max)
+{
+  size_t len = strlen (value);
+  if (len < min)
+    return fail_validation (c, "1 validation error detected: Value '%s' at '%s' failed to satisfy constraint: "
+                            "Member must have length greater than or equal to %zu", value, member, min);
+  if (len > max)
+    return fail_validation (c, "1 validation error detected: Value at '%s' failed to satisfy constraint: Member "
+                            "must have length less than or equal to %zu", member, max);
+  return 0;
+}
+
+/* OutputS3BucketName / OutputS3KeyPrefix / OutputS3Region.  SSM checks
+ * only their lengths when the command is sent: the agent writes the output
+ * when the command ends, and a bucket that is missing or not writable then
+ * costs the output objects only (vmhost.c), never the command.  SSM finds a
+ * bucket's region itself (OutputS3Region is deprecated and ignored);
+ * kiln-emulator writes only to buckets of the call's region, so a region
+ * given must be that one. */
+static int
+check_output_location (struct emu_call *c, const char *bucket, const char *prefix, const char *s3_region)
+{
+  if ((bucket && check_length (c, "outputS3BucketName", bucket, 3, 63) < 0)
+      || (prefix && check_length (c, "outputS3KeyPrefix", prefix, 0, 500) < 0)
+      || (s3_region && check_length (c, "outputS3Region", s3_region, 3, 20) < 0))
+    return -1;
+  if (s3_region && strcmp (s3_region, c->region) != 0)
+    return emu_fail (c, 400, "InvalidOutputLocation", "OutputS3Region %s is not the region of this call (%s): "
+                     "kiln-emulator writes command output only to buckets in the region the command is sent in",
+                     s3_region, c->region);
+  return 0;
+}
+
 static int
 send_command (struct emu_call *c)
 {
-  const char *document, *comment, *bucket;
+  const char *document, *comment, *bucket, *prefix, *s3_region;
   if (input_string (c, "DocumentName", true, &document) < 0 || input_string (c, "Comment", false, &comment) < 0
-      || input_string (c, "OutputS3BucketName", false, &bucket) < 0)
+      || input_string (c, "OutputS3BucketName", false, &bucket) < 0
+      || input_string (c, "OutputS3KeyPrefix", false, &prefix) < 0
+      || input_string (c, "OutputS3Region", false, &s3_region) < 0)
     return -1;
   const char *doc_name = strrchr (document, '/') && strncmp (document, "arn:", 4) == 0 ? strrchr (document, '/') + 1
                                                                                         : document;
   if (strcmp (doc_name, RUN_SHELL_SCRIPT) != 0)
     return emu_fail (c, 400, "InvalidDocument", "Document %s does not exist in your account (kiln-emulator runs "
                      RUN_SHELL_SCRIPT ")", document);
-  if (bucket)
-    return emu_fail (c, 400, "InvalidOutputLocation", "kiln-emulator keeps command output itself and cannot write "
-                     "it to S3 (OutputS3BucketName '%s'); read it with GetCommandInvocation", bucket);
+  if (check_output_location (c, bucket, prefix, s3_region) < 0)
+    return -1;
   if (comment && strlen (comment) > 100)
     return fail_validation (c, "1 validation error detected: Value at 'comment' failed to satisfy constraint: Member "
                             "must have length less than or equal to 100");
@@ -381,9 +419,11 @@ send_command (struct emu_call *c)
   if (r == 0)
     r = emu_db_exec (c->emu, &err, "INSERT INTO commands (id, account, region, document_name, document_version, "
                      "comment, parameters, targets, instance_ids, requested, expires, timeout_seconds, "
-                     "max_concurrency, max_errors, seq) VALUES (?, ?, ?, ?, '$DEFAULT', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                     "output_bucket, output_prefix, max_concurrency, max_errors, seq) VALUES (?, ?, ?, ?, "
+                     "'$DEFAULT', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                      command_id, c->account, c->region, RUN_SHELL_SCRIPT, comment ? comment : "", params_text,
-                     targets_text, ids_text, now, expires, timeout_s,
+                     targets_text, ids_text, now, expires, timeout_s, bucket && *bucket ? bucket : NULL,
+                     bucket && *bucket ? (prefix ? prefix : "") : NULL,
                      json_string_value (mc) ? json_string_value (mc) : "50",
                      json_string_value (me) ? json_string_value (me) : "0", seq);
   json_array_foreach (unique, i, id)
@@ -426,19 +466,29 @@ command_json (struct emu_call *c, json_t *row, json_t *invocations)
   json_t *params = json_loads (emu_row_str (row, "parameters"), 0, &jerr);
   json_t *ids = json_loads (emu_row_str (row, "instance_ids"), 0, &jerr);
   json_t *targets = emu_row_str_or_null (row, "targets") ? json_loads (emu_row_str (row, "targets"), 0, &jerr) : NULL;
-  return json_pack ("{s:s, s:s, s:s, s:s, s:I, s:o, s:o, s:o, s:I, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, "
-                    "s:{s:b}}",
-                    "CommandId", emu_row_str (row, "id"), "DocumentName", emu_row_str (row, "document_name"),
-                    "DocumentVersion", emu_row_str (row, "document_version"), "Comment", emu_row_str (row, "comment"),
-                    "ExpiresAfter", (json_int_t) emu_row_int (row, "expires"), "Parameters",
-                    params ? params : json_object (), "InstanceIds", ids ? ids : json_array (), "Targets",
-                    targets ? targets : json_array (), "RequestedDateTime", (json_int_t) emu_row_int (row, "requested"),
-                    "Status", status, "StatusDetails", status, "MaxConcurrency", emu_row_str (row, "max_concurrency"),
-                    "MaxErrors", emu_row_str (row, "max_errors"), "TargetCount",
-                    (json_int_t) json_array_size (invocations), "CompletedCount", (json_int_t) completed,
-                    "ErrorCount", (json_int_t) errors, "DeliveryTimedOutCount", (json_int_t) 0, "TimeoutSeconds",
-                    (json_int_t) (emu_row_int (row, "expires") - emu_row_int (row, "requested")),
-                    "CloudWatchOutputConfig", "CloudWatchOutputEnabled", 0);
+  json_t *cmd;
+  cmd = json_pack ("{s:s, s:s, s:s, s:s, s:I, s:o, s:o, s:o, s:I, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, "
+                  "s:I, s:{s:b}}",
+                  "CommandId", emu_row_str (row, "id"), "DocumentName", emu_row_str (row, "document_name"),
+                  "DocumentVersion", emu_row_str (row, "document_version"), "Comment", emu_row_str (row, "comment"),
+                  "ExpiresAfter", (json_int_t) emu_row_int (row, "expires"), "Parameters",
+                  params ? params : json_object (), "InstanceIds", ids ? ids : json_array (), "Targets",
+                  targets ? targets : json_array (), "RequestedDateTime", (json_int_t) emu_row_int (row, "requested"),
+                  "Status", status, "StatusDetails", status, "MaxConcurrency", emu_row_str (row, "max_concurrency"),
+                  "MaxErrors", emu_row_str (row, "max_errors"), "TargetCount",
+                  (json_int_t) json_array_size (invocations), "CompletedCount", (json_int_t) completed,
+                  "ErrorCount", (json_int_t) errors, "DeliveryTimedOutCount", (json_int_t) 0, "TimeoutSeconds",
+                  (json_int_t) (emu_row_int (row, "expires") - emu_row_int (row, "requested")),
+                  "CloudWatchOutputConfig", "CloudWatchOutputEnabled", 0);
+  /* The output location the command was sent with (only then: a command
+   * without one shows none). */
+  if (emu_row_str_or_null (row, "output_bucket"))
+    {
+      json_object_set_new (cmd, "OutputS3Region", json_string (emu_row_str (row, "region")));
+      json_object_set_new (cmd, "OutputS3BucketName", json_string (emu_row_str (row, "output_bucket")));
+      json_object_set_new (cmd, "OutputS3KeyPrefix", json_string (emu_row_str (row, "output_prefix")));
+    }
+  return cmd;
 }
 
 /* ---- reading ---- */
@@ -447,6 +497,30 @@ static json_t *
 invocations_of (struct emu_call *c, const char *command_id, kiln_error **err)
 {
   return emu_db_query (c->emu, err, "SELECT * FROM invocations WHERE command_id = ? ORDER BY seq", command_id);
+}
+
+/* What an invocation row needs for its output location: the command's
+ * bucket and prefix, and where the output went (invocation_outputs). */
+#define OUTPUT_COLUMNS "c.output_bucket, c.output_prefix, o.key_base AS output_key, o.error AS output_error"
+#define OUTPUT_JOIN "LEFT JOIN invocation_outputs o ON o.command_id = v.command_id AND o.instance_id = v.instance_id"
+
+/* StandardOutputUrl or StandardErrorUrl (stream "stdout" or "stderr") as
+ * SSM gives it, https://s3.<region>.amazonaws.com/<bucket>/<key>: set once
+ * the invocation ended and its output was written to the bucket (both
+ * URLs, as SSM does, even when a stream was empty and the agent wrote no
+ * object for it); "" before, without a bucket, or when writing failed.  A
+ * client reads the object by bucket and key, never through this URL. */
+static json_t *
+output_url (struct emu_call *c, json_t *row, const char *stream)
+{
+  const char *bucket = emu_row_str_or_null (row, "output_bucket");
+  const char *key = emu_row_str_or_null (row, "output_key");
+  if (bucket == NULL || key == NULL || emu_row_str_or_null (row, "output_error"))
+    return json_string ("");
+  _cleanup_free_ char *url = NULL;
+  if (asprintf (&url, "https://s3.%s.amazonaws.com/%s/%s/%s", c->region, bucket, key, stream) < 0)
+    abort ();
+  return json_string (url);
 }
 
 static const char *
@@ -468,8 +542,9 @@ get_command_invocation (struct emu_call *c)
     return -1;
   _cleanup_error_ kiln_error *err = NULL;
   _cleanup_json_ json_t *row = emu_db_query_one (
-      c->emu, &err, "SELECT v.*, c.comment, c.document_name, c.document_version FROM invocations v JOIN commands c ON "
-      "c.id = v.command_id WHERE v.command_id = ? AND v.instance_id = ? AND v.account = ? AND v.region = ?",
+      c->emu, &err, "SELECT v.*, c.comment, c.document_name, c.document_version, " OUTPUT_COLUMNS " FROM invocations "
+      "v JOIN commands c ON c.id = v.command_id " OUTPUT_JOIN " WHERE v.command_id = ? AND v.instance_id = ? AND "
+      "v.account = ? AND v.region = ?",
       command_id, instance_id, c->account, c->region);
   if (row == NULL)
     return err ? emu_fail_internal (c, err) : emu_fail (c, 400, "InvocationDoesNotExist", "%s", "");
@@ -494,9 +569,9 @@ get_command_invocation (struct emu_call *c)
   json_object_set_new (o, "Status", json_string (emu_row_str (row, "status")));
   json_object_set_new (o, "StatusDetails", json_string (emu_row_str (row, "status_details")));
   json_object_set_new (o, "StandardOutputContent", cut_text (emu_row_str (row, "stdout"), STDOUT_CUT));
-  json_object_set_new (o, "StandardOutputUrl", json_string (""));
+  json_object_set_new (o, "StandardOutputUrl", output_url (c, row, "stdout"));
   json_object_set_new (o, "StandardErrorContent", cut_text (emu_row_str (row, "stderr"), STDERR_CUT));
-  json_object_set_new (o, "StandardErrorUrl", json_string (""));
+  json_object_set_new (o, "StandardErrorUrl", output_url (c, row, "stderr"));
   json_object_set_new (o, "CloudWatchOutputConfig", json_pack ("{s:s, s:b}", "CloudWatchLogGroupName", "",
                                                                "CloudWatchOutputEnabled", 0));
   return 0;
@@ -580,7 +655,7 @@ list_commands (struct emu_call *c)
 }
 
 static json_t *
-plugin_json (json_t *inv)
+plugin_json (struct emu_call *c, json_t *inv)
 {
   struct kiln_buf output = KILN_BUF_INIT;
   kiln_buf_puts (&output, emu_row_str (inv, "stdout"));
@@ -589,12 +664,14 @@ plugin_json (json_t *inv)
       kiln_buf_puts (&output, "\n\n----------ERROR-------\n");
       kiln_buf_puts (&output, emu_row_str (inv, "stderr"));
     }
-  json_t *p = json_pack ("{s:s, s:s, s:s, s:I, s:o, s:s, s:s, s:s, s:s, s:s}", "Name", PLUGIN_NAME, "Status",
+  json_t *p = json_pack ("{s:s, s:s, s:s, s:I, s:o, s:o, s:o, s:s, s:s, s:s}", "Name", PLUGIN_NAME, "Status",
                          emu_row_str (inv, "status"), "StatusDetails", emu_row_str (inv, "status_details"),
                          "ResponseCode", (json_int_t) emu_row_int (inv, "response_code"), "Output",
-                         cut_text (kiln_buf_str (&output), PLUGIN_OUTPUT_CUT), "StandardOutputUrl", "",
-                         "StandardErrorUrl", "", "OutputS3Region", "", "OutputS3BucketName", "", "OutputS3KeyPrefix",
-                         "");
+                         cut_text (kiln_buf_str (&output), PLUGIN_OUTPUT_CUT), "StandardOutputUrl",
+                         output_url (c, inv, "stdout"), "StandardErrorUrl", output_url (c, inv, "stderr"),
+                         "OutputS3Region", emu_row_str_or_null (inv, "output_bucket") ? c->region : "",
+                         "OutputS3BucketName", emu_row_str (inv, "output_bucket"), "OutputS3KeyPrefix",
+                         emu_row_str (inv, "output_prefix"));
   if (emu_row_int (inv, "started"))
     json_object_set_new (p, "ResponseStartDateTime", json_integer (emu_row_int (inv, "started")));
   if (emu_row_int (inv, "ended"))
@@ -618,8 +695,9 @@ list_command_invocations (struct emu_call *c)
   bool details = json_is_true (details_v);
   _cleanup_error_ kiln_error *err = NULL;
   _cleanup_json_ json_t *rows = emu_db_query (
-      c->emu, &err, "SELECT v.*, c.comment, c.document_name, c.document_version FROM invocations v JOIN commands c "
-      "ON c.id = v.command_id WHERE v.account = ? AND v.region = ? AND (? IS NULL OR v.command_id = ?) AND "
+      c->emu, &err, "SELECT v.*, c.comment, c.document_name, c.document_version, " OUTPUT_COLUMNS " FROM "
+      "invocations v JOIN commands c ON c.id = v.command_id " OUTPUT_JOIN " WHERE v.account = ? AND v.region = ? AND "
+      "(? IS NULL OR v.command_id = ?) AND "
       "(? IS NULL OR v.instance_id = ?) ORDER BY v.seq DESC", c->account, c->region, command_id, command_id,
       instance_id, instance_id);
   if (rows == NULL)
@@ -646,16 +724,17 @@ list_command_invocations (struct emu_call *c)
         {
           json_t *plugins = json_array ();
           if (details)
-            json_array_append_new (plugins, plugin_json (row));
+            json_array_append_new (plugins, plugin_json (c, row));
           json_array_append_new (
-              out, json_pack ("{s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:s, s:s, s:s, s:s, s:s, s:o, s:{s:b}}",
+              out, json_pack ("{s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:s, s:s, s:s, s:o, s:o, s:o, s:{s:b}}",
                               "CommandId", emu_row_str (row, "command_id"), "InstanceId",
                               emu_row_str (row, "instance_id"), "InstanceName", "", "Comment",
                               emu_row_str (row, "comment"), "DocumentName", emu_row_str (row, "document_name"),
                               "DocumentVersion", emu_row_str (row, "document_version"), "RequestedDateTime",
                               (json_int_t) emu_row_int (row, "requested"), "Status", emu_row_str (row, "status"),
                               "StatusDetails", emu_row_str (row, "status_details"), "TraceOutput", "",
-                              "StandardOutputUrl", "", "StandardErrorUrl", "", "CommandPlugins", plugins,
+                              "StandardOutputUrl", output_url (c, row, "stdout"), "StandardErrorUrl",
+                              output_url (c, row, "stderr"), "CommandPlugins", plugins,
                               "CloudWatchOutputConfig", "CloudWatchOutputEnabled", 0));
         }
       kept++;

@@ -85,6 +85,16 @@ static const char schema[] =
     "  stderr TEXT NOT NULL DEFAULT '', requested INTEGER NOT NULL, started INTEGER,"
     "  ended INTEGER, seq INTEGER NOT NULL, PRIMARY KEY (command_id, instance_id));"
     "CREATE INDEX IF NOT EXISTS invocations_instance ON invocations (instance_id);"
+    /* Where an invocation of a command sent with OutputS3BucketName put its
+     * output (vmhost.c, written as the invocation ends, before its final
+     * status): key_base is the plugin's key
+     * "[<prefix>/]<command>/<instance>/awsrunShellScript/0.awsrunShellScript",
+     * under which the agent's stdout and stderr objects go; error is NULL
+     * when they were written, else why they were not.  A table of its own
+     * (not invocations columns) so databases made before it still open. */
+    "CREATE TABLE IF NOT EXISTS invocation_outputs ("
+    "  command_id TEXT NOT NULL, instance_id TEXT NOT NULL, bucket TEXT NOT NULL, key_base TEXT NOT NULL,"
+    "  error TEXT, PRIMARY KEY (command_id, instance_id));"
     /* SSM parameters: every version is kept. */
     "CREATE TABLE IF NOT EXISTS parameters ("
     "  account TEXT NOT NULL, region TEXT NOT NULL, name TEXT NOT NULL, version INTEGER NOT NULL,"

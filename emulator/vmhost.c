@@ -29,6 +29,7 @@
 #include "ec2.h"
 #include "fsutil.h"
 #include "log.h"
+#include "s3.h"
 #include "store.h"
 #include "xalloc.h"
 
@@ -474,11 +475,84 @@ read_shell_params (json_t *params, struct shell_params *out)
   return 0;
 }
 
+/* The S3 key under which the agent puts a plugin's output, as
+ * BuildS3Path (Go's path.Join) makes it:
+ * "[<prefix>/]<command>/<instance>/awsrunShellScript/0.awsrunShellScript",
+ * repeated and trailing slashes of the prefix dropped. */
+static char *
+output_key_base (const char *prefix, const char *command, const char *instance)
+{
+  struct kiln_buf b = KILN_BUF_INIT;
+  size_t len = strlen (prefix);
+  while (len > 1 && prefix[len - 1] == '/')
+    len--;
+  for (size_t i = 0; i < len; i++)
+    if (prefix[i] != '/' || i == 0 || prefix[i - 1] != '/')
+      kiln_buf_append (&b, prefix + i, 1);
+  if (b.len > 0 && b.data[b.len - 1] != '/')
+    kiln_buf_puts (&b, "/");
+  kiln_buf_printf (&b, "%s/%s/awsrunShellScript/0.awsrunShellScript", command, instance);
+  return kiln_buf_steal (&b);
+}
+
+/* Writes an invocation's whole stdout and stderr to the bucket its command
+ * named (if any), as the SSM agent does before it reports the end: each
+ * stream as an object <key base>/stdout and /stderr, only when not empty.
+ * Records where they went, or why they could not go, in
+ * invocation_outputs.  A bucket that is missing, another account's or in
+ * another region fails the upload only: the agent logs it and the
+ * invocation keeps its status; here the log says it and the output URLs
+ * stay empty (ssm_commands.c) rather than name objects that are not
+ * there. */
+static void
+upload_output (struct kiln_emu *emu, const char *command, const char *instance, const char *out,
+               const char *err_text)
+{
+  _cleanup_error_ kiln_error *err = NULL;
+  _cleanup_json_ json_t *cmd = emu_db_query_one (emu, &err, "SELECT account, region, output_bucket, output_prefix "
+                                                 "FROM commands WHERE id = ?", command);
+  if (cmd == NULL || emu_row_str_or_null (cmd, "output_bucket") == NULL)
+    {
+      if (err)
+        db_warn ("command output", err);
+      return;
+    }
+  const char *bucket = emu_row_str (cmd, "output_bucket");
+  _cleanup_free_ char *base = output_key_base (emu_row_str (cmd, "output_prefix"), command, instance);
+  const char *why = NULL;
+  _cleanup_free_ char *failure = NULL;
+  const char *streams[2][2] = {{"stdout", out}, {"stderr", err_text}};
+  for (size_t i = 0; i < 2 && failure == NULL; i++)
+    {
+      if (*streams[i][1] == '\0')
+        continue;
+      _cleanup_free_ char *key = NULL;
+      if (asprintf (&key, "%s/%s", base, streams[i][0]) < 0)
+        abort ();
+      int r = s3_object_store_data (emu, emu_row_str (cmd, "account"), emu_row_str (cmd, "region"), bucket, key,
+                                    streams[i][1], strlen (streams[i][1]), "binary/octet-stream", emu_now (emu),
+                                    &why, &err);
+      if (r < 0 && asprintf (&failure, "write s3://%s/%s: %s", bucket, key, kiln_error_message (err)) < 0)
+        abort ();
+      if (r > 0 && asprintf (&failure, "write s3://%s/%s: the bucket %s %s", bucket, key, bucket, why) < 0)
+        abort ();
+    }
+  if (failure)
+    kiln_log_warn ("emulator: command %s on %s: the output was not uploaded: %s", command, instance, failure);
+  db_update (emu, "command output", "INSERT OR REPLACE INTO invocation_outputs (command_id, instance_id, bucket, "
+             "key_base, error) VALUES (?, ?, ?, ?, ?)", command, instance, bucket, base, failure);
+}
+
+/* Records an invocation's end.  The output goes to S3 first when the
+ * command asked for it (not for an invocation the agent never got:
+ * Undeliverable), so a client that sees the final status finds it there. */
 static void
 finish_invocation (struct kiln_emu *emu, const char *command, const char *instance, const char *status,
                    const char *details, int code, const char *out, const char *err_text)
 {
   char now[24], code_s[16];
+  if (strcmp (details, "Undeliverable") != 0)
+    upload_output (emu, command, instance, out, err_text);
   now_text (emu, now);
   snprintf (code_s, sizeof code_s, "%d", code);
   db_update (emu, "invocation", "UPDATE invocations SET status = ?, status_details = ?, response_code = ?, "

@@ -660,13 +660,14 @@ class Scenario:
             problems.append(f"the instance as described: {inst}")
         self.state["running"] = True
 
-    def send(self, cli, iid, commands, region=EAST, who=OWNER, expect_failure=False, targets=None):
+    def send(self, cli, iid, commands, region=EAST, who=OWNER, expect_failure=False, targets=None, extra=()):
         """send-command (to iid, or to the instances Targets names, which
-        must be just iid), wait command-executed, get-command-invocation."""
+        must be just iid; extra: more send-command options), wait
+        command-executed, get-command-invocation."""
         to = ["--targets", json.dumps(targets)] if targets else ["--instance-ids", iid]
         _, out, _ = self.aws(["ssm", "send-command", "--document-name", "AWS-RunShellScript"] + to +
-                             ["--comment", "emulator_scenario", "--parameters", json.dumps({"commands": commands})],
-                             cli=cli, region=region, who=who)
+                             ["--comment", "emulator_scenario", "--parameters", json.dumps({"commands": commands})] +
+                             list(extra), cli=cli, region=region, who=who)
         cid = out.get("Command", {}).get("CommandId")
         if not cid:
             raise StepFailed(f"SendCommand answered {out}")
@@ -740,12 +741,18 @@ class Scenario:
         # on stderr (10,000): GetCommandInvocation shows the first 24,000 and
         # 8,000 characters, as AWS does, and the plugin's Output in
         # list-command-invocations --details the first 2,500 of stdout.  Sent
-        # by tag (Targets) rather than by id, which costs no extra guest time.
+        # by tag (Targets) rather than by id, which costs no extra guest time,
+        # and with --output-s3-bucket-name / --output-s3-key-prefix: the whole
+        # of both streams is then in the bucket, at the agent's keys, and
+        # StandardOutputUrl / StandardErrorUrl name those objects.
         iid = self.state["instance"]
+        bucket, prefix = "kiln-scenario-ssm-output", "scenario/output"
+        self.aws(["s3api", "create-bucket", "--bucket", bucket])
         cid, inv, probs = self.send("debian", iid, [
             "i=0; while [ $i -lt 3000 ]; do printf '%09d\\n' $i; i=$((i+1)); done",
             "i=0; while [ $i -lt 1000 ]; do printf 'e%08d\\n' $i; i=$((i+1)); done >&2",
-        ], targets=[{"Key": "tag:Name", "Values": ["kiln-scenario"]}])
+        ], targets=[{"Key": "tag:Name", "Values": ["kiln-scenario"]}],
+            extra=["--output-s3-bucket-name", bucket, "--output-s3-key-prefix", prefix])
         problems += probs
         if inv.get("Status") != "Success" or inv.get("InstanceId") != iid:
             problems.append(f"the invocation: { {k: v for k, v in inv.items() if 'Content' not in k} }")
@@ -763,6 +770,31 @@ class Scenario:
         if len(plugins) != 1 or plugins[0].get("Output") != want_out[:2500]:
             problems.append(f"list-command-invocations --details: expected one plugin whose Output is the first "
                             f"2,500 characters of stdout, got {[(p.get('Name'), len(p.get('Output', ''))) for p in plugins]}")
+        base = f"{prefix}/{cid}/{iid}/awsrunShellScript/0.awsrunShellScript"
+        full = {"stdout": "".join(f"{i:09d}\n" for i in range(3000)),
+                "stderr": "".join(f"e{i:08d}\n" for i in range(1000))}
+        for stream, field in (("stdout", "StandardOutputUrl"), ("stderr", "StandardErrorUrl")):
+            url = f"https://s3.{EAST}.amazonaws.com/{bucket}/{base}/{stream}"
+            if inv.get(field) != url:
+                problems.append(f"{field}: expected {url}, got {inv.get(field)!r}")
+            path = os.path.join(self.tmp, f"ssm-output-{stream}")
+            st, _, get_err = self.aws(["s3api", "get-object", "--bucket", bucket, "--key", f"{base}/{stream}",
+                                       path], check=False)
+            got = open(path, encoding="utf-8").read() if st == 0 and os.path.exists(path) else None
+            if got != full[stream]:
+                problems.append(f"s3://{bucket}/{base}/{stream}: expected the whole {len(full[stream]):,} "
+                                f"characters, got " + (f"{len(got)}" if got is not None else
+                                                       f"none: {tail(get_err, 400)}"))
+        if plugins and (plugins[0].get("OutputS3BucketName"), plugins[0].get("OutputS3KeyPrefix"),
+                        plugins[0].get("StandardOutputUrl")) != (bucket, prefix, inv.get("StandardOutputUrl")):
+            problems.append(f"list-command-invocations --details: the plugin's output location is "
+                            f"{ {k: v for k, v in plugins[0].items() if k.startswith(('OutputS3', 'Standard'))} }")
+        _, cmds, _ = self.aws(["ssm", "list-commands", "--command-id", cid])
+        cmd = (cmds.get("Commands") or [{}])[0]
+        if (cmd.get("OutputS3BucketName"), cmd.get("OutputS3KeyPrefix"), cmd.get("OutputS3Region")) != \
+                (bucket, prefix, EAST):
+            problems.append(f"list-commands: the command's output location is "
+                            f"{ {k: v for k, v in cmd.items() if k.startswith('OutputS3')} }")
 
     def s_agent(self, problems):
         iid = self.state["instance"]
@@ -926,7 +958,8 @@ class Scenario:
                   self.s_command, needs=["running"])
         self.step("a command exiting 3 is Failed with ResponseCode 3", self.s_failing, needs=["running"])
         self.step("send-command by Targets (tag:Name): stdout cut at 24,000 characters, stderr at 8,000, "
-                  "plugin Output at 2,500", self.s_truncated, needs=["running"])
+                  "plugin Output at 2,500; the whole of both in S3 (--output-s3-bucket-name)", self.s_truncated,
+                  needs=["running"])
         self.step("aws ssm describe-instance-information shows the agent Online", self.s_agent,
                   needs=["running"])
         self.step("aws ec2 get-console-output shows the guest's kernel", self.s_console, needs=["running"])
