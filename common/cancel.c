@@ -46,10 +46,11 @@ kiln_poll_until (const struct kiln_poll *p,
         }
       int r = 0;
       if (kiln_cancelled (p->cancel))
-        r = kiln_error_set (err, KILN_ERR_CANCELLED, 0, "waiting for %s: interrupted", p->what);
+        r = kiln_error_set (err, KILN_ERR_CANCELLED, 0, "waiting for %s%s%s: interrupted", p->what,
+                            p->id ? " " : "", p->id ? p->id : "");
       else if (time (NULL) >= deadline)
-        r = kiln_error_set (err, KILN_ERR_TIMEOUT, 0, "%s is still %s after %d s", p->what,
-                            state ? state : "not ready", p->timeout_seconds);
+        r = kiln_error_set (err, KILN_ERR_TIMEOUT, 0, "%s%s%s is still %s after %d s", p->what, p->id ? " " : "",
+                            p->id ? p->id : "", state ? state : "not ready", p->timeout_seconds);
       free (state);
       if (r < 0)
         return -1;

@@ -30,7 +30,8 @@ enum kiln_poll_answer {
 };
 
 struct kiln_poll {
-  const char *what;        /* for messages: "snapshot snap-1" */
+  const char *what;        /* for messages: "snapshot", "the SSM agent of" */
+  const char *id;          /* what is waited for, after what: "snap-1" (or NULL) */
   int timeout_seconds;
   long first_ms;           /* the first pause; each next one doubles, up to max_ms */
   long max_ms;
@@ -41,8 +42,8 @@ struct kiln_poll {
  * DONE (0 returned) or FAILED (-1, its err).  check may leave in *state
  * (malloc'd; freed here) a word for what it saw ("pending"), which the
  * timeout message quotes.  A raised cancel flag ends the wait with
- * KILN_ERR_CANCELLED ("waiting for WHAT: interrupted"), the timeout with
- * KILN_ERR_TIMEOUT ("WHAT is still STATE after N s"). */
+ * KILN_ERR_CANCELLED ("waiting for WHAT ID: interrupted"), the timeout
+ * with KILN_ERR_TIMEOUT ("WHAT ID is still STATE after N s"). */
 int kiln_poll_until (const struct kiln_poll *p,
                      enum kiln_poll_answer (*check) (void *opaque, char **state, kiln_error **err), void *opaque,
                      kiln_error **err);

@@ -31,6 +31,9 @@ int emu_param_int (struct emu_call *c, const char *name, long long def, long lon
 /* "true" / "false" (any case), def when absent. */
 int emu_param_bool (struct emu_call *c, const char *name, bool def, bool *out);
 
+/* Whether s is one of the n strings of list (NULL entries skipped). */
+bool emu_list_contains (const char *const *list, size_t n, const char *s);
+
 /* The ids (of n) no row's "id" column holds, each once, joined by ", " for
  * an EC2 NotFound message (malloc'd); NULL when every id is there. */
 char *emu_missing_ids (json_t *rows, const char *const *ids, size_t n);

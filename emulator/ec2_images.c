@@ -740,15 +740,6 @@ image_filter_fields (json_t *img)
   return f;
 }
 
-static bool
-list_contains (const char *const *list, size_t n, const char *s)
-{
-  for (size_t i = 0; i < n; i++)
-    if (list[i] && strcmp (list[i], s) == 0)
-      return true;
-  return false;
-}
-
 /* Owner.N: "self", an account id, or one of AWS's aliases (amazon,
  * aws-marketplace, aws-backup-vault), which own nothing here.  Resolves
  * "self" to the caller's account in place (aliases become NULL). */
@@ -837,9 +828,9 @@ op_describe_images (struct emu_call *c)
   json_array_foreach (rows, k, row)
     {
       const char *id = emu_row_str (row, "id");
-      if (n_ids > 0 && !list_contains (ids, n_ids, id))
+      if (n_ids > 0 && !emu_list_contains (ids, n_ids, id))
         continue;
-      if (n_owners > 0 && !list_contains (owners, n_owners, emu_row_str (row, "account")))
+      if (n_owners > 0 && !emu_list_contains (owners, n_owners, emu_row_str (row, "account")))
         continue;
       if (n_users > 0 && !executable_by_any (row, users, n_users, c->account))
         continue;

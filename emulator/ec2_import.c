@@ -796,10 +796,7 @@ emu_tasks_describe (struct emu_call *c, const struct emu_task_listing *l)
   json_array_foreach (rows, k, row)
     {
       const char *id = emu_row_str (row, "id");
-      bool asked = n_ids == 0;
-      for (size_t i = 0; i < n_ids && !asked; i++)
-        asked = strcmp (ids[i], id) == 0;
-      if (!asked)
+      if (n_ids > 0 && !emu_list_contains (ids, n_ids, id))
         continue;
       json_t *tags = json_object_get (all_tags, id);
       _cleanup_json_ json_t *fields = json_object ();

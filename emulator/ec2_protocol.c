@@ -173,6 +173,15 @@ emu_param_bool (struct emu_call *c, const char *name, bool def, bool *out)
   return 0;
 }
 
+bool
+emu_list_contains (const char *const *list, size_t n, const char *s)
+{
+  for (size_t i = 0; i < n; i++)
+    if (list[i] && strcmp (list[i], s) == 0)
+      return true;
+  return false;
+}
+
 char *
 emu_missing_ids (json_t *rows, const char *const *ids, size_t n)
 {

@@ -56,15 +56,6 @@ account_id_valid (const char *s)
   return strlen (s) == 12 && strspn (s, "0123456789") == 12;
 }
 
-static bool
-list_contains (const char *const *list, size_t n, const char *s)
-{
-  for (size_t i = 0; i < n; i++)
-    if (list[i] && strcmp (list[i], s) == 0)
-      return true;
-  return false;
-}
-
 /* ---- DescribeSnapshots ---- */
 
 static const char *const snapshot_filters[] = {
@@ -178,7 +169,7 @@ op_describe_snapshots (struct emu_call *c)
       json_array_foreach (rows, k, row)
         {
           const char *id = emu_row_str (row, "id");
-          if (n_ids > 0 && !list_contains (ids, n_ids, id))
+          if (n_ids > 0 && !emu_list_contains (ids, n_ids, id))
             continue;
           json_t *tags = json_object_get (all_tags, id);
           _cleanup_json_ json_t *fields = snapshot_filter_fields (row);

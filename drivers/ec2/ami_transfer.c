@@ -272,11 +272,8 @@ static int
 wait_import_task (struct kiln_aws_client *ec2, const char *task_id, struct kiln_image_transfer *t,
                   char **snapshot_id, kiln_error **err)
 {
-  _cleanup_free_ char *what = NULL;
-  if (asprintf (&what, "import task %s", task_id) < 0)
-    abort ();
-  const struct kiln_poll poll = {.what = what, .timeout_seconds = IMPORT_TIMEOUT_SECONDS, .first_ms = 250,
-                                 .max_ms = 5000, .cancel = t->cancel};
+  const struct kiln_poll poll = {.what = "import task", .id = task_id, .timeout_seconds = IMPORT_TIMEOUT_SECONDS,
+                                 .first_ms = 250, .max_ms = 5000, .cancel = t->cancel};
   struct import_poll ip = {.ec2 = ec2, .task_id = task_id};
   if (kiln_poll_until (&poll, import_task_done, &ip, err) < 0)
     return -1;

@@ -310,11 +310,8 @@ instance_in_state (void *opaque, char **state, kiln_error **err)
 static int
 wait_state (struct ec2_instance *e, const char *want, const char *fatal, int timeout_seconds, kiln_error **err)
 {
-  _cleanup_free_ char *what = NULL;
-  if (asprintf (&what, "instance %s (waited for %s)", e->instance_id, want) < 0)
-    abort ();
-  const struct kiln_poll poll = {.what = what, .timeout_seconds = timeout_seconds, .first_ms = 500, .max_ms = 5000,
-                                 .cancel = e->cancel};
+  const struct kiln_poll poll = {.what = "instance", .id = e->instance_id, .timeout_seconds = timeout_seconds,
+                                 .first_ms = 500, .max_ms = 5000, .cancel = e->cancel};
   struct state_poll sp = {e, want, fatal};
   return kiln_poll_until (&poll, instance_in_state, &sp, err);
 }
@@ -348,11 +345,9 @@ agent_online (void *opaque, char **state, kiln_error **err)
 static int
 wait_agent (struct ec2_instance *e, kiln_error **err)
 {
-  _cleanup_free_ char *what = NULL;
-  if (asprintf (&what, "the SSM agent of %s", e->instance_id) < 0)
-    abort ();
-  const struct kiln_poll poll = {.what = what, .timeout_seconds = AGENT_TIMEOUT_SECONDS, .first_ms = 500,
-                                 .max_ms = 5000, .cancel = e->cancel};
+  const struct kiln_poll poll = {.what = "the SSM agent of", .id = e->instance_id,
+                                 .timeout_seconds = AGENT_TIMEOUT_SECONDS, .first_ms = 500, .max_ms = 5000,
+                                 .cancel = e->cancel};
   if (kiln_poll_until (&poll, agent_online, e, err) == 0)
     return 0;
   if ((*err)->code == KILN_ERR_TIMEOUT)
@@ -609,11 +604,9 @@ ec2_reboot (struct kiln_target *t, enum kiln_reboot_outcome *outcome, kiln_error
   xmlFreeDoc (doc);
   if (r < 0)
     return kiln_error_prefix (err, "reboot %s", e->instance_id);
-  _cleanup_free_ char *what = NULL;
-  if (asprintf (&what, "the reboot of %s", e->instance_id) < 0)
-    abort ();
-  const struct kiln_poll poll = {.what = what, .timeout_seconds = REBOOT_TIMEOUT_SECONDS, .first_ms = 1000,
-                                 .max_ms = 5000, .cancel = e->cancel};
+  const struct kiln_poll poll = {.what = "the reboot of", .id = e->instance_id,
+                                 .timeout_seconds = REBOOT_TIMEOUT_SECONDS, .first_ms = 1000, .max_ms = 5000,
+                                 .cancel = e->cancel};
   struct reboot_poll rp = {e, before};
   if (kiln_poll_until (&poll, rebooted, &rp, err) < 0)
     return -1;

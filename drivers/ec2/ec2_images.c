@@ -97,10 +97,7 @@ int
 kiln_ec2_image_wait (struct kiln_aws_client *ec2, const char *image_id, int timeout_seconds,
                      volatile sig_atomic_t *cancel, kiln_error **err)
 {
-  _cleanup_free_ char *what = NULL;
-  if (asprintf (&what, "image %s", image_id) < 0)
-    abort ();
-  const struct kiln_poll poll = {.what = what, .timeout_seconds = timeout_seconds, .first_ms = 250,
+  const struct kiln_poll poll = {.what = "image", .id = image_id, .timeout_seconds = timeout_seconds, .first_ms = 250,
                                  .max_ms = 10000, .cancel = cancel};
   struct id_poll ip = {ec2, image_id};
   return kiln_poll_until (&poll, image_available, &ip, err);
@@ -134,11 +131,8 @@ int
 kiln_ec2_snapshot_wait (struct kiln_aws_client *ec2, const char *snapshot_id, int timeout_seconds,
                         volatile sig_atomic_t *cancel, kiln_error **err)
 {
-  _cleanup_free_ char *what = NULL;
-  if (asprintf (&what, "snapshot %s", snapshot_id) < 0)
-    abort ();
-  const struct kiln_poll poll = {.what = what, .timeout_seconds = timeout_seconds, .first_ms = 100, .max_ms = 5000,
-                                 .cancel = cancel};
+  const struct kiln_poll poll = {.what = "snapshot", .id = snapshot_id, .timeout_seconds = timeout_seconds,
+                                 .first_ms = 100, .max_ms = 5000, .cancel = cancel};
   struct id_poll sp = {ec2, snapshot_id};
   return kiln_poll_until (&poll, snapshot_completed, &sp, err);
 }

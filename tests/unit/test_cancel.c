@@ -68,7 +68,7 @@ static bool
 test_timeout (void)
 {
   struct script s = {0};
-  struct kiln_poll p = {.what = "snapshot snap-1", .timeout_seconds = 0, .first_ms = 1, .max_ms = 4};
+  struct kiln_poll p = {.what = "snapshot", .id = "snap-1", .timeout_seconds = 0, .first_ms = 1, .max_ms = 4};
   _cleanup_error_ kiln_error *err = NULL;
   CHECK (kiln_poll_until (&p, scripted, &s, &err) == -1);
   printf ("# %s\n", kiln_error_message (err));
@@ -91,7 +91,7 @@ test_cancel_cuts_the_pause (void)
   /* The check raises the flag on its second call (as a signal would): the
    * poll stops there, interrupted, instead of pausing on to its timeout. */
   flag = 0;
-  struct kiln_poll p = {.what = "image ami-1", .timeout_seconds = 600, .first_ms = 20, .max_ms = 10000,
+  struct kiln_poll p = {.what = "image", .id = "ami-1", .timeout_seconds = 600, .first_ms = 20, .max_ms = 10000,
                         .cancel = &flag};
   _cleanup_error_ kiln_error *err = NULL;
   CHECK (kiln_poll_until (&p, scripted, &s, &err) == -1);
