@@ -34,7 +34,8 @@ struct build {
   const struct kiln_build_opts *opts;
   struct kiln_rundir *rd;
   char *logs_dir;
-  json_t *stages;            /* [{name, status, seconds, instance?}] */
+  json_t *stages;            /* [{name, status, seconds, instance?, accelerator?}] */
+  json_t *accelerator;       /* what the build instance ran under, or NULL (cloud, fake) */
   struct kiln_instance *inst; /* the instance alive now, if any */
   bool keep;                 /* keep the run directory (keep_on_failure) */
   char build_date[40];       /* {{ imagebuilder:buildDate }} */
@@ -252,6 +253,8 @@ boot (struct build *b, const char *label, const char *image, const char *format,
     .memory_mib = b->opts->memory_mib,
     .disk_size_bytes = disk_size,
     .network = b->opts->network,
+    .accel = b->opts->accel,
+    .cpu_model = b->opts->cpu_model,
     /* userDataOverride is the build instance's, as in Image Builder. */
     .user_data = strcmp (label, "build") == 0 ? b->plan->user_data : NULL,
     .work_dir = work,
@@ -284,6 +287,24 @@ boot (struct build *b, const char *label, const char *image, const char *format,
       t->scratch_dir = strdup (b->plan->working_directory);
     }
   return 0;
+}
+
+/* What a stage records of its instance: its id, and for local hypervisors
+ * the accelerator, CPU model and why (the build instance's also goes to the
+ * top of the manifest). */
+static json_t *
+instance_record (struct build *b, const char *label)
+{
+  json_t *rec = json_pack ("{s:s}", "instance", b->inst->id ? b->inst->id : "");
+  if (b->inst->accel)
+    {
+      json_t *accel = json_pack ("{s:s, s:s?, s:s?}", "name", b->inst->accel, "cpu", b->inst->cpu_model, "reason",
+                                 b->inst->accel_reason);
+      if (strcmp (label, "build") == 0 && b->accelerator == NULL)
+        b->accelerator = json_deep_copy (accel);
+      json_object_set_new (rec, "accelerator", accel);
+    }
+  return rec;
 }
 
 static void
@@ -403,6 +424,8 @@ manifest_add_common (struct build *b, json_t *m)
 {
   json_object_set_new (m, "buildVersion", json_integer (strtol (b->build_version, NULL, 10)));
   json_object_set_new (m, "buildDate", json_string (b->build_date));
+  if (b->accelerator)
+    json_object_set (m, "accelerator", b->accelerator);
   if (b->opts->infrastructure)
     json_object_set_new (m, "infrastructure", kiln_infrastructure_to_json (b->opts->infrastructure));
   if (b->opts->distribution)
@@ -688,7 +711,7 @@ run_stages (struct build *b, struct kiln_build_result *res, kiln_error **err)
       stage_done (b, "build", "failed", t0, NULL);
       return kiln_error_prefix (err, "build stage");
     }
-  json_t *build_extra = json_pack ("{s:s}", "instance", b->inst->id ? b->inst->id : "");
+  json_t *build_extra = instance_record (b, "build");
   say (b, "[build] shutting the instance down");
   if (kiln_instance_shutdown (b->inst, SHUTDOWN_TIMEOUT, err) < 0)
     {
@@ -742,7 +765,7 @@ run_stages (struct build *b, struct kiln_build_result *res, kiln_error **err)
             delete_cloud_image (b, captured, NULL);
           return kiln_error_prefix (err, "test stage");
         }
-      json_t *extra = json_pack ("{s:s}", "instance", b->inst->id ? b->inst->id : "");
+      json_t *extra = instance_record (b, "test");
       drop_instance (b);
       stage_done (b, "test", "success", t0, extra);
     }
@@ -821,6 +844,7 @@ out:
   free (b.home_region);
   kiln_rundir_release (b.rd, b.keep);
   json_decref (b.stages);
+  json_decref (b.accelerator);
   free (b.logs_dir);
   res->ok = r == 0;
   return r;

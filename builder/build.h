@@ -38,6 +38,10 @@ struct kiln_build_opts {
   int vcpus;                 /* 0: driver default */
   uint64_t memory_mib;       /* 0: driver default */
   bool network;              /* give instances a network */
+  /* Local hypervisor drivers: --accel (auto, kvm, tcg; NULL: $KILN_ACCEL,
+   * else auto) and --cpu (NULL: the accelerator's model). */
+  const char *accel;
+  const char *cpu_model;
   int boot_timeout_seconds;  /* 0: 600 */
   FILE *progress;            /* stage and step progress; NULL: none */
   /* Cloud drivers (ec2): account and infrastructure settings; NULL for

@@ -16,6 +16,7 @@ int kiln_cmd_image (int argc, char **argv);
 int kiln_cmd_image_convert (int argc, char **argv);
 int kiln_cmd_image_import (int argc, char **argv);
 int kiln_cmd_image_export (int argc, char **argv);
+int kiln_cmd_doctor (int argc, char **argv);
 
 /* Exit statuses shared by the subcommands. */
 #define KILN_EXIT_OK 0

@@ -17,6 +17,7 @@
 #include "cleanup.h"
 #include "cli.h"
 #include "driver.h"
+#include "accel/accel.h"
 #include "recipe.h"
 #include "rundir.h"
 
@@ -29,11 +30,15 @@ build_usage (FILE *out)
            "                  [--boot-timeout SECONDS] [--plan]\n"
            "                  [--endpoint-url URL] [--region REGION] [--profile NAME] [--instance-type TYPE]\n"
            "                  [--infrastructure FILE] [--distribution FILE] [--import DRIVER]\n"
+           "                  [--accel auto|kvm|tcg] [--cpu MODEL]\n"
            "--plan prints the build plan (JSON) and builds nothing.\n"
            "--no-network: instances get no network interface (by default they have user-mode networking).\n"
            "--infrastructure and --distribution take Image Builder's infrastructure and distribution\n"
            "configurations (YAML or JSON, the API's field names); flags win over them.\n"
            "--import ec2: a local build also ends as an AMI, imported and distributed there.\n"
+           "--accel (default $KILN_ACCEL, else auto): auto uses KVM where a probe shows it runs guests\n"
+           "faster than TCG (see kiln doctor); kvm is KVM or an error; tcg never touches /dev/kvm.\n"
+           "--cpu MODEL: a fixed QEMU CPU model instead of host (KVM) or max (TCG).\n"
            "--endpoint-url, --region, --profile and --instance-type: the ec2 driver (AWS, or kiln-emulator).\n"
            "drivers: %s (default qemu); output directory default: kiln-output\n",
            kiln_driver_names ());
@@ -60,11 +65,13 @@ kiln_cmd_build (int argc, char **argv)
     {"infrastructure", required_argument, NULL, 'F'},
     {"distribution", required_argument, NULL, 'D'},
     {"import", required_argument, NULL, 'M'},
+    {"accel", required_argument, NULL, 'A'},
+    {"cpu", required_argument, NULL, 'C'},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
   };
   const char *driver_name = "qemu", *output = "kiln-output", *format = "qcow2";
-  const char *infra_path = NULL, *dist_path = NULL, *import_name = NULL;
+  const char *infra_path = NULL, *dist_path = NULL, *import_name = NULL, *accel = NULL, *cpu = NULL;
   bool keep = false, json_out = false, network = true, plan_only = false, format_given = false;
   struct kiln_cloud_settings cloud = {0};
   long vcpus = 0, memory = 0, boot_timeout = 0;
@@ -105,6 +112,12 @@ kiln_cmd_build (int argc, char **argv)
           break;
         case 'M':
           import_name = optarg;
+          break;
+        case 'A':
+          accel = optarg;
+          break;
+        case 'C':
+          cpu = optarg;
           break;
         case 'k':
           keep = true;
@@ -165,6 +178,18 @@ kiln_cmd_build (int argc, char **argv)
                    import_driver ? "" : "')");
           return KILN_EXIT_USAGE;
         }
+    }
+  enum kiln_accel_mode accel_mode;
+  if ((accel || cpu) && driver->cloud_images)
+    {
+      fprintf (stderr, "kiln build: --accel and --cpu apply to local hypervisor drivers, not to %s\n",
+               driver->name);
+      return KILN_EXIT_USAGE;
+    }
+  if (!driver->cloud_images && kiln_accel_mode_parse (accel, &accel_mode, &e) < 0)
+    {
+      fprintf (stderr, "kiln build: %s\n", kiln_error_message (e));
+      return KILN_EXIT_USAGE;
     }
   enum kiln_image_format fmt;
   if (kiln_image_format_parse (format, &fmt, &e) < 0)
@@ -263,6 +288,8 @@ kiln_cmd_build (int argc, char **argv)
     .vcpus = (int) vcpus,
     .memory_mib = (uint64_t) memory,
     .network = network,
+    .accel = accel,
+    .cpu_model = cpu,
     .boot_timeout_seconds = (int) boot_timeout,
     .progress = stderr,
     .cancel = &kiln_cli_cancel,

@@ -57,28 +57,6 @@ images_dir (void)
   return KILN_DATA_DIR "/images";
 }
 
-static int
-cache_dir (char **out, kiln_error **err)
-{
-  const char *xdg = getenv ("XDG_CACHE_HOME");
-  const char *home = getenv ("HOME");
-  char *dir = NULL;
-  if (xdg && *xdg)
-    {
-      if (asprintf (&dir, "%s/kiln", xdg) < 0)
-        abort ();
-    }
-  else if (asprintf (&dir, "%s/.cache/kiln", home && *home ? home : "/var/cache") < 0)
-    abort ();
-  if (kiln_mkdir_p (dir, 0755, err) < 0)
-    {
-      free (dir);
-      return -1;
-    }
-  *out = dir;
-  return 0;
-}
-
 /* Appends "RELATIVE-NAME\n" and the contents of every regular file under
  * dir (names starting with '.' skipped), in name order, descending into
  * folders (tiny keeps its root file system's files in rootfs/). */
@@ -263,7 +241,7 @@ bootstrap (int argc, char **argv)
   _cleanup_free_ char *cached = NULL;
   _cleanup_free_ char *debs = NULL;
   char hash[17];
-  if (cache_dir (&cache, &e) < 0 || definition_hash (def, hash, &e) < 0)
+  if (kiln_cache_dir (&cache, &e) < 0 || definition_hash (def, hash, &e) < 0)
     {
       fprintf (stderr, "kiln image bootstrap: %s\n", kiln_error_message (e));
       return KILN_EXIT_FAILED;

@@ -29,13 +29,17 @@ usage (FILE *out)
          "                [--log-directory DIR] [--state-directory DIR] [--execution-id ID]\n"
          "                              run component documents on this host, as awstoe run does\n"
          "  build RECIPE [--driver qemu] [--output DIR] [--format qcow2|raw|vmdk|vhd|vhdx]\n"
-         "               [--keep-on-failure] [--json]\n"
+         "               [--keep-on-failure] [--json] [--accel auto|kvm|tcg] [--cpu MODEL]\n"
          "                              build an image from an Image Builder recipe\n"
          "  image bootstrap NAME [--output FILE]\n"
          "                              build a base image from images/NAME\n"
+         "  doctor [--accel auto|kvm|tcg] [--reprobe]\n"
+         "                              what kiln finds on this host: QEMU, the accelerator and why,\n"
+         "                              libvirt, libguestfs, skopeo, cache and runtime directories\n"
          "  version                     print kiln's version\n"
          "\n"
-         "Set KILN_LOG=debug|info|warn|error for more or fewer diagnostics.\n",
+         "Set KILN_LOG=debug|info|warn|error for more or fewer diagnostics, and\n"
+         "KILN_ACCEL=auto|kvm|tcg for the accelerator guests run under (as --accel).\n",
          out);
 }
 
@@ -90,6 +94,8 @@ main (int argc, char **argv)
     return kiln_cmd_build (sub_argc, sub_argv);
   if (strcmp (cmd, "image") == 0)
     return kiln_cmd_image (sub_argc, sub_argv);
+  if (strcmp (cmd, "doctor") == 0)
+    return kiln_cmd_doctor (sub_argc, sub_argv);
   if (strcmp (cmd, "version") == 0)
     {
       puts ("kiln " KILN_VERSION);

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "cleanup.h"
+#include "xalloc.h"
 
 int
 kiln_read_file (const char *path, struct kiln_buf *out, kiln_error **err)
@@ -221,4 +222,17 @@ kiln_unlink_freep (char **path)
       errno = saved;
       free (*path);
     }
+}
+
+int
+kiln_cache_dir (char **out, kiln_error **err)
+{
+  const char *xdg = getenv ("XDG_CACHE_HOME");
+  const char *home = getenv ("HOME");
+  _cleanup_free_ char *dir = xdg && *xdg ? kiln_xasprintf ("%s/kiln", xdg)
+                                         : kiln_xasprintf ("%s/.cache/kiln", home && *home ? home : "/var/cache");
+  if (kiln_mkdir_p (dir, 0755, err) < 0)
+    return -1;
+  *out = kiln_steal_pointer (&dir);
+  return 0;
 }

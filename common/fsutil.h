@@ -18,6 +18,10 @@ int kiln_write_all (int fd, const void *data, size_t len);
 /* Writes data to path through a temporary file in the same directory, fsync
  * and rename. */
 int kiln_write_file_atomic (const char *path, const void *data, size_t len, mode_t mode, kiln_error **err);
+/* kiln's cache directory, made if missing: $XDG_CACHE_HOME/kiln, else
+ * $HOME/.cache/kiln, else /var/cache/.cache/kiln (malloc'd).  Base images,
+ * downloaded packages and the accelerator probe's verdict live there. */
+int kiln_cache_dir (char **out, kiln_error **err);
 /* mkdir -p; existing directories are fine. */
 int kiln_mkdir_p (const char *path, mode_t mode, kiln_error **err);
 /* rm -rf without following symbolic links; a missing path is fine. */

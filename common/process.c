@@ -771,3 +771,23 @@ kiln_strv_push (char ***v, const char *s)
   grown[n + 1] = NULL;
   *v = grown;
 }
+
+char *
+kiln_find_program (const char *name)
+{
+  if (name == NULL || *name == '\0')
+    return NULL;
+  if (strchr (name, '/'))
+    return access (name, X_OK) == 0 ? kiln_xstrdup (name) : NULL;
+  const char *path = getenv ("PATH");
+  _cleanup_free_ char *copy = kiln_xstrdup (path ? path : "/usr/bin:/bin");
+  char *save = NULL;
+  for (char *dir = strtok_r (copy, ":", &save); dir; dir = strtok_r (NULL, ":", &save))
+    {
+      char *full = kiln_xasprintf ("%s/%s", dir, name);
+      if (access (full, X_OK) == 0)
+        return full;
+      free (full);
+    }
+  return NULL;
+}

@@ -85,6 +85,11 @@ int kiln_process_spawn (const struct kiln_process_spawn_spec *spec, pid_t *pid, 
  * deadline, -1 with errno set when pid is not a child of ours (ECHILD). */
 int kiln_process_wait_exit (pid_t pid, int timeout_ms, int *status);
 
+/* Where execvp would find name: name itself when it holds a '/' and is
+ * executable, else the first executable DIR/name on $PATH (/usr/bin:/bin
+ * when unset); malloc'd, or NULL when there is none. */
+char *kiln_find_program (const char *name);
+
 /* Builds a NULL-terminated argv/env vector from strings (copies). */
 char **kiln_strv_new (const char *first, ...) __attribute__ ((sentinel));
 size_t kiln_strv_length (char *const *v);

@@ -3,6 +3,8 @@
 #ifndef KILN_COMMON_XALLOC_H
 #define KILN_COMMON_XALLOC_H
 
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -32,6 +34,21 @@ kiln_xcalloc (size_t n, size_t size)
 {
   void *r = calloc (n ? n : 1, size ? size : 1);
   if (r == NULL)
+    abort ();
+  return r;
+}
+
+/* A formatted string, malloc'd (asprintf that cannot fail). */
+static inline char *kiln_xasprintf (const char *fmt, ...) __attribute__ ((format (printf, 1, 2)));
+static inline char *
+kiln_xasprintf (const char *fmt, ...)
+{
+  char *r = NULL;
+  va_list ap;
+  va_start (ap, fmt);
+  int n = vasprintf (&r, fmt, ap);
+  va_end (ap);
+  if (n < 0)
     abort ();
   return r;
 }

@@ -262,6 +262,9 @@ kiln_instance_destroy (struct kiln_instance *inst)
   free (inst->name);
   free (inst->id);
   free (inst->location);
+  free (inst->accel);
+  free (inst->cpu_model);
+  free (inst->accel_reason);
   free (inst);
 }
 

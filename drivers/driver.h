@@ -59,6 +59,11 @@ struct kiln_instance_spec {
   uint64_t memory_mib;         /* 0: driver default */
   uint64_t disk_size_bytes;    /* grow the instance's disk to this size; 0: as the parent */
   bool network;                /* give the guest a (user-mode) network */
+  /* Local hypervisors (qemu): "auto", "kvm" or "tcg" (accel/accel.h; NULL:
+   * $KILN_ACCEL, else auto), and a -cpu model that replaces the one the
+   * accelerator would use (NULL: host for KVM, max for TCG). */
+  const char *accel;
+  const char *cpu_model;
   const char *user_data;       /* passed to the guest where the driver can, or NULL */
   const char *work_dir;        /* an existing directory the instance may fill (overlays,
                                   sockets, logs); removed by the caller after destroy */
@@ -219,6 +224,11 @@ struct kiln_instance {
   char *id;                    /* the driver's id for it (pid, domain name, i-...) once known */
   char *location;              /* where it runs when that is a choice (a cloud region), or NULL */
   struct kiln_target target;   /* ops = driver->target_ops, priv = the instance */
+  /* Local hypervisors, once started: "kvm" or "tcg", the CPU model and why
+   * that accelerator (for the manifest); NULL elsewhere.  malloc'd. */
+  char *accel;
+  char *cpu_model;
+  char *accel_reason;
   bool started;
   bool destroyed;
 };

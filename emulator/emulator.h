@@ -56,6 +56,8 @@ struct kiln_emu {
   char *data_dir;           /* disks and instance directories: state_dir, or a temporary one */
   bool own_data_dir;        /* data_dir is temporary and removed at exit */
   enum emu_instances_mode instances;
+  const char *accel;        /* qemu instances: --accel (NULL: $KILN_ACCEL, else auto) */
+  const char *cpu_model;    /* and --cpu (NULL: the accelerator's model) */
   time_t fixed_now;         /* tests: the clock; 0 = real time */
   unsigned long long id_seed; /* tests: deterministic ids when non-zero */
 

@@ -25,6 +25,8 @@
 #include "log.h"
 #include "server.h"
 #include "store.h"
+#include "accel/accel.h"
+#include "process.h"
 #include "vmhost.h"
 #include "xalloc.h"
 
@@ -33,33 +35,17 @@ usage (FILE *f)
 {
   fputs ("usage: kiln-emulator [--listen HOST:PORT] [--state-dir DIR] [--instances qemu|mock]\n"
          "                     [--accounts FILE] [--threads N] [--log-level LEVEL]\n"
+         "                     [--accel auto|kvm|tcg] [--cpu MODEL]\n"
          "       kiln-emulator import-image FILE --name NAME --state-dir DIR [--region REGION]\n"
          "                     [--account ID] [--public]\n"
          "\n"
          "An offline AWS endpoint for EC2 and SSM (SigV4 checked) whose instances are QEMU\n"
          "guests.  Defaults: --listen " EMU_DEFAULT_LISTEN ", state in memory, --instances qemu\n"
          "when qemu-system-x86_64 is installed (else mock), accounts test/test (000000000000)\n"
-         "and test2/test2 (111111111111).\n",
+         "and test2/test2 (111111111111).  --accel (default $KILN_ACCEL, else auto) and --cpu:\n"
+         "what qemu instances run under, as for kiln build (auto: KVM only where a probe shows\n"
+         "it runs guests faster than TCG).\n",
          f);
-}
-
-static bool
-program_on_path (const char *name)
-{
-  const char *path = getenv ("PATH");
-  if (path == NULL)
-    path = "/usr/bin:/bin";
-  _cleanup_free_ char *copy = kiln_xstrdup (path);
-  char *save = NULL;
-  for (char *dir = strtok_r (copy, ":", &save); dir; dir = strtok_r (NULL, ":", &save))
-    {
-      _cleanup_free_ char *full = NULL;
-      if (asprintf (&full, "%s/%s", dir, name) < 0)
-        abort ();
-      if (access (full, X_OK) == 0)
-        return true;
-    }
-  return false;
 }
 
 static void
@@ -146,9 +132,11 @@ serve (int argc, char **argv)
     {"instances", required_argument, NULL, 'i'}, {"accounts", required_argument, NULL, 'a'},
     {"threads", required_argument, NULL, 't'},   {"log-level", required_argument, NULL, 'L'},
     {"help", no_argument, NULL, 'h'},            {"version", no_argument, NULL, 'V'},
+    {"accel", required_argument, NULL, 'A'},     {"cpu", required_argument, NULL, 'C'},
     {NULL, 0, NULL, 0},
   };
   const char *listen = EMU_DEFAULT_LISTEN, *state_dir = NULL, *instances = NULL, *accounts = NULL;
+  const char *accel = NULL, *cpu = NULL;
   unsigned threads = 4;
   int c;
   while ((c = getopt_long (argc, argv, "", opts, NULL)) != -1)
@@ -158,6 +146,8 @@ serve (int argc, char **argv)
       case 's': state_dir = optarg; break;
       case 'i': instances = optarg; break;
       case 'a': accounts = optarg; break;
+      case 'A': accel = optarg; break;
+      case 'C': cpu = optarg; break;
       case 't':
         threads = (unsigned) strtoul (optarg, NULL, 10);
         if (threads == 0 || threads > 256)
@@ -188,12 +178,13 @@ serve (int argc, char **argv)
       return 2;
     }
 
-  struct kiln_emu emu = {0};
+  struct kiln_emu emu = {.accel = accel, .cpu_model = cpu};
   if (instances == NULL)
     {
-      emu.instances = program_on_path ("qemu-system-x86_64") ? EMU_INSTANCES_QEMU : EMU_INSTANCES_MOCK;
+      _cleanup_free_ char *qemu = kiln_find_program (kiln_accel_qemu_binary ());
+      emu.instances = qemu ? EMU_INSTANCES_QEMU : EMU_INSTANCES_MOCK;
       if (emu.instances == EMU_INSTANCES_MOCK)
-        kiln_log_warn ("qemu-system-x86_64 is not installed: instances are mock (no guests)");
+        kiln_log_warn ("%s is not installed: instances are mock (no guests)", kiln_accel_qemu_binary ());
     }
   else if (strcmp (instances, "qemu") == 0)
     emu.instances = EMU_INSTANCES_QEMU;
@@ -204,6 +195,24 @@ serve (int argc, char **argv)
       fprintf (stderr, "kiln-emulator: --instances is qemu or mock, not '%s'\n", instances);
       return 2;
     }
+  /* The accelerator is decided before serving: the probe runs once, and
+   * --accel kvm where KVM is unusable stops here, saying why. */
+  struct kiln_accel_choice accel_choice = {0};
+  {
+    enum kiln_accel_mode mode;
+    _cleanup_error_ kiln_error *accel_err = NULL;
+    if (kiln_accel_mode_parse (accel, &mode, &accel_err) < 0)
+      {
+        fprintf (stderr, "kiln-emulator: %s\n", kiln_error_message (accel_err));
+        return 2;
+      }
+    if (emu.instances == EMU_INSTANCES_QEMU
+        && kiln_accel_resolve (mode, NULL, cpu, &accel_choice, NULL, &accel_err) < 0)
+      {
+        fprintf (stderr, "kiln-emulator: %s\n", kiln_error_message (accel_err));
+        return 1;
+      }
+  }
 
   /* Signals are taken synchronously below; every thread started from here
    * on inherits the mask. */
@@ -239,8 +248,10 @@ serve (int argc, char **argv)
   vmhost_started = true;
   if (emu_server_start (&emu, listen, threads, &server, &url, &err) < 0)
     goto out;
-  printf ("kiln-emulator: listening on %s (instances: %s, state: %s)\n", url,
-          emu.instances == EMU_INSTANCES_QEMU ? "qemu" : "mock", emu.state_dir ? emu.state_dir : "in memory");
+  printf ("kiln-emulator: listening on %s (instances: %s%s%s, state: %s)\n", url,
+          emu.instances == EMU_INSTANCES_QEMU ? "qemu" : "mock", emu.instances == EMU_INSTANCES_QEMU ? " under " : "",
+          emu.instances == EMU_INSTANCES_QEMU ? kiln_accel_name (accel_choice.accel) : "",
+          emu.state_dir ? emu.state_dir : "in memory");
   fflush (stdout);
 
   int sig = 0;

@@ -169,6 +169,8 @@ guest_up (struct vm *vm, bool create_only, kiln_error **err)
     .vcpus = type ? type->vcpus : 1,
     .memory_mib = type ? (uint64_t) type->memory_mib : 1024,
     .network = true,
+    .accel = emu->accel,
+    .cpu_model = emu->cpu_model,
     .work_dir = vm->dir,
     .console_log = console,
     .cancel = &vm->cancel,

@@ -13,7 +13,10 @@
  * Unix socket paths are limited to 107 bytes; when the work directory is too
  * deep for that, the sockets go to a fresh directory under /tmp instead.
  *
- * Start spawns QEMU (TCG unless /dev/kvm is usable), connects QMP, then
+ * Start spawns QEMU under the accelerator kiln_accel_resolve chose (KVM
+ * only where a probe showed it runs guests faster than TCG; see
+ * accel/accel.h; an auto choice of KVM whose QEMU still dies before QMP
+ * answers is demoted and the guest started again under TCG), connects QMP, then
  * syncs with the guest agent until it answers: that is "booted".  If QEMU
  * exits first, the error carries the end of the console log, which holds
  * QEMU's complaint or the guest's last words.
@@ -47,12 +50,12 @@
 #include "fsutil.h"
 #include "log.h"
 #include "process.h"
+#include "accel/accel.h"
 #include "qemu/qemu_argv.h"
 #include "qemu/qga.h"
 #include "qemu/qmp.h"
 #include "xalloc.h"
 
-#define QEMU_BINARY "qemu-system-x86_64"
 #define QEMU_IMG "qemu-img"
 #define DEFAULT_VCPUS 2
 #define DEFAULT_MEMORY_MIB 1024
@@ -89,6 +92,8 @@ struct qemu_instance {
   int vcpus;
   uint64_t memory_mib;
   bool network;
+  enum kiln_accel_mode accel_mode;
+  char *cpu_override;    /* --cpu, or NULL */
   int boot_timeout_ms;   /* start's timeout, reused for reboots */
   pid_t pid;             /* QEMU while it runs (not yet reaped), else 0 */
   bool detach;           /* QEMU may outlive kiln (keep-on-failure) */
@@ -274,6 +279,9 @@ qemu_create (struct kiln_instance *inst, const struct kiln_instance_spec *spec, 
   q->detach = spec->detach;
   q->persistent_disk = spec->persistent_disk;
   q->cancel = spec->cancel;
+  if (kiln_accel_mode_parse (spec->accel, &q->accel_mode, err) < 0)
+    return -1;
+  q->cpu_override = spec->cpu_model && *spec->cpu_model ? kiln_xstrdup (spec->cpu_model) : NULL;
 
   /* "/qmp.sock" is the longest name that goes in the socket directory. */
   size_t sun_path_max = sizeof ((struct sockaddr_un *) 0)->sun_path - 1;
@@ -455,20 +463,19 @@ make_scratch_dir (struct kiln_instance *inst, kiln_error **err)
   return 0;
 }
 
+/* Spawns QEMU with the chosen accelerator and waits until QMP answers.
+ * Returns 1 (with err) when QEMU ended before QMP answered: what an
+ * accelerator that cannot run guests does. */
 static int
-start_qemu (struct kiln_instance *inst, int timeout_ms, kiln_error **err)
+launch_qemu (struct kiln_instance *inst, const struct kiln_accel_choice *choice, int64_t deadline, kiln_error **err)
 {
   struct qemu_instance *q = inst->priv;
-  int64_t started_at = kiln_qemu_now_ms ();
-  int64_t deadline = started_at + timeout_ms;
-
-  _cleanup_free_ char *name = NULL;
-  if (asprintf (&name, "kiln-%s", inst->name) < 0)
-    abort ();
+  _cleanup_free_ char *name = kiln_xasprintf ("kiln-%s", inst->name);
   struct kiln_qemu_config cfg = {
-    .binary = QEMU_BINARY,
+    .binary = kiln_accel_qemu_binary (),
     .name = name,
-    .accel = kiln_qemu_kvm_usable () ? KILN_QEMU_ACCEL_KVM : KILN_QEMU_ACCEL_TCG,
+    .accel = choice->accel,
+    .cpu = choice->cpu,
     .vcpus = q->vcpus,
     .memory_mib = q->memory_mib,
     .disk_path = q->overlay,
@@ -489,35 +496,78 @@ start_qemu (struct kiln_instance *inst, int timeout_ms, kiln_error **err)
     .argv = argv, .stdout_path = q->console_path, .stderr_path = q->console_path, .outlive_parent = q->detach};
   if (kiln_process_spawn (&spawn, &q->pid, err) < 0)
     return -1;
-  kiln_log_debug ("qemu: %s: started QEMU %d (%s)", inst->name, (int) q->pid, kiln_qemu_accel_name (cfg.accel));
+  kiln_log_debug ("qemu: %s: started QEMU %d (%s, -cpu %s)", inst->name, (int) q->pid, kiln_accel_name (cfg.accel),
+                  cfg.cpu);
   char pid_text[32];
   int n = snprintf (pid_text, sizeof pid_text, "%d\n", (int) q->pid);
   if (kiln_write_file_atomic (q->pid_path, pid_text, (size_t) n, 0644, err) < 0)
     return -1;
   free (inst->id);
-  if (asprintf (&inst->id, "qemu-%d", (int) q->pid) < 0)
-    abort ();
+  inst->id = kiln_xasprintf ("qemu-%d", (int) q->pid);
 
   /* QMP: QEMU creates its sockets early, but not at once. */
   for (;;)
     {
       int status = 0;
       if (!qemu_running (q, &status))
-        return exited_early (q, status, "before QMP answered", err);
+        return exited_early (q, status, "before QMP answered", err), 1;
       int left = left_ms (deadline);
       _cleanup_error_ kiln_error *qmp_err = NULL;
       if (kiln_qmp_connect (q->qmp_path, left < 1000 ? left : 1000, &q->qmp, &qmp_err) == 0)
-        break;
+        return 0;
       if (left == 0 || qmp_err->code != KILN_ERR_TIMEOUT)
         {
           /* QMP closing on us is QEMU on its way out (e.g. its disk would
            * not open): give it a moment to be reaped and tell that. */
           if (qemu_ended (q, qmp_err->code == KILN_ERR_TIMEOUT ? 0 : 2000, &status))
-            return exited_early (q, status, "before QMP answered", err);
+            return exited_early (q, status, "before QMP answered", err), 1;
           kiln_error_move (err, &qmp_err);
           return kiln_error_prefix (err, "connect to QMP");
         }
     }
+}
+
+/* Records on the instance what it runs under, for the build manifest. */
+static void
+note_accel (struct kiln_instance *inst, const struct kiln_accel_choice *choice)
+{
+  free (inst->accel);
+  free (inst->cpu_model);
+  free (inst->accel_reason);
+  inst->accel = kiln_xstrdup (kiln_accel_name (choice->accel));
+  inst->cpu_model = kiln_xstrdup (choice->cpu);
+  inst->accel_reason = kiln_xstrdup (choice->reason);
+}
+
+static int
+start_qemu (struct kiln_instance *inst, int timeout_ms, kiln_error **err)
+{
+  struct qemu_instance *q = inst->priv;
+  int64_t started_at = kiln_qemu_now_ms ();
+  int64_t deadline = started_at + timeout_ms;
+
+  struct kiln_accel_choice choice;
+  if (kiln_accel_resolve (q->accel_mode, NULL, q->cpu_override, &choice, NULL, err) < 0)
+    return -1;
+  int r = launch_qemu (inst, &choice, deadline, err);
+  if (r == 1 && choice.accel == KILN_ACCEL_KVM && q->accel_mode == KILN_ACCEL_MODE_AUTO)
+    {
+      /* The probe passed, yet this guest does not start under KVM: the
+       * verdict is demoted (for later builds too) and the guest started
+       * once more under TCG. */
+      const char *msg = kiln_error_message (*err);
+      _cleanup_free_ char *why = kiln_xasprintf ("a guest did not start under kvm after the probe passed: %.*s",
+                                                 (int) strcspn (msg, ";\n"), msg);
+      kiln_log_warn ("qemu: %s: %s; starting it again under tcg", inst->name, why);
+      kiln_accel_demote (NULL, why);
+      kiln_error_freep (err);
+      if (kiln_accel_resolve (q->accel_mode, NULL, q->cpu_override, &choice, NULL, err) < 0)
+        return -1;
+      r = launch_qemu (inst, &choice, deadline, err);
+    }
+  if (r != 0)
+    return -1;
+  note_accel (inst, &choice);
   /* QEMU made this socket with QMP's, before QMP answered: no long wait. */
   int left = left_ms (deadline);
   if (kiln_qga_connect (q->qga_path, left < 5000 ? left : 5000, &q->qga, err) < 0)
@@ -533,8 +583,8 @@ start_qemu (struct kiln_instance *inst, int timeout_ms, kiln_error **err)
   if (wait_for_agent (q, deadline, timeout_ms, "while the guest booted", err) < 0)
     return -1;
   int64_t booted_at = kiln_qemu_now_ms ();
-  kiln_log_info ("qemu: %s: the guest agent answered %.1f s after start", inst->name,
-                 (double) (booted_at - started_at) / 1000.0);
+  kiln_log_info ("qemu: %s: the guest agent answered %.1f s after start (%s)", inst->name,
+                 (double) (booted_at - started_at) / 1000.0, kiln_accel_name (choice.accel));
   return make_scratch_dir (inst, err);
 }
 
@@ -932,6 +982,7 @@ free_paths (struct qemu_instance *q)
   free (q->qga_path);
   free (q->pid_path);
   free (q->console_path);
+  free (q->cpu_override);
   q->sock_dir = q->overlay = q->qmp_path = q->qga_path = q->pid_path = q->console_path = NULL;
 }
 

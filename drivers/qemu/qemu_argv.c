@@ -28,22 +28,6 @@
 #include "cleanup.h"
 #include "process.h"
 
-const char *
-kiln_qemu_accel_name (enum kiln_qemu_accel accel)
-{
-  return accel == KILN_QEMU_ACCEL_KVM ? "kvm" : "tcg";
-}
-
-bool
-kiln_qemu_kvm_usable (void)
-{
-  int fd = open ("/dev/kvm", O_RDWR | O_CLOEXEC);
-  if (fd < 0)
-    return false;
-  close (fd);
-  return true;
-}
-
 /* Appends s to b with each ',' doubled: inside a QEMU option value a single
  * comma would start the next option. */
 static void
@@ -98,7 +82,7 @@ kiln_qemu_build_argv (const struct kiln_qemu_config *cfg, char ***out, kiln_erro
     return kiln_fail_invalid (err, "QEMU configuration: memory %" PRIu64 " MiB is out of range (16 MiB to 16 TiB)",
                               cfg->memory_mib);
 
-  bool kvm = cfg->accel == KILN_QEMU_ACCEL_KVM;
+  bool kvm = cfg->accel == KILN_ACCEL_KVM;
   const char *cpu = cfg->cpu ? cfg->cpu : kvm ? "host" : "max";
   char number[32];
   _cleanup_strv_ char **argv = kiln_strv_new (cfg->binary, NULL);
@@ -109,7 +93,7 @@ kiln_qemu_build_argv (const struct kiln_qemu_config *cfg, char ***out, kiln_erro
   kiln_strv_push (&argv, "-no-user-config");
   push_pair (&argv, "-display", "none");
   push_pair (&argv, "-machine", cfg->machine ? cfg->machine : "q35");
-  push_pair (&argv, "-accel", kiln_qemu_accel_name (cfg->accel));
+  push_pair (&argv, "-accel", kiln_accel_name (cfg->accel));
   push_pair (&argv, "-cpu", cpu);
   snprintf (number, sizeof number, "%d", cfg->vcpus);
   push_pair (&argv, "-smp", number);

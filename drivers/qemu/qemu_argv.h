@@ -3,25 +3,22 @@
  *
  * Everything that decides how a guest is started lives in the config struct,
  * so the command line can be golden-tested (tests/data/qemu-argv) and read in
- * one place.  Facts about the host (is KVM usable?) are looked up by the
- * caller and passed in; kiln_qemu_build_argv() itself reads nothing. */
+ * one place.  Facts about the host (which accelerator runs guests here) are
+ * found by the caller and passed in; kiln_qemu_build_argv() itself reads
+ * nothing. */
 #ifndef KILN_DRIVERS_QEMU_ARGV_H
 #define KILN_DRIVERS_QEMU_ARGV_H
 
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "accel/accel.h"
 #include "error.h"
-
-enum kiln_qemu_accel {
-  KILN_QEMU_ACCEL_TCG,  /* software emulation: works everywhere, slowly */
-  KILN_QEMU_ACCEL_KVM,  /* hardware virtualization through /dev/kvm */
-};
 
 struct kiln_qemu_config {
   const char *binary;        /* "qemu-system-x86_64" */
   const char *name;          /* -name, for ps and QEMU's messages */
-  enum kiln_qemu_accel accel;
+  enum kiln_accel accel;      /* decided by the caller (accel/accel.h) */
   const char *machine;       /* NULL: "q35" */
   const char *cpu;           /* NULL: "host" with KVM, "max" with TCG */
   int vcpus;                 /* >= 1 */
@@ -38,10 +35,5 @@ struct kiln_qemu_config {
  * (free with kiln_strv_free).  Fails with KILN_ERR_INVALID on a missing or
  * out-of-range field, naming it. */
 int kiln_qemu_build_argv (const struct kiln_qemu_config *cfg, char ***argv, kiln_error **err);
-
-/* True when /dev/kvm can be opened for reading and writing. */
-bool kiln_qemu_kvm_usable (void);
-
-const char *kiln_qemu_accel_name (enum kiln_qemu_accel accel);
 
 #endif

@@ -48,7 +48,7 @@ config_from_json (json_t *config, struct kiln_qemu_config *cfg)
   memset (cfg, 0, sizeof *cfg);
   const char *accel = string_field (config, "accel");
   if (accel && strcmp (accel, "kvm") == 0)
-    cfg->accel = KILN_QEMU_ACCEL_KVM;
+    cfg->accel = KILN_ACCEL_KVM;
   else if (accel && strcmp (accel, "tcg") != 0)
     return -1;
   cfg->binary = string_field (config, "binary");
