@@ -76,20 +76,29 @@ member_index (const char *name, const char *prefix, size_t prefix_len, const cha
   return n;
 }
 
+/* A list member found among the parameters: its index and value. */
+struct member {
+  long k;
+  const char *value;
+};
+
 static int
-compare_long (const void *a, const void *b)
+compare_member (const void *a, const void *b)
 {
-  long x = *(const long *) a, y = *(const long *) b;
+  long x = ((const struct member *) a)->k, y = ((const struct member *) b)->k;
   return (x > y) - (x < y);
 }
 
 /* The distinct indices N of PREFIX.N names; when whole, only names that end
- * at N (list members), else only names that continue with '.' (structures). */
+ * at N (list members), else only names that continue with '.' (structures).
+ * When values is non-NULL and whole, (*values)[i] is the value of member
+ * idx[i], taken from the parameter itself: never a second lookup that could
+ * miss.  Names are canonical (decode_params), so each N appears once. */
 static long *
-collect_indices (struct emu_call *c, const char *prefix, bool whole, size_t *n_out)
+collect_indices (struct emu_call *c, const char *prefix, bool whole, size_t *n_out, const char ***values)
 {
   size_t prefix_len = strlen (prefix);
-  long *idx = NULL;
+  struct member *found = NULL;
   size_t n = 0;
   for (size_t i = 0; i < c->n_params; i++)
     {
@@ -97,17 +106,25 @@ collect_indices (struct emu_call *c, const char *prefix, bool whole, size_t *n_o
       long k = member_index (c->params[i].name, prefix, prefix_len, &rest);
       if (k == 0 || (whole ? *rest != '\0' : *rest != '.'))
         continue;
-      idx = realloc (idx, (n + 1) * sizeof *idx);
-      if (idx == NULL)
+      found = realloc (found, (n + 1) * sizeof *found);
+      if (found == NULL)
         abort ();
-      idx[n++] = k;
+      found[n++] = (struct member){k, c->params[i].value};
     }
   if (n > 1)
-    qsort (idx, n, sizeof *idx, compare_long);
+    qsort (found, n, sizeof *found, compare_member);
+  long *idx = kiln_xcalloc (n + 1, sizeof *idx);
+  if (values)
+    *values = kiln_xcalloc (n + 1, sizeof **values);
   size_t m = 0;
   for (size_t i = 0; i < n; i++)
-    if (m == 0 || idx[m - 1] != idx[i])
-      idx[m++] = idx[i];
+    if (m == 0 || idx[m - 1] != found[i].k)
+      {
+        if (values)
+          (*values)[m] = found[i].value;
+        idx[m++] = found[i].k;
+      }
+  free (found);
   *n_out = m;
   return idx;
 }
@@ -116,10 +133,8 @@ const char **
 emu_param_list (struct emu_call *c, const char *prefix, size_t *n)
 {
   size_t count = 0;
-  _cleanup_free_ long *idx = collect_indices (c, prefix, true, &count);
-  const char **out = kiln_xcalloc (count + 1, sizeof *out);
-  for (size_t i = 0; i < count; i++)
-    out[i] = emu_paramf (c, "%s.%ld", prefix, idx[i]);
+  const char **out = NULL;
+  _cleanup_free_ long *idx = collect_indices (c, prefix, true, &count, &out);
   if (n)
     *n = count;
   return out;
@@ -129,7 +144,7 @@ int *
 emu_param_indices (struct emu_call *c, const char *prefix, size_t *n)
 {
   size_t count = 0;
-  _cleanup_free_ long *idx = collect_indices (c, prefix, false, &count);
+  _cleanup_free_ long *idx = collect_indices (c, prefix, false, &count, NULL);
   int *out = kiln_xcalloc (count + 1, sizeof *out);
   for (size_t i = 0; i < count; i++)
     out[i] = (int) idx[i];
@@ -520,6 +535,32 @@ emu_form_parse (struct emu_call *c, const char *body, size_t len)
   return 0;
 }
 
+/* Rewrites a parameter name's list indices to canonical decimal in place:
+ * "Filter.01.Value.007" becomes "Filter.1.Value.7" (and "Owner.00" becomes
+ * "Owner.0", which no list accepts).  AWS's Query protocol reads a member
+ * index as a number, so ".01" is member 1; doing it here, once, keeps every
+ * handler's lookups ("Owner.%d") in agreement with the indices it was given. */
+static void
+canonical_member_name (char *name)
+{
+  char *out = name;
+  for (const char *seg = name;;)
+    {
+      size_t len = strcspn (seg, ".");
+      bool digits = len > 0 && strspn (seg, "0123456789") == len;
+      if (digits)
+        while (len > 1 && *seg == '0')
+          seg++, len--;
+      memmove (out, seg, len);
+      out += len;
+      seg += len;
+      if (*seg == '\0')
+        break;
+      *out++ = *seg++;
+    }
+  *out = '\0';
+}
+
 static int
 compare_param (const void *a, const void *b)
 {
@@ -551,6 +592,8 @@ decode_params (struct emu_call *c)
       if (emu_form_parse (c, req->body, req->body_len) < 0)
         return -1;
     }
+  for (size_t i = 0; i < c->n_params; i++)
+    canonical_member_name (c->params[i].name);
   qsort (c->params, c->n_params, sizeof *c->params, compare_param);
   for (size_t i = 1; i < c->n_params; i++)
     if (strcmp (c->params[i - 1].name, c->params[i].name) == 0)

@@ -271,11 +271,11 @@ emu_tag_specs_apply (struct emu_call *c, const char *resource_type, const char *
 
 /* ---- operations ---- */
 
-/* The ResourceId.N of CreateTags / DeleteTags, each checked for form (and,
- * when must_exist, for existence among the caller's resources).  *kinds_out
- * gets each id's kind. */
+/* The ResourceId.N of CreateTags / DeleteTags, each checked for form and
+ * for existence among the caller's resources.  *kinds_out gets each id's
+ * kind. */
 static int
-read_resource_ids (struct emu_call *c, bool must_exist, const char ***ids_out, size_t *n_out,
+read_resource_ids (struct emu_call *c, const char ***ids_out, size_t *n_out,
                    const struct resource_kind ***kinds_out)
 {
   size_t n = 0;
@@ -292,8 +292,6 @@ read_resource_ids (struct emu_call *c, bool must_exist, const char ***ids_out, s
         return emu_fail (c, 400, k->malformed_code, "Invalid id: \"%s\" (expecting \"%s-...\")", ids[i],
                          k->prefix);
       ks[i] = k;
-      if (!must_exist)
-        continue;
       if (k->exists_sql == NULL)
         return emu_fail (c, 400, k->not_found_code, "%s%s%s", k->not_found_before, ids[i], k->not_found_after);
       _cleanup_error_ kiln_error *err = NULL;
@@ -340,7 +338,7 @@ op_create_tags (struct emu_call *c)
   _cleanup_free_ const char **ids = NULL;
   _cleanup_free_ const struct resource_kind **ks = NULL;
   size_t n_ids = 0;
-  if (read_resource_ids (c, true, &ids, &n_ids, &ks) < 0)
+  if (read_resource_ids (c, &ids, &n_ids, &ks) < 0)
     return -1;
 
   size_t n_tags = 0;
@@ -365,16 +363,16 @@ op_create_tags (struct emu_call *c)
   return 0;
 }
 
-/* DeleteTags checks the ids' form but not that the resources still exist:
- * deleting the tags of something already gone is harmless, and it lets
- * callers clean up after resources the emulator has forgotten. */
+/* DeleteTags checks the ids as CreateTags does, as EC2 does: a resource
+ * that does not exist, or is another account's, is not found (it used to
+ * answer true, which told a caller nothing was wrong). */
 static int
 op_delete_tags (struct emu_call *c)
 {
   _cleanup_free_ const char **ids = NULL;
   _cleanup_free_ const struct resource_kind **ks = NULL;
   size_t n_ids = 0;
-  if (read_resource_ids (c, false, &ids, &n_ids, &ks) < 0)
+  if (read_resource_ids (c, &ids, &n_ids, &ks) < 0)
     return -1;
 
   size_t n_tags = 0;
