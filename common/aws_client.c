@@ -34,6 +34,7 @@
 #include "digest.h"
 #include "log.h"
 #include "xalloc.h"
+#include "xml_doc.h"
 
 #ifndef KILN_VERSION
 #define KILN_VERSION "unknown"
@@ -113,40 +114,6 @@ static int
 real_perform (const struct kiln_http_request *req, struct kiln_http_response *resp, kiln_error **err, void *opaque)
 {
   return kiln_http_perform (req, resp, err);
-}
-
-static pthread_once_t xml_once = PTHREAD_ONCE_INIT;
-
-static void
-xml_init_once (void)
-{
-  xmlInitParser ();
-}
-
-static void
-xml_init (void)
-{
-  pthread_once (&xml_once, xml_init_once);
-}
-
-/* Parses an XML reply without touching the network or printing libxml2's
- * diagnostics; NULL when it is not well-formed.  AWS replies never carry a
- * DOCTYPE, so a document with one is refused too: its entities could expand
- * without bound when text is read out of the tree. */
-static xmlDoc *
-xml_parse (const char *body, size_t len)
-{
-  xml_init ();
-  if (body == NULL || len == 0 || len > (size_t) INT32_MAX)
-    return NULL;
-  xmlDoc *doc = xmlReadMemory (body, (int) len, "aws-reply.xml", NULL,
-                               XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
-  if (doc && (doc->intSubset || doc->extSubset))
-    {
-      xmlFreeDoc (doc);
-      return NULL;
-    }
-  return doc;
 }
 
 /* ---- the client ---- */
@@ -242,7 +209,7 @@ kiln_aws_client_new (const struct kiln_aws_config *cfg, const char *service_id,
     c->hooks.random = real_random;
   if (c->hooks.perform == NULL)
     c->hooks.perform = real_perform;
-  xml_init ();
+  kiln_xml_init ();
   kiln_log_debug ("%s: endpoint %s (from %s), region %s, credentials from %s", service_id, c->endpoint, ep.source,
                   c->region, c->creds.source ? c->creds.source : "?");
   *out = c;
@@ -316,7 +283,7 @@ kiln_aws_parse_ec2_error (const char *body, size_t len, struct kiln_aws_error *e
 {
   if (body == NULL || len == 0)
     return -1;
-  xmlDoc *doc = xml_parse (body, len);
+  xmlDoc *doc = kiln_xml_parse_untrusted (body, len, "aws-reply.xml");
   if (doc == NULL)
     return -1;
   xmlNode *root = kiln_aws_xml_root (doc);
@@ -828,7 +795,7 @@ kiln_aws_ec2_call (struct kiln_aws_client *c, const char *action, const struct k
   int ret = aws_send (c, &r, &resp, &ae, err);
   if (ret == 0)
     {
-      *doc = xml_parse (resp.body.data, resp.body.len);
+      *doc = kiln_xml_parse_untrusted (resp.body.data, resp.body.len, "aws-reply.xml");
       if (*doc == NULL || kiln_aws_xml_root (*doc) == NULL)
         {
           if (*doc)

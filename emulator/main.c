@@ -29,6 +29,7 @@
 #include "process.h"
 #include "vmhost.h"
 #include "xalloc.h"
+#include "xml_doc.h"
 
 static void
 usage (FILE *f)
@@ -178,6 +179,7 @@ serve (int argc, char **argv)
       return 2;
     }
 
+  kiln_xml_init ();
   struct kiln_emu emu = {.accel = accel, .cpu_model = cpu};
   if (instances == NULL)
     {
