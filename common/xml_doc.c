@@ -6,6 +6,9 @@
 
 #include <libxml/parser.h>
 
+#include "cleanup.h"
+#include "utf8.h"
+
 static pthread_once_t xml_once = PTHREAD_ONCE_INIT;
 
 static void
@@ -33,4 +36,13 @@ kiln_xml_parse_untrusted (const char *body, size_t len, const char *name)
       return NULL;
     }
   return doc;
+}
+
+void
+kiln_xml_write_text_element (xmlTextWriterPtr w, const char *name, const char *value)
+{
+  if (value == NULL)
+    value = "";
+  _cleanup_free_ char *safe = kiln_utf8_xml_safe (value) ? NULL : kiln_utf8_for_xml (value);
+  xmlTextWriterWriteElement (w, BAD_CAST name, BAD_CAST (safe ? safe : value));
 }

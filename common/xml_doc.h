@@ -1,5 +1,6 @@
-/* xml_doc.h - reading XML that came from outside (AWS replies in the client,
- * request bodies in kiln-emulator) through libxml2, safely.
+/* xml_doc.h - XML and the outside world through libxml2, safely: reading
+ * what came from outside (AWS replies in the client, request bodies in
+ * kiln-emulator), and writing text that came from outside into replies.
  *
  * Neither AWS replies nor AWS request bodies ever carry a DOCTYPE, so a
  * document with one is refused: its entities could expand without bound
@@ -12,6 +13,7 @@
 #include <stddef.h>
 
 #include <libxml/tree.h>
+#include <libxml/xmlwriter.h>
 
 /* Initialises libxml2 (once; later calls do nothing).  Parsing does it too,
  * but libxml2 would rather be initialised before threads parse. */
@@ -20,5 +22,10 @@ void kiln_xml_init (void);
 /* The parsed document, or NULL when body is empty, not well-formed, larger
  * than 2 GiB or has a DTD.  name is what libxml2 calls the document. */
 xmlDoc *kiln_xml_parse_untrusted (const char *body, size_t len, const char *name);
+
+/* <name>value</name> on w, value made valid UTF-8 without the characters
+ * XML forbids first when it needs to be (utf8.h): text a client sent may be
+ * any bytes, and the reply must stay well-formed. */
+void kiln_xml_write_text_element (xmlTextWriterPtr w, const char *name, const char *value);
 
 #endif

@@ -18,7 +18,9 @@
 
 #include "cleanup.h"
 #include "digest.h"
+#include "utf8.h"
 #include "xalloc.h"
+#include "xml_doc.h"
 
 const char *
 emu_param (struct emu_call *c, const char *name)
@@ -409,7 +411,7 @@ void
 emu_xml_text (struct emu_call *c, const char *name, const char *value)
 {
   if (value)
-    xmlTextWriterWriteElement (c->xml, BAD_CAST name, BAD_CAST value);
+    kiln_xml_write_text_element (c->xml, name, value);
 }
 
 void
@@ -528,6 +530,14 @@ emu_form_parse (struct emu_call *c, const char *body, size_t len)
               free (value);
               return emu_fail (c, 400, "MalformedQueryString", "The query string contains a NUL byte.");
             }
+          if (!kiln_utf8_valid (name) || !kiln_utf8_valid (value))
+            {
+              int r = emu_fail (c, 400, "MalformedQueryString", "The query string parameter '%s' is not valid "
+                                "UTF-8.", name);
+              free (name);
+              free (value);
+              return r;
+            }
           add_param (c, name, value);
         }
       i = end + 1;
@@ -625,7 +635,7 @@ emu_ec2_error_reply (struct emu_call *c, struct emu_response *resp)
   xmlTextWriterStartElement (w, BAD_CAST "Errors");
   xmlTextWriterStartElement (w, BAD_CAST "Error");
   xmlTextWriterWriteElement (w, BAD_CAST "Code", BAD_CAST c->error_code);
-  xmlTextWriterWriteElement (w, BAD_CAST "Message", BAD_CAST (c->error_message ? c->error_message : ""));
+  kiln_xml_write_text_element (w, "Message", c->error_message ? c->error_message : "");
   xmlTextWriterEndElement (w);
   xmlTextWriterEndElement (w);
   xmlTextWriterWriteElement (w, BAD_CAST "RequestID", BAD_CAST c->request_id);

@@ -23,6 +23,7 @@
 #include "fsutil.h"
 #include "log.h"
 #include "s3.h"
+#include "utf8.h"
 #include "xalloc.h"
 
 void
@@ -56,9 +57,14 @@ emu_fail (struct emu_call *c, int status, const char *code, const char *fmt, ...
   c->error_code = kiln_xstrdup (code);
   va_list ap;
   va_start (ap, fmt);
-  if (vasprintf (&c->error_message, fmt, ap) < 0)
+  _cleanup_free_ char *message = NULL;
+  if (vasprintf (&message, fmt, ap) < 0)
     abort ();
   va_end (ap);
+  /* Messages quote what the client sent, which may be any bytes: every
+   * error shape (XML or JSON) needs valid UTF-8 without XML's forbidden
+   * characters, or the reply cannot be read at all. */
+  c->error_message = kiln_utf8_for_xml (message);
   return -1;
 }
 

@@ -268,8 +268,6 @@ void s3_http_date (time_t t, char out[32]);
 bool s3_parse_http_date (const char *s, time_t *out);
 /* The canonical user id S3 shows for an account (64 hex digits). */
 void s3_canonical_id (const char *account, char out[65]);
-/* Whether s is valid UTF-8 without NUL. */
-bool s3_valid_utf8 (const char *s);
 
 /* Object metadata from the request's headers: a JSON object of
  * lowercase header name -> value for x-amz-meta-*, Cache-Control,

@@ -35,6 +35,7 @@
 #include "digest.h"
 #include "fsutil.h"
 #include "store.h"
+#include "utf8.h"
 #include "xalloc.h"
 
 #define LIST_MAX_KEYS 1000
@@ -551,7 +552,7 @@ delete_objects (struct s3_call *s)
       _cleanup_free_ char *key = s3_xml_child_text (n, "Key");
       const char *code = NULL, *message = NULL;
       _cleanup_error_ kiln_error *err = NULL;
-      if (key == NULL || *key == '\0' || strlen (key) > S3_MAX_KEY_LEN || !s3_valid_utf8 (key))
+      if (key == NULL || *key == '\0' || strlen (key) > S3_MAX_KEY_LEN || !kiln_utf8_valid (key))
         code = "InvalidArgument", message = "Invalid key";
       else if (delete_key (s, key, &err) < 0)
         code = "InternalError", message = kiln_error_message (err);

@@ -43,6 +43,7 @@
 #include "digest.h"
 #include "store.h"
 #include "xalloc.h"
+#include "utf8.h"
 #include "xml_doc.h"
 
 /* What S3 answers in x-amz-id-2; one value is as good as another here. */
@@ -102,40 +103,6 @@ s3_query_int (struct s3_call *s, const char *name, long long def, long long min,
   return 0;
 }
 
-bool
-s3_valid_utf8 (const char *s)
-{
-  const unsigned char *p = (const unsigned char *) s;
-  while (*p)
-    {
-      unsigned c = *p;
-      int extra;
-      unsigned min;
-      if (c < 0x80)
-        {
-          p++;
-          continue;
-        }
-      else if ((c & 0xe0) == 0xc0)
-        extra = 1, min = 0x80, c &= 0x1f;
-      else if ((c & 0xf0) == 0xe0)
-        extra = 2, min = 0x800, c &= 0x0f;
-      else if ((c & 0xf8) == 0xf0)
-        extra = 3, min = 0x10000, c &= 0x07;
-      else
-        return false;
-      p++;
-      for (int i = 0; i < extra; i++, p++)
-        {
-          if ((*p & 0xc0) != 0x80)
-            return false;
-          c = (c << 6) | (*p & 0x3f);
-        }
-      if (c < min || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff))
-        return false;
-    }
-  return true;
-}
 
 void
 s3_http_date (time_t t, char out[32])
@@ -199,7 +166,9 @@ s3_error_extra (struct s3_call *s, const char *name, const char *value)
     return; /* the first error's extras only */
   if (s->error_extra == NULL)
     s->error_extra = json_array ();
-  json_array_append_new (s->error_extra, json_pack ("[s, s]", name, value ? value : ""));
+  /* jansson keeps only valid UTF-8; what a client sent may be anything. */
+  _cleanup_free_ char *safe = kiln_utf8_for_xml (value ? value : "");
+  json_array_append_new (s->error_extra, json_pack ("[s, s]", name, safe));
 }
 
 int
@@ -235,13 +204,13 @@ error_reply (struct emu_call *c, struct emu_response *resp, json_t *extra)
   xmlTextWriterStartDocument (w, "1.0", "UTF-8", NULL);
   xmlTextWriterStartElement (w, BAD_CAST "Error");
   xmlTextWriterWriteElement (w, BAD_CAST "Code", BAD_CAST c->error_code);
-  xmlTextWriterWriteElement (w, BAD_CAST "Message", BAD_CAST (c->error_message ? c->error_message : ""));
+  kiln_xml_write_text_element (w, "Message", c->error_message ? c->error_message : "");
   size_t i;
   json_t *pair;
   json_array_foreach (extra, i, pair)
-    xmlTextWriterWriteElement (w, BAD_CAST json_string_value (json_array_get (pair, 0)),
-                               BAD_CAST json_string_value (json_array_get (pair, 1)));
-  xmlTextWriterWriteElement (w, BAD_CAST "Resource", BAD_CAST (c->req->path ? c->req->path : "/"));
+    kiln_xml_write_text_element (w, json_string_value (json_array_get (pair, 0)),
+                                 json_string_value (json_array_get (pair, 1)));
+  kiln_xml_write_text_element (w, "Resource", c->req->path ? c->req->path : "/");
   xmlTextWriterWriteElement (w, BAD_CAST "RequestId", BAD_CAST c->request_id);
   xmlTextWriterWriteElement (w, BAD_CAST "HostId", BAD_CAST HOST_ID);
   xmlTextWriterEndElement (w);
@@ -331,7 +300,7 @@ void
 s3_xml_text (struct s3_call *s, const char *name, const char *value)
 {
   if (value)
-    xmlTextWriterWriteElement (s->c->xml, BAD_CAST name, BAD_CAST value);
+    kiln_xml_write_text_element (s->c->xml, name, value);
 }
 
 void
@@ -715,7 +684,7 @@ emu_s3_serve (struct emu_call *c, struct emu_response *resp)
       s3_fail (&s, 400, "KeyTooLongError", "Your key is too long");
       goto out;
     }
-  if (s.key && !s3_valid_utf8 (s.key))
+  if (s.key && !kiln_utf8_valid (s.key))
     {
       s3_fail (&s, 400, "InvalidURI", "Couldn't parse the specified URI: the key is not valid UTF-8.");
       goto out;
