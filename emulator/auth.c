@@ -188,9 +188,13 @@ emu_auth_verify (struct kiln_emu *emu, const struct emu_request *req, time_t now
   char body_hash[KILN_SHA256_LEN * 2 + 1] = "";
   const struct emu_upload *upload = req->upload;
   const char *claimed = emu_request_header (req, "X-Amz-Content-Sha256");
+  /* Only S3 and EBS direct let a client leave its payload unsigned; EC2 and
+   * SSM sign what the body hashes to, whatever a header claims (a body
+   * swapped under UNSIGNED-PAYLOAD was once accepted). */
+  bool unsigned_allowed = s3 || strcmp (auth.service, "ebs") == 0;
   if (upload)
     snprintf (body_hash, sizeof body_hash, "%s", upload->raw_sha256);
-  else if (claimed == NULL || auth.presigned || is_hex64 (claimed))
+  else if (claimed == NULL || auth.presigned || is_hex64 (claimed) || !unsigned_allowed)
     kiln_sha256_hex (req->body ? req->body : "", req->body_len, body_hash);
   const char *payload_hash = *body_hash ? body_hash : KILN_SIGV4_UNSIGNED_PAYLOAD;
   /* Set when the body's chunks are signed and one of them (or the trailer)
@@ -244,7 +248,16 @@ emu_auth_verify (struct kiln_emu *emu, const struct emu_request *req, time_t now
                          "match what was computed.");
           goto out;
         }
-      payload_hash = claimed;
+      /* EBS: UNSIGNED-PAYLOAD is the client's to choose (PutSnapshotBlock);
+       * elsewhere the signature must cover the body's hash. */
+      if (unsigned_allowed && !is_hex64 (claimed) && strcmp (claimed, KILN_SIGV4_UNSIGNED_PAYLOAD) != 0)
+        {
+          result = fail (message, EMU_AUTH_INCOMPLETE, "x-amz-content-sha256 must be UNSIGNED-PAYLOAD or a valid "
+                         "sha256 value.");
+          goto out;
+        }
+      if (unsigned_allowed)
+        payload_hash = claimed;
     }
 
   /* Presigned: SDKs sign the body's hash for these services (S3 is the one

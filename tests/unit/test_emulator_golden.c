@@ -7,7 +7,8 @@
  * seed), so the replies are the same on every run.  A request may carry
  *   X-Kiln-Sign: ACCESS_KEY SECRET REGION SERVICE
  * which the harness replaces with a real SigV4 signature (made by
- * common/sigv4.c at the request's X-Amz-Date, added when absent), so the files
+ * common/sigv4.c at the request's X-Amz-Date, added when absent, over the
+ * body's hash or UNSIGNED-PAYLOAD when x-amz-content-sha256 says that), so the files
  * stay readable and a case can sign with the wrong secret, region or date on
  * purpose.  Between requests the harness waits for the mock VM host to finish
  * the work queued (state transitions), so what a request sees is fixed.
@@ -156,8 +157,13 @@ run_one (struct kiln_emu *emu, struct parsed *p, struct kiln_buf *out)
               add_header (p, "X-Amz-Date", date);
             }
           snprintf (date, sizeof date, "%s", header (p, "X-Amz-Date"));
+          /* What the client signed: the body's hash, or UNSIGNED-PAYLOAD
+           * when its x-amz-content-sha256 says so (as SDKs do). */
           char hash[KILN_SHA256_LEN * 2 + 1];
           kiln_sha256_hex (p->body, strlen (p->body), hash);
+          const char *claimed = header (p, "X-Amz-Content-Sha256");
+          if (claimed && strcmp (claimed, KILN_SIGV4_UNSIGNED_PAYLOAD) == 0)
+            snprintf (hash, sizeof hash, "%s", claimed);
           struct kiln_sigv4_request sreq = {
             .method = p->method, .path = path, .query = query, .n_query = n_query, .headers = p->headers,
             .n_headers = p->n_headers, .payload_hash = hash, .flags = kiln_sigv4_service_flags (service)};
