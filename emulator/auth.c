@@ -179,6 +179,35 @@ emu_auth_verify (struct kiln_emu *emu, const struct emu_request *req, time_t now
       goto out;
     }
 
+  /* Set when the body's chunks are signed and one of them (or the trailer)
+   * was not; reported once the seed signature itself checked. */
+  const char *stream_problem = NULL;
+  const char *payload_hash = NULL;
+  if (req->head_only)
+    {
+      /* Only the head has arrived.  A signature over a declared payload
+       * hash (S3 and EBS say it in x-amz-content-sha256; S3's presigned
+       * URLs sign UNSIGNED-PAYLOAD) is checked now, so no body is read for
+       * a request that will be refused; EC2 and SSM sign the body's own
+       * hash, checked once it is here. */
+      const char *declared = emu_request_header (req, "X-Amz-Content-Sha256");
+      bool may_declare = s3 || strcmp (auth.service, "ebs") == 0;
+      if (auth.presigned)
+        payload_hash = s3 ? KILN_SIGV4_UNSIGNED_PAYLOAD : NULL;
+      else if (may_declare && declared
+               && (is_hex64 (declared) || strcmp (declared, KILN_SIGV4_UNSIGNED_PAYLOAD) == 0
+                   || strcmp (declared, KILN_SIGV4_STREAMING_PAYLOAD) == 0
+                   || strcmp (declared, STREAMING_SIGNED_TRAILER) == 0
+                   || strcmp (declared, STREAMING_UNSIGNED_TRAILER) == 0))
+        payload_hash = declared;
+      if (payload_hash == NULL)
+        {
+          out->account = account;
+          goto out;
+        }
+      goto verify;
+    }
+
   /* The payload: what the body hashes to; a client's x-amz-content-sha256
    * must agree with it (UNSIGNED-PAYLOAD is the client's choice to make).
    * Object data in a file was hashed as it arrived, when the request
@@ -196,10 +225,7 @@ emu_auth_verify (struct kiln_emu *emu, const struct emu_request *req, time_t now
     snprintf (body_hash, sizeof body_hash, "%s", upload->raw_sha256);
   else if (claimed == NULL || auth.presigned || is_hex64 (claimed) || !unsigned_allowed)
     kiln_sha256_hex (req->body ? req->body : "", req->body_len, body_hash);
-  const char *payload_hash = *body_hash ? body_hash : KILN_SIGV4_UNSIGNED_PAYLOAD;
-  /* Set when the body's chunks are signed and one of them (or the trailer)
-   * was not; reported once the seed signature itself checked. */
-  const char *stream_problem = NULL;
+  payload_hash = *body_hash ? body_hash : KILN_SIGV4_UNSIGNED_PAYLOAD;
   if (s3 && !auth.presigned)
     {
       if (claimed == NULL)
@@ -262,6 +288,7 @@ emu_auth_verify (struct kiln_emu *emu, const struct emu_request *req, time_t now
 
   /* Presigned: SDKs sign the body's hash for these services (S3 is the one
    * that signs UNSIGNED-PAYLOAD), so that is tried first, then the other. */
+verify:;
   struct kiln_sigv4_request sreq = {
     .method = req->method,
     .path = req->path,

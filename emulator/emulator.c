@@ -111,6 +111,12 @@ kiln_emu_handle (struct kiln_emu *emu, const struct emu_request *req, struct emu
       emu_fail (&c, status, code, "%s", message);
       kiln_log_debug ("emulator: %s %s refused: %s: %s", req->method, req->path, code, message);
     }
+  else if (req->head_only)
+    {
+      /* The head passed what it can be checked for: the body may come. */
+      emu_auth_release (&auth);
+      return;
+    }
   else
     {
       c.account = auth.account->id;

@@ -87,6 +87,10 @@ struct emu_request {
   /* S3 object data (PutObject, UploadPart) is not in body: server.c
    * streams it into a file as it arrives (s3.h); NULL otherwise. */
   struct emu_upload *upload;
+  /* Only the head has arrived (server.c asks before reading a body):
+   * authentication decides what the head alone can (key, scope, date, and
+   * signatures over a declared payload hash), and nothing is served. */
+  bool head_only;
 };
 
 struct emu_response {
@@ -108,7 +112,9 @@ void emu_response_release (struct emu_response *r);
 void emu_response_add_header (struct emu_response *r, const char *name, const char *value);
 
 /* The whole emulator: never fails, every problem is an AWS-shaped error
- * response.  Thread-safe. */
+ * response.  Thread-safe.  For a req->head_only request it only
+ * authenticates: resp->status stays 0 when the body may come, else resp is
+ * the refusal to send at once. */
 void kiln_emu_handle (struct kiln_emu *emu, const struct emu_request *req, struct emu_response *resp);
 
 /* ---- one call to an operation ---- */

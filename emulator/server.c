@@ -61,6 +61,10 @@ struct pending {
  * is received and completed on the thread that owns its connection. */
 #define SPARE_BODY_MAX (1024u * 1024 + 1)
 
+/* Bodies larger than this (or of unknown length) wait for the head to
+ * authenticate before a byte of them is read. */
+#define EARLY_CHECK_BYTES (64u * 1024)
+
 struct spare_body {
   char *data;
   size_t cap;
@@ -242,11 +246,34 @@ access_handler (void *cls, struct MHD_Connection *con, const char *url, const ch
         .n_headers = p->headers.n,
         .body = "",
       };
-      p->upload = emu_upload_begin (s->emu, &head);
       const char *length = MHD_lookup_connection_value (con, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
       unsigned long long declared = length ? strtoull (length, NULL, 10) : 0;
+      bool chunked = MHD_lookup_connection_value (con, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING) != NULL;
+      /* A body that costs something (object data streamed to disk, more
+       * than EARLY_CHECK_BYTES, or of unknown length) is neither read,
+       * stored nor held before the head authenticates: an unknown key, a
+       * bad scope or date, or a wrong signature over a declared payload
+       * hash is refused at once (the connection then closes: its body was
+       * not read).  A small body is read as it is, so an error reply keeps
+       * a keep-alive connection open. */
+      if (emu_s3_is_object_write (&head) || declared > EARLY_CHECK_BYTES || (length == NULL && chunked))
+        {
+          head.head_only = true;
+          struct emu_response early;
+          kiln_emu_handle (s->emu, &head, &early);
+          if (early.status != 0)
+            {
+              kiln_log_debug ("emulator: %s %s -> %d before its body", method, p->raw_uri, early.status);
+              enum MHD_Result ret = send_response (con, &early);
+              emu_response_release (&early);
+              return ret;
+            }
+          emu_response_release (&early);
+          head.head_only = false;
+        }
+      p->upload = emu_upload_begin (s->emu, &head);
       if (p->upload == NULL && declared > EMU_MAX_BODY)
-        p->too_large = true;
+        return send_too_large (con); /* at once, not after reading it */
       else if (p->upload == NULL && declared > 0)
         {
           /* The whole body in one allocation, not grown by doubling as it
