@@ -23,6 +23,7 @@
 #include "emulator.h"
 #include "fsutil.h"
 #include "log.h"
+#include "s3.h"
 #include "server.h"
 #include "store.h"
 #include "accel/accel.h"
@@ -245,7 +246,10 @@ serve (int argc, char **argv)
         goto out;
       emu.own_data_dir = true;
     }
-  if (emu_store_open (&emu, &err) < 0 || emu_vmhost_init (&emu, &err) < 0)
+  /* S3's leftovers from a killed emulator (unfinished bodies, data files
+   * no row names) go before the first request. */
+  if (emu_store_open (&emu, &err) < 0 || (emu.state_dir && s3_data_ready (&emu, &err) < 0)
+      || emu_vmhost_init (&emu, &err) < 0)
     goto out;
   vmhost_started = true;
   if (emu_server_start (&emu, listen, threads, &server, &url, &err) < 0)

@@ -10,9 +10,9 @@
  * replaced another is removed only after the row moved on.  With a state
  * directory the file is synced before the rename (the database is
  * synchronous=FULL; an acknowledged object survives a crash too).  A crash
- * can leave files in tmp: the first S3 use in a process removes them.
- * (A crash between rename and commit leaves an unnamed data file; it costs
- * disk space, never correctness.) */
+ * can leave files in tmp, and (between rename and commit, or between a row
+ * moving on and its old file's removal) data files no row names: the first
+ * S3 use in a process removes both, before any request can publish. */
 #include "s3.h"
 
 #include <dirent.h>
@@ -28,6 +28,7 @@
 #include "cleanup.h"
 #include "fsutil.h"
 #include "log.h"
+#include "store.h"
 #include "xalloc.h"
 
 #define COPY_BUFFER (1024 * 1024)
@@ -61,6 +62,45 @@ sweep (const char *dir)
     kiln_log_info ("emulator: s3: removed %d unfinished upload file%s under %s", n, n == 1 ? "" : "s", dir);
 }
 
+static int
+compare_strings (const void *a, const void *b)
+{
+  return strcmp (*(const char *const *) a, *(const char *const *) b);
+}
+
+/* Removes the data files no object or part names.  Runs before any request
+ * of this process could have published one (s3_data_ready's lock). */
+static int
+sweep_unnamed (struct kiln_emu *emu, const char *dir, kiln_error **err)
+{
+  _cleanup_json_ json_t *rows = emu_db_query0 (emu, err, "SELECT data FROM s3_objects UNION SELECT data FROM s3_parts");
+  if (rows == NULL)
+    return kiln_error_prefix (err, "list the S3 data files in use");
+  size_t n = json_array_size (rows);
+  _cleanup_free_ const char **named = kiln_xcalloc (n + 1, sizeof *named);
+  for (size_t i = 0; i < n; i++)
+    named[i] = emu_row_str (json_array_get (rows, i), "data");
+  qsort (named, n, sizeof *named, compare_strings);
+  DIR *d = opendir (dir);
+  if (d == NULL)
+    return kiln_fail_errno (err, errno, "open '%s'", dir);
+  int removed = 0;
+  struct dirent *e;
+  while ((e = readdir (d)) != NULL)
+    {
+      const char *name = e->d_name;
+      if (name[0] == '.' || bsearch (&name, named, n, sizeof *named, compare_strings))
+        continue;
+      if (unlinkat (dirfd (d), name, 0) == 0)
+        removed++;
+    }
+  closedir (d);
+  if (removed)
+    kiln_log_info ("emulator: s3: removed %d data file%s no object names under %s", removed, removed == 1 ? "" : "s",
+                   dir);
+  return 0;
+}
+
 int
 s3_data_ready (struct kiln_emu *emu, kiln_error **err)
 {
@@ -78,8 +118,10 @@ s3_data_ready (struct kiln_emu *emu, kiln_error **err)
       if (r == 0)
         {
           sweep (tmp);
-          emu->s3_ready = true;
+          r = sweep_unnamed (emu, data, err);
         }
+      if (r == 0)
+        emu->s3_ready = true;
     }
   pthread_mutex_unlock (&ready_lock);
   return r;

@@ -11,7 +11,8 @@
  * and written to a temporary file (s3_upload.c), so memory stays bounded.
  * A body cut short (the client went away before Content-Length) never
  * reaches kiln_emu_handle, and its file is removed when libmicrohttpd
- * reports the request finished.  Replies may be a file's range (GetObject),
+ * reports the request finished.  A costly body is not read at all before
+ * its head authenticates, and slow heads are cut (conn_guard.h).  Replies may be a file's range (GetObject),
  * sent from the descriptor. */
 #include "server.h"
 
@@ -25,6 +26,7 @@
 #include <sys/socket.h>
 
 #include "cleanup.h"
+#include "conn_guard.h"
 #include "log.h"
 #include "s3.h"
 #include "xalloc.h"
@@ -32,7 +34,17 @@
 struct emu_server {
   struct MHD_Daemon *daemon;
   struct kiln_emu *emu;
+  struct emu_conn_guard *guard;
 };
+
+/* Connection limits (conn_guard.h).  Every client is on loopback in tests
+ * and on most users' machines, so the per-address cap is the whole
+ * server's but for room kept free. */
+#define CONNECTION_LIMIT 1000u
+#define CONNECTION_LIMIT_PER_ADDRESS 800u
+#define HEADER_DEADLINE_MS 10000
+#define IDLE_DEADLINE_MS 60000
+#define MAX_WAITING_FOR_HEAD 256u
 
 struct header_list {
   struct kiln_sigv4_pair *items;
@@ -135,9 +147,36 @@ body_release (struct kiln_buf *b)
   kiln_buf_release (b);
 }
 
+/* The guard's handle of con (conn_guard.h), or NULL. */
+static struct emu_conn *
+conn_of (struct MHD_Connection *con)
+{
+  const union MHD_ConnectionInfo *info = MHD_get_connection_info (con, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+  return info ? info->socket_context : NULL;
+}
+
+static void
+connection_notified (void *cls, struct MHD_Connection *con, void **socket_context,
+                     enum MHD_ConnectionNotificationCode code)
+{
+  struct emu_server *s = cls;
+  if (code == MHD_CONNECTION_NOTIFY_STARTED)
+    {
+      const union MHD_ConnectionInfo *fd = MHD_get_connection_info (con, MHD_CONNECTION_INFO_CONNECTION_FD);
+      *socket_context = fd ? emu_conn_opened (s->guard, fd->connect_fd) : NULL;
+    }
+  else
+    {
+      emu_conn_closed (s->guard, *socket_context);
+      *socket_context = NULL;
+    }
+}
+
 static void *
 uri_logged (void *cls, const char *uri, struct MHD_Connection *con)
 {
+  struct emu_server *s = cls;
+  emu_conn_request_line (s->guard, conn_of (con));
   struct pending *p = kiln_xcalloc (1, sizeof *p);
   p->raw_uri = kiln_xstrdup (uri ? uri : "/");
   return p;
@@ -146,6 +185,8 @@ uri_logged (void *cls, const char *uri, struct MHD_Connection *con)
 static void
 request_completed (void *cls, struct MHD_Connection *con, void **con_cls, enum MHD_RequestTerminationCode toe)
 {
+  struct emu_server *s = cls;
+  emu_conn_request_done (s->guard, conn_of (con));
   struct pending *p = *con_cls;
   if (p == NULL)
     return;
@@ -230,6 +271,7 @@ access_handler (void *cls, struct MHD_Connection *con, const char *url, const ch
   if (!p->started)
     {
       p->started = true;
+      emu_conn_head_done (s->guard, conn_of (con));
       /* The raw request target: path before '?', query after. */
       size_t path_len = q ? (size_t) (q - p->raw_uri) : strlen (p->raw_uri);
       p->path = kiln_sigv4_uri_decode (p->raw_uri, path_len, false, NULL);
@@ -361,18 +403,31 @@ emu_server_start (struct kiln_emu *emu, const char *listen, unsigned threads, st
 
   struct emu_server *s = kiln_xcalloc (1, sizeof *s);
   s->emu = emu;
-  s->daemon = MHD_start_daemon (MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, 0, NULL, NULL, access_handler, s,
+  const struct emu_conn_limits limits = {.header_deadline_ms = HEADER_DEADLINE_MS,
+                                         .idle_deadline_ms = IDLE_DEADLINE_MS,
+                                         .max_waiting = MAX_WAITING_FOR_HEAD};
+  s->guard = emu_conn_guard_new (&limits);
+  if (s->guard == NULL)
+    {
+      free (s);
+      return kiln_fail (err, "start the connection guard's thread");
+    }
+  /* epoll: more connections than select(2) can watch. */
+  s->daemon = MHD_start_daemon (MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG, 0, NULL, NULL, access_handler, s,
+                                MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
                                 MHD_OPTION_SOCK_ADDR, (struct sockaddr *) &addr,
                                 MHD_OPTION_THREAD_POOL_SIZE, threads > 0 ? threads : 4u,
-                                MHD_OPTION_URI_LOG_CALLBACK, uri_logged, NULL,
-                                MHD_OPTION_NOTIFY_COMPLETED, request_completed, NULL,
+                                MHD_OPTION_URI_LOG_CALLBACK, uri_logged, s,
+                                MHD_OPTION_NOTIFY_COMPLETED, request_completed, s,
+                                MHD_OPTION_NOTIFY_CONNECTION, connection_notified, s,
                                 MHD_OPTION_CONNECTION_TIMEOUT, 120u,
-                                MHD_OPTION_CONNECTION_LIMIT, 1000u,
-                                MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+                                MHD_OPTION_CONNECTION_LIMIT, CONNECTION_LIMIT,
+                                MHD_OPTION_PER_IP_CONNECTION_LIMIT, CONNECTION_LIMIT_PER_ADDRESS,
                                 MHD_OPTION_END);
   if (s->daemon == NULL)
     {
       int e = errno;
+      emu_conn_guard_free (s->guard);
       free (s);
       return kiln_error_set (err, KILN_ERR_IO, e, "listen on %s", listen);
     }
@@ -390,5 +445,6 @@ emu_server_stop (struct emu_server *s)
   if (s == NULL)
     return;
   MHD_stop_daemon (s->daemon);
+  emu_conn_guard_free (s->guard);
   free (s);
 }

@@ -956,6 +956,9 @@ def wire_cases(tap, url, state_dir):
         target, hdrs = s3_sign(url, "PUT", f"/{b}/cut", headers={"Content-Length": str(length)},
                                payload="UNSIGNED-PAYLOAD", sign_body=False)
         sock = socket.create_connection((p.hostname, p.port), timeout=30)
+        # The Host header it signed goes with it: a head that does not
+        # authenticate is refused before any of its body is read.
+        hdrs.setdefault("Host", p.netloc)
         head = f"PUT {target} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in hdrs.items()) + "\r\n"
         sock.sendall(head.encode())
         sent = 0
