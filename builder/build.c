@@ -255,6 +255,7 @@ boot (struct build *b, const char *label, const char *image, const char *format,
     .network = b->opts->network,
     .accel = b->opts->accel,
     .cpu_model = b->opts->cpu_model,
+    .boot_stall_seconds = b->opts->boot_stall_seconds,
     /* userDataOverride is the build instance's, as in Image Builder. */
     .user_data = strcmp (label, "build") == 0 ? b->plan->user_data : NULL,
     .work_dir = work,
@@ -289,9 +290,9 @@ boot (struct build *b, const char *label, const char *image, const char *format,
   return 0;
 }
 
-/* What a stage records of its instance: its id, and for local hypervisors
- * the accelerator, CPU model and why (the build instance's also goes to the
- * top of the manifest). */
+/* What a stage records of its instance: its id, for local hypervisors the
+ * accelerator, CPU model and why (the build instance's also goes to the top
+ * of the manifest), and why its boot was started again if it was. */
 static json_t *
 instance_record (struct build *b, const char *label)
 {
@@ -304,6 +305,8 @@ instance_record (struct build *b, const char *label)
         b->accelerator = json_deep_copy (accel);
       json_object_set_new (rec, "accelerator", accel);
     }
+  if (b->inst->boot_note)
+    json_object_set_new (rec, "bootRestarted", json_string (b->inst->boot_note));
   return rec;
 }
 

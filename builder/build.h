@@ -43,6 +43,7 @@ struct kiln_build_opts {
   const char *accel;
   const char *cpu_model;
   int boot_timeout_seconds;  /* 0: 600 */
+  int boot_stall_seconds;    /* console silence that is a stalled boot (0: the driver's; -1: never) */
   FILE *progress;            /* stage and step progress; NULL: none */
   /* Cloud drivers (ec2): account and infrastructure settings; NULL for
    * local drivers or the defaults. */

@@ -30,7 +30,7 @@ build_usage (FILE *out)
            "                  [--boot-timeout SECONDS] [--plan]\n"
            "                  [--endpoint-url URL] [--region REGION] [--profile NAME] [--instance-type TYPE]\n"
            "                  [--infrastructure FILE] [--distribution FILE] [--import DRIVER]\n"
-           "                  [--accel auto|kvm|tcg] [--cpu MODEL]\n"
+           "                  [--accel auto|kvm|tcg] [--cpu MODEL] [--boot-stall-timeout SECONDS]\n"
            "--plan prints the build plan (JSON) and builds nothing.\n"
            "--no-network: instances get no network interface (by default they have user-mode networking).\n"
            "--infrastructure and --distribution take Image Builder's infrastructure and distribution\n"
@@ -39,6 +39,8 @@ build_usage (FILE *out)
            "--accel (default $KILN_ACCEL, else auto): auto uses KVM where a probe shows it runs guests\n"
            "faster than TCG (see kiln doctor); kvm is KVM or an error; tcg never touches /dev/kvm.\n"
            "--cpu MODEL: a fixed QEMU CPU model instead of host (KVM) or max (TCG).\n"
+           "--boot-stall-timeout: a boot whose console is silent this long is started again once\n"
+           "(default 60; 0: never).\n"
            "--endpoint-url, --region, --profile and --instance-type: the ec2 driver (AWS, or kiln-emulator).\n"
            "drivers: %s (default qemu); output directory default: kiln-output\n",
            kiln_driver_names ());
@@ -67,6 +69,7 @@ kiln_cmd_build (int argc, char **argv)
     {"import", required_argument, NULL, 'M'},
     {"accel", required_argument, NULL, 'A'},
     {"cpu", required_argument, NULL, 'C'},
+    {"boot-stall-timeout", required_argument, NULL, 'S'},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
   };
@@ -74,7 +77,7 @@ kiln_cmd_build (int argc, char **argv)
   const char *infra_path = NULL, *dist_path = NULL, *import_name = NULL, *accel = NULL, *cpu = NULL;
   bool keep = false, json_out = false, network = true, plan_only = false, format_given = false;
   struct kiln_cloud_settings cloud = {0};
-  long vcpus = 0, memory = 0, boot_timeout = 0;
+  long vcpus = 0, memory = 0, boot_timeout = 0, boot_stall = 0;
   int opt;
   optind = 1;
   while ((opt = getopt_long (argc, argv, "d:o:f:h", options, NULL)) != -1)
@@ -119,6 +122,17 @@ kiln_cmd_build (int argc, char **argv)
         case 'C':
           cpu = optarg;
           break;
+        case 'S':
+          {
+            long v = strtol (optarg, &end, 10);
+            if (*optarg == '\0' || *end != '\0' || v < 0 || v > 86400)
+              {
+                fprintf (stderr, "kiln build: --boot-stall-timeout takes seconds (0 for never), not '%s'\n", optarg);
+                return KILN_EXIT_USAGE;
+              }
+            boot_stall = v == 0 ? -1 : v;
+            break;
+          }
         case 'k':
           keep = true;
           break;
@@ -180,9 +194,10 @@ kiln_cmd_build (int argc, char **argv)
         }
     }
   enum kiln_accel_mode accel_mode;
-  if ((accel || cpu) && driver->cloud_images)
+  if ((accel || cpu || boot_stall) && driver->cloud_images)
     {
-      fprintf (stderr, "kiln build: --accel and --cpu apply to local hypervisor drivers, not to %s\n",
+      fprintf (stderr, "kiln build: --accel, --cpu and --boot-stall-timeout apply to local hypervisor drivers, "
+               "not to %s\n",
                driver->name);
       return KILN_EXIT_USAGE;
     }
@@ -291,6 +306,7 @@ kiln_cmd_build (int argc, char **argv)
     .accel = accel,
     .cpu_model = cpu,
     .boot_timeout_seconds = (int) boot_timeout,
+    .boot_stall_seconds = (int) boot_stall,
     .progress = stderr,
     .cancel = &kiln_cli_cancel,
     .cloud = driver->cloud_images || import_driver ? &cloud : NULL,

@@ -265,6 +265,7 @@ kiln_instance_destroy (struct kiln_instance *inst)
   free (inst->accel);
   free (inst->cpu_model);
   free (inst->accel_reason);
+  free (inst->boot_note);
   free (inst);
 }
 

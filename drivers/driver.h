@@ -64,6 +64,10 @@ struct kiln_instance_spec {
    * accelerator would use (NULL: host for KVM, max for TCG). */
   const char *accel;
   const char *cpu_model;
+  /* Local hypervisors: a boot whose console stays silent this long before
+   * the agent answers has stalled, and is started once more (0: 60 s; -1:
+   * never). */
+  int boot_stall_seconds;
   const char *user_data;       /* passed to the guest where the driver can, or NULL */
   const char *work_dir;        /* an existing directory the instance may fill (overlays,
                                   sockets, logs); removed by the caller after destroy */
@@ -229,6 +233,8 @@ struct kiln_instance {
   char *accel;
   char *cpu_model;
   char *accel_reason;
+  /* Why the boot had to be started again (a stalled boot), or NULL. */
+  char *boot_note;
   bool started;
   bool destroyed;
 };

@@ -61,6 +61,9 @@
 #define DEFAULT_MEMORY_MIB 1024
 /* Start and reboot without a timeout from the caller. */
 #define DEFAULT_BOOT_TIMEOUT_S 300
+/* A boot whose console stays silent this long has stalled (about three
+ * times the longest quiet spell of a debian-12 boot under TCG). */
+#define DEFAULT_STALL_S 60
 /* Each guest agent call (a 1 MiB file chunk under TCG takes well under this). */
 #define AGENT_CALL_TIMEOUT_MS 60000
 /* Each QMP command (they answer at once unless QEMU is stuck). */
@@ -94,6 +97,7 @@ struct qemu_instance {
   bool network;
   enum kiln_accel_mode accel_mode;
   char *cpu_override;    /* --cpu, or NULL */
+  int stall_ms;          /* console silence that is a stalled boot; 0: never */
   int boot_timeout_ms;   /* start's timeout, reused for reboots */
   pid_t pid;             /* QEMU while it runs (not yet reaped), else 0 */
   bool detach;           /* QEMU may outlive kiln (keep-on-failure) */
@@ -282,6 +286,8 @@ qemu_create (struct kiln_instance *inst, const struct kiln_instance_spec *spec, 
   if (kiln_accel_mode_parse (spec->accel, &q->accel_mode, err) < 0)
     return -1;
   q->cpu_override = spec->cpu_model && *spec->cpu_model ? kiln_xstrdup (spec->cpu_model) : NULL;
+  q->stall_ms = spec->boot_stall_seconds < 0 ? 0 : timeout_ms_of (spec->boot_stall_seconds ? spec->boot_stall_seconds
+                                                                                             : DEFAULT_STALL_S);
 
   /* "/qmp.sock" is the longest name that goes in the socket directory. */
   size_t sun_path_max = sizeof ((struct sockaddr_un *) 0)->sun_path - 1;
@@ -394,12 +400,26 @@ stop_qemu (struct qemu_instance *q)
   return r;
 }
 
+/* The console log's size, or -1. */
+static off_t
+console_size (struct qemu_instance *q)
+{
+  struct stat st;
+  return q->console_path && stat (q->console_path, &st) == 0 ? st.st_size : -1;
+}
+
 /* Syncs with the guest agent until it answers or deadline; fails early when
- * QEMU exits. */
+ * QEMU exits.  With stall_ms > 0, returns 2 (err set) when the console stays
+ * silent that long before the agent answers: a boot that stopped making
+ * progress (a guest kernel that hung at 1.16 s once made a build wait its
+ * whole 600 s). */
 static int
-wait_for_agent (struct qemu_instance *q, int64_t deadline, int timeout_ms, const char *while_doing, kiln_error **err)
+wait_for_agent (struct qemu_instance *q, int64_t deadline, int timeout_ms, int stall_ms, const char *while_doing,
+                kiln_error **err)
 {
   int attempt = SYNC_ATTEMPT_FIRST_MS;
+  off_t seen = console_size (q);
+  int64_t progress_at = kiln_qemu_now_ms ();
   for (;;)
     {
       int status = 0;
@@ -407,12 +427,32 @@ wait_for_agent (struct qemu_instance *q, int64_t deadline, int timeout_ms, const
         return exited_early (q, status, while_doing, err);
       if (q->cancel && *q->cancel)
         return kiln_error_set (err, KILN_ERR_CANCELLED, 0, "interrupted %s", while_doing);
+      off_t size = console_size (q);
+      int64_t now = kiln_qemu_now_ms ();
+      if (size != seen)
+        {
+          seen = size;
+          progress_at = now;
+        }
+      else if (stall_ms > 0 && now - progress_at >= stall_ms)
+        {
+          kiln_error_set (err, KILN_ERR_TIMEOUT, 0, "the boot stalled: the guest's console was silent for %d s "
+                          "and its agent did not answer", stall_ms / 1000);
+          return 2;
+        }
       int left = left_ms (deadline);
       if (left == 0)
         {
           _cleanup_free_ char *context = console_context (q);
           return kiln_error_set (err, KILN_ERR_TIMEOUT, 0, "the guest agent did not answer within %d s %s%s",
                                  timeout_ms / 1000, while_doing, context);
+        }
+      if (stall_ms > 0)
+        {
+          /* Wake in time to see a stall. */
+          int64_t until_stall = progress_at + stall_ms - now;
+          if (until_stall < left)
+            left = until_stall < 1 ? 1 : (int) until_stall;
         }
       _cleanup_error_ kiln_error *sync_err = NULL;
       if (kiln_qga_sync (q->qga, attempt < left ? attempt : left, &sync_err) == 0)
@@ -539,35 +579,33 @@ note_accel (struct kiln_instance *inst, const struct kiln_accel_choice *choice)
   inst->accel_reason = kiln_xstrdup (choice->reason);
 }
 
+/* Launches QEMU and waits for the guest agent.  An auto choice of KVM whose
+ * QEMU dies before QMP answers, although the probe passed, is demoted (for
+ * later builds too) and the guest launched once more under TCG.  Returns 2
+ * (err set) when the boot stalled (see wait_for_agent). */
 static int
-start_qemu (struct kiln_instance *inst, int timeout_ms, kiln_error **err)
+boot_once (struct kiln_instance *inst, int64_t deadline, int timeout_ms, struct kiln_accel_choice *choice,
+           kiln_error **err)
 {
   struct qemu_instance *q = inst->priv;
-  int64_t started_at = kiln_qemu_now_ms ();
-  int64_t deadline = started_at + timeout_ms;
-
-  struct kiln_accel_choice choice;
-  if (kiln_accel_resolve (q->accel_mode, NULL, q->cpu_override, &choice, NULL, err) < 0)
+  if (kiln_accel_resolve (q->accel_mode, NULL, q->cpu_override, choice, NULL, err) < 0)
     return -1;
-  int r = launch_qemu (inst, &choice, deadline, err);
-  if (r == 1 && choice.accel == KILN_ACCEL_KVM && q->accel_mode == KILN_ACCEL_MODE_AUTO)
+  int r = launch_qemu (inst, choice, deadline, err);
+  if (r == 1 && choice->accel == KILN_ACCEL_KVM && q->accel_mode == KILN_ACCEL_MODE_AUTO)
     {
-      /* The probe passed, yet this guest does not start under KVM: the
-       * verdict is demoted (for later builds too) and the guest started
-       * once more under TCG. */
       const char *msg = kiln_error_message (*err);
       _cleanup_free_ char *why = kiln_xasprintf ("a guest did not start under kvm after the probe passed: %.*s",
                                                  (int) strcspn (msg, ";\n"), msg);
       kiln_log_warn ("qemu: %s: %s; starting it again under tcg", inst->name, why);
       kiln_accel_demote (NULL, why);
       kiln_error_freep (err);
-      if (kiln_accel_resolve (q->accel_mode, NULL, q->cpu_override, &choice, NULL, err) < 0)
+      if (kiln_accel_resolve (q->accel_mode, NULL, q->cpu_override, choice, NULL, err) < 0)
         return -1;
-      r = launch_qemu (inst, &choice, deadline, err);
+      r = launch_qemu (inst, choice, deadline, err);
     }
   if (r != 0)
     return -1;
-  note_accel (inst, &choice);
+  note_accel (inst, choice);
   /* QEMU made this socket with QMP's, before QMP answered: no long wait. */
   int left = left_ms (deadline);
   if (kiln_qga_connect (q->qga_path, left < 5000 ? left : 5000, &q->qga, err) < 0)
@@ -580,7 +618,50 @@ start_qemu (struct kiln_instance *inst, int timeout_ms, kiln_error **err)
         }
       return -1;
     }
-  if (wait_for_agent (q, deadline, timeout_ms, "while the guest booted", err) < 0)
+  return wait_for_agent (q, deadline, timeout_ms, q->stall_ms, "while the guest booted", err);
+}
+
+/* Boots the instance.  A boot that stalls is killed and started once more,
+ * with the reason in the log and on the instance (the manifest); a second
+ * stall fails with both console tails. */
+static int
+start_qemu (struct kiln_instance *inst, int timeout_ms, kiln_error **err)
+{
+  struct qemu_instance *q = inst->priv;
+  int64_t started_at = kiln_qemu_now_ms ();
+  int64_t deadline = started_at + timeout_ms;
+  struct kiln_accel_choice choice;
+  int r = boot_once (inst, deadline, timeout_ms, &choice, err);
+  if (r == 2)
+    {
+      _cleanup_free_ char *first_tail = q->console_path ? file_tail (q->console_path, CONSOLE_TAIL_IN_ERRORS) : NULL;
+      _cleanup_free_ char *why = kiln_xasprintf ("%s; the boot was started again", kiln_error_message (*err));
+      kiln_log_warn ("qemu: %s: %s", inst->name, why);
+      free (inst->boot_note);
+      inst->boot_note = kiln_xstrdup (why);
+      kiln_error_freep (err);
+      stop_qemu (q);
+      /* The console log goes on: mark where the second boot begins. */
+      int fd = open (q->console_path, O_WRONLY | O_APPEND | O_CLOEXEC);
+      if (fd >= 0)
+        {
+          static const char mark[] = "\n[kiln: the boot stalled; starting the guest again]\n";
+          kiln_write_all (fd, mark, sizeof mark - 1);
+          close (fd);
+        }
+      r = boot_once (inst, deadline, timeout_ms, &choice, err);
+      if (r == 2)
+        {
+          _cleanup_free_ char *second_tail
+              = q->console_path ? file_tail (q->console_path, CONSOLE_TAIL_IN_ERRORS) : NULL;
+          kiln_error_freep (err);
+          return kiln_error_set (err, KILN_ERR_TIMEOUT, 0, "the boot stalled twice (the guest's console was silent "
+                                 "for %d s each time); the first boot's console ended with:\n%s\nthe second "
+                                 "boot's console ends with:\n%s", q->stall_ms / 1000,
+                                 first_tail ? first_tail : "(nothing)", second_tail ? second_tail : "(nothing)");
+        }
+    }
+  if (r != 0)
     return -1;
   int64_t booted_at = kiln_qemu_now_ms ();
   kiln_log_info ("qemu: %s: the guest agent answered %.1f s after start (%s)", inst->name,
@@ -825,7 +906,7 @@ qemu_reboot (struct kiln_target *t, enum kiln_reboot_outcome *outcome, kiln_erro
   kiln_log_debug ("qemu: %s: guest reset %.1f s after the reboot request", inst->name,
                   (double) (kiln_qemu_now_ms () - started_at) / 1000.0);
   kiln_qga_invalidate (q->qga);
-  if (wait_for_agent (q, deadline, timeout_ms, "after the reboot", err) < 0)
+  if (wait_for_agent (q, deadline, timeout_ms, 0, "after the reboot", err) != 0)
     return kiln_error_prefix (err, "reboot");
   kiln_log_info ("qemu: %s: rebooted in %.1f s", inst->name, (double) (kiln_qemu_now_ms () - started_at) / 1000.0);
   if (make_scratch_dir (inst, err) < 0)

@@ -31,6 +31,14 @@ Cases:
              kiln) and the next kiln command removes the run directory.
   keep       --keep-on-failure keeps the failed build instance running after
              kiln exits, and the next kiln command leaves it alone.
+  boot-stall a QEMU stand-in (KILN_QEMU) starts the first guest paused, so
+             its console stays silent: with --boot-stall-timeout 20 kiln
+             kills it and boots again, the build succeeds and the manifest
+             says the build instance's boot was restarted and why.
+  boot-stall-twice
+             every guest starts paused: the build fails after the second
+             stall, saying so with both boots' console tails, and leaves
+             nothing behind.
   bootstrap-output
              `kiln image bootstrap NAME --output FILE` copies the cached image
              (no rebuild): FILE is identical to it and nothing else is left
@@ -383,6 +391,56 @@ def case_keep(c):
     return problems  # Case.close() stops the kept QEMU and removes its files
 
 
+STALLING_QEMU = """#!/bin/sh
+# Starts guests paused (-S), as a guest whose boot hung: the first one only,
+# or all with STALL_ALWAYS=1.  The accelerator probe (-bios) runs as it is.
+case " $* " in *" -bios "*) exec qemu-system-x86_64 "$@" ;; esac
+if [ -n "$STALL_ALWAYS" ] || [ ! -e "$STALL_MARK" ]; then
+  touch "$STALL_MARK"
+  exec qemu-system-x86_64 -S "$@"
+fi
+exec qemu-system-x86_64 "$@"
+"""
+
+
+def boot_stall_case(c, always):
+    stand_in = os.path.join(c.tmp, "stalling-qemu")
+    with open(stand_in, "w") as f:
+        f.write(STALLING_QEMU)
+    os.chmod(stand_in, 0o755)
+    env = dict(c.env, KILN_QEMU=stand_in, STALL_MARK=os.path.join(c.tmp, "stalled-once"))
+    if always:
+        env["STALL_ALWAYS"] = "1"
+    recipe = c.recipe("vm-stall", ["files.yml"])
+    t0 = time.time()
+    p = subprocess.run([c.kiln, "build", recipe, "--output", c.out, "--json", "--boot-stall-timeout", "20"],
+                       capture_output=True, text=True, env=env, timeout=900)
+    print(f"# kiln build took {time.time() - t0:.1f} s, status {p.returncode}", flush=True)
+    problems = []
+    if always:
+        last = [line for line in p.stderr.splitlines() if line.startswith("kiln build: vm-stall failed")]
+        if p.returncode != 1 or not last or "the boot stalled twice" not in last[0]:
+            problems.append(f"expected a failure after two stalls, got {p.returncode}:\n{p.stderr[-3000:]}")
+        elif "the first boot's console ended with" not in p.stderr or "the second boot's console ends with" not in p.stderr:
+            problems.append(f"the error does not carry both console tails:\n{p.stderr[-3000:]}")
+        else:
+            print(f"# {last[0][:240]}")
+        published = [f for f in os.listdir(c.out) if f != "logs"] if os.path.isdir(c.out) else []
+        if published:
+            problems.append(f"a failed build published {published}")
+    else:
+        if p.returncode != 0:
+            return [f"kiln build failed ({p.returncode}):\n{p.stderr[-3000:]}"]
+        build = [s for s in json.loads(p.stdout)["stages"] if s["name"] == "build"][0]
+        note = build.get("bootRestarted", "")
+        print(f"# build stage: bootRestarted: {note}")
+        if "the boot stalled" not in note or "silent for 20 s" not in note:
+            problems.append(f"the manifest does not say the boot was restarted: {build}")
+        if "the boot stalled" not in p.stderr:
+            problems.append("the log does not say the boot stalled")
+    return problems + c.leftovers()
+
+
 def case_bootstrap_output(c):
     target = os.path.join(c.tmp, "copy", "base.qcow2")
     t0 = time.time()
@@ -450,6 +508,8 @@ CASES = {
     "qemu-crash": case_qemu_crash,
     "sigkill": lambda c: interrupted(c, signal.SIGKILL),
     "keep": case_keep,
+    "boot-stall": lambda c: boot_stall_case(c, False),
+    "boot-stall-twice": lambda c: boot_stall_case(c, True),
     "bootstrap-output": case_bootstrap_output,
     "bootstrap-interrupt": case_bootstrap_interrupt,
 }
