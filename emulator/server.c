@@ -412,8 +412,8 @@ emu_server_start (struct kiln_emu *emu, const char *listen, unsigned threads, st
       free (s);
       return kiln_fail (err, "start the connection guard's thread");
     }
-  /* epoll: more connections than select(2) can watch. */
-  s->daemon = MHD_start_daemon (MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG, 0, NULL, NULL, access_handler, s,
+  /* poll(2): more connections than select(2) can watch. */
+  s->daemon = MHD_start_daemon (MHD_USE_POLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG, 0, NULL, NULL, access_handler, s,
                                 MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
                                 MHD_OPTION_SOCK_ADDR, (struct sockaddr *) &addr,
                                 MHD_OPTION_THREAD_POOL_SIZE, threads > 0 ? threads : 4u,
