@@ -4,14 +4,10 @@
  * Each tests/data/emulator/NAME.req holds one or more HTTP requests separated
  * by a line "%%", run in order against one fresh emulator (state in memory,
  * mock instances, the clock fixed at 2026-01-01T00:00:00Z, ids from a fixed
- * seed), so the replies are the same on every run.  A request may carry
- *   X-Kiln-Sign: ACCESS_KEY SECRET REGION SERVICE
- * which the harness replaces with a real SigV4 signature (made by
- * common/sigv4.c at the request's X-Amz-Date, added when absent, over the
- * body's hash or UNSIGNED-PAYLOAD when x-amz-content-sha256 says that), so the files
- * stay readable and a case can sign with the wrong secret, region or date on
- * purpose.  Between requests the harness waits for the mock VM host to finish
- * the work queued (state transitions), so what a request sees is fixed.
+ * seed), so the replies are the same on every run.  Requests are written as
+ * tests/support/request_text.h says (X-Kiln-Sign becomes a real signature).
+ * Between requests the harness waits for the mock VM host to finish the work
+ * queued (state transitions), so what a request sees is fixed.
  *
  * A "request" that is one line "KILN import-image NAME REGION ACCOUNT
  * private|public" instead registers a 1 GiB empty qcow2 as an AMI (as
@@ -34,6 +30,7 @@
 #include "ec2.h"
 #include "process.h"
 #include "emulator.h"
+#include "request_text.h"
 #include "fsutil.h"
 #include "sigv4.h"
 #include "store.h"
@@ -43,145 +40,13 @@
 
 #define FIXED_NOW 1767225600 /* 2026-01-01T00:00:00Z */
 
-struct parsed {
-  char *method;
-  char *target;              /* path?query as written */
-  struct kiln_sigv4_pair headers[64];
-  size_t n_headers;
-  char *body;
-};
-
-static void
-parsed_release (struct parsed *p)
-{
-  free (p->method);
-  free (p->target);
-  for (size_t i = 0; i < p->n_headers; i++)
-    {
-      free ((char *) p->headers[i].name);
-      free ((char *) p->headers[i].value);
-    }
-  free (p->body);
-  memset (p, 0, sizeof *p);
-}
-
-/* Parses "METHOD TARGET HTTP/1.1\nName: value\n...\n\nbody". */
-static bool
-parse_request (const char *text, struct parsed *out)
-{
-  memset (out, 0, sizeof *out);
-  const char *eol = strchr (text, '\n');
-  if (eol == NULL)
-    return false;
-  _cleanup_free_ char *line = kiln_xstrndup (text, (size_t) (eol - text));
-  char *sp1 = strchr (line, ' ');
-  char *sp2 = sp1 ? strchr (sp1 + 1, ' ') : NULL;
-  if (sp1 == NULL || sp2 == NULL)
-    return false;
-  out->method = kiln_xstrndup (line, (size_t) (sp1 - line));
-  out->target = kiln_xstrndup (sp1 + 1, (size_t) (sp2 - sp1 - 1));
-  const char *p = eol + 1;
-  while (*p && *p != '\n')
-    {
-      const char *end = strchr (p, '\n');
-      if (end == NULL)
-        end = p + strlen (p);
-      const char *colon = memchr (p, ':', (size_t) (end - p));
-      if (colon == NULL || out->n_headers == 64)
-        return false;
-      const char *v = colon + 1;
-      while (*v == ' ')
-        v++;
-      out->headers[out->n_headers].name = kiln_xstrndup (p, (size_t) (colon - p));
-      out->headers[out->n_headers].value = kiln_xstrndup (v, (size_t) (end - v));
-      out->n_headers++;
-      p = *end ? end + 1 : end;
-    }
-  out->body = kiln_xstrdup (*p ? p + 1 : "");
-  return true;
-}
-
-static const char *
-header (struct parsed *p, const char *name)
-{
-  for (size_t i = 0; i < p->n_headers; i++)
-    if (strcasecmp (p->headers[i].name, name) == 0)
-      return p->headers[i].value;
-  return NULL;
-}
-
-static void
-remove_header (struct parsed *p, const char *name)
-{
-  for (size_t i = 0; i < p->n_headers; i++)
-    if (strcasecmp (p->headers[i].name, name) == 0)
-      {
-        free ((char *) p->headers[i].name);
-        free ((char *) p->headers[i].value);
-        p->headers[i] = p->headers[--p->n_headers];
-        return;
-      }
-}
-
-static void
-add_header (struct parsed *p, const char *name, const char *value)
-{
-  p->headers[p->n_headers].name = kiln_xstrdup (name);
-  p->headers[p->n_headers].value = kiln_xstrdup (value);
-  p->n_headers++;
-}
-
 /* Runs one request and appends its reply to out. */
 static void
-run_one (struct kiln_emu *emu, struct parsed *p, struct kiln_buf *out)
+run_one (struct kiln_emu *emu, struct request_text *r, struct kiln_buf *out)
 {
-  const char *q = strchr (p->target, '?');
-  _cleanup_free_ char *path = kiln_sigv4_uri_decode (p->target, q ? (size_t) (q - p->target) : strlen (p->target),
-                                                     false, NULL);
-  struct kiln_sigv4_pair *query = NULL;
-  size_t n_query = 0;
-  if (q)
-    kiln_sigv4_parse_query (q + 1, &query, &n_query);
-
-  const char *sign = header (p, "X-Kiln-Sign");
-  if (sign)
-    {
-      char key[64], secret[64], region[64], service[64];
-      if (sscanf (sign, "%63s %63s %63s %63s", key, secret, region, service) == 4)
-        {
-          remove_header (p, "X-Kiln-Sign");
-          char date[KILN_SIGV4_AMZ_DATE_LEN + 1];
-          if (header (p, "X-Amz-Date") == NULL)
-            {
-              kiln_sigv4_format_amz_date (FIXED_NOW, date);
-              add_header (p, "X-Amz-Date", date);
-            }
-          snprintf (date, sizeof date, "%s", header (p, "X-Amz-Date"));
-          /* What the client signed: the body's hash, or UNSIGNED-PAYLOAD
-           * when its x-amz-content-sha256 says so (as SDKs do). */
-          char hash[KILN_SHA256_LEN * 2 + 1];
-          kiln_sha256_hex (p->body, strlen (p->body), hash);
-          const char *claimed = header (p, "X-Amz-Content-Sha256");
-          if (claimed && strcmp (claimed, KILN_SIGV4_UNSIGNED_PAYLOAD) == 0)
-            snprintf (hash, sizeof hash, "%s", claimed);
-          struct kiln_sigv4_request sreq = {
-            .method = p->method, .path = path, .query = query, .n_query = n_query, .headers = p->headers,
-            .n_headers = p->n_headers, .payload_hash = hash, .flags = kiln_sigv4_service_flags (service)};
-          struct kiln_sigv4_signer signer = {
-            .access_key_id = key, .secret_access_key = secret, .amz_date = date, .region = region,
-            .service = service};
-          struct kiln_sigv4_result res = {0};
-          _cleanup_error_ kiln_error *err = NULL;
-          if (kiln_sigv4_sign (&sreq, &signer, &res, &err) == 0)
-            add_header (p, "Authorization", res.authorization);
-          else
-            kiln_buf_printf (out, "# signing failed: %s\n", kiln_error_message (err));
-          kiln_sigv4_result_release (&res);
-        }
-    }
-  struct emu_request req = {
-    .method = p->method, .path = path, .raw_query = q ? q + 1 : NULL, .query = query, .n_query = n_query, .headers = p->headers,
-    .n_headers = p->n_headers, .body = p->body, .body_len = strlen (p->body)};
+  request_text_sign (r, FIXED_NOW, out);
+  struct emu_request req;
+  request_text_view (r, &req);
   struct emu_response resp;
   kiln_emu_handle (emu, &req, &resp);
   emu_vmhost_wait_idle (emu);
@@ -189,7 +54,6 @@ run_one (struct kiln_emu *emu, struct parsed *p, struct kiln_buf *out)
                    kiln_buf_str (&resp.body),
                    resp.body.len && resp.body.data[resp.body.len - 1] == '\n' ? "" : "\n");
   emu_response_release (&resp);
-  kiln_sigv4_pairs_free (query, n_query);
 }
 
 /* "import-image NAME REGION ACCOUNT private|public" */
@@ -258,17 +122,17 @@ run_case (const char *dir, const char *name)
       size_t n = strlen (one);
       while (n && one[n - 1] == '\n')
         one[--n] = '\0';
-      struct parsed req = {0};
+      struct request_text req = {0};
       if (!first)
         kiln_buf_puts (&out, "%%\n");
       first = false;
       if (strncmp (one, "KILN ", 5) == 0)
         import_image (&emu, one + 5, &out);
-      else if (parse_request (one, &req))
+      else if (request_text_parse (one, strlen (one), &req))
         run_one (&emu, &req, &out);
       else
         kiln_buf_printf (&out, "# unparsable request: %s\n", one);
-      parsed_release (&req);
+      request_text_release (&req);
       p = sep ? sep + 4 : NULL;
     }
 
