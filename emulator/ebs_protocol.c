@@ -22,6 +22,7 @@
 
 #include "auth.h"
 #include "cleanup.h"
+#include "utf8.h"
 #include "xalloc.h"
 
 enum member_location { IN_URI, IN_QUERY, IN_HEADER, IN_BODY };
@@ -222,10 +223,14 @@ check_range (struct emu_call *c, const struct member *m, long long v)
   return fail_member (c, m, value, constraint);
 }
 
-/* A value that came as text (URI, query, header) into c->input. */
+/* A value that came as text (URI, query, header) into c->input.  Text that
+ * is not UTF-8 is refused here: JSON (and so every handler) holds only
+ * UTF-8, and a member that silently went missing reached a handler as NULL. */
 static int
 decode_text (struct emu_call *c, const struct member *m, const char *text)
 {
+  if (!kiln_utf8_valid (text))
+    return fail_member (c, m, "(not UTF-8)", "Member must be valid UTF-8");
   switch (m->type)
     {
     case T_INTEGER:

@@ -163,6 +163,9 @@ same_bytes (const unsigned char *a, const unsigned char *b, size_t n)
 static int
 check_snapshot_id (struct emu_call *c, const char *id, const char *member)
 {
+  if (id == NULL)
+    return ebs_fail_validation (c, "INVALID_SNAPSHOT_ID", "1 validation error detected: Value null at '%s' failed "
+                                "to satisfy constraint: Member must not be null", member);
   size_t n = strlen (id);
   if (n > 64 || n <= 5 || strncmp (id, "snap-", 5) != 0 || strspn (id + 5, "0123456789abcdef") != n - 5)
     return ebs_fail_validation (c, "INVALID_SNAPSHOT_ID", "1 validation error detected: Value '%s' at '%s' failed "

@@ -604,7 +604,8 @@ decode_params (struct emu_call *c)
     }
   for (size_t i = 0; i < c->n_params; i++)
     canonical_member_name (c->params[i].name);
-  qsort (c->params, c->n_params, sizeof *c->params, compare_param);
+  if (c->n_params > 1)
+    qsort (c->params, c->n_params, sizeof *c->params, compare_param);
   for (size_t i = 1; i < c->n_params; i++)
     if (strcmp (c->params[i - 1].name, c->params[i].name) == 0)
       return emu_fail (c, 400, "MalformedQueryString", "The parameter '%s' is given more than once.",
