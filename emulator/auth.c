@@ -126,6 +126,19 @@ emu_auth_verify (struct kiln_emu *emu, const struct emu_request *req, time_t now
                      "(access key '%s' is not one of kiln-emulator's accounts).", auth.access_key_id);
       goto out;
     }
+  /* A session token names a session STS handed out; kiln-emulator has no
+   * STS yet, so there is no session a token could name (a signed garbage
+   * token was once accepted). */
+  const char *token = emu_request_header (req, "X-Amz-Security-Token");
+  for (size_t i = 0; token == NULL && i < req->n_query; i++)
+    if (strcmp (req->query[i].name, "X-Amz-Security-Token") == 0)
+      token = req->query[i].value ? req->query[i].value : "";
+  if (token)
+    {
+      result = fail (message, EMU_AUTH_UNKNOWN_KEY, "The security token included in the request is invalid "
+                     "(kiln-emulator has issued no session it could name).");
+      goto out;
+    }
   if (!emu_region_known (auth.region))
     {
       result = fail (message, EMU_AUTH_BAD_SCOPE, "Credential should be scoped to a valid region, not '%s'.",

@@ -22,7 +22,7 @@
 #include "cleanup.h"
 #include "fsutil.h"
 #include "log.h"
-#include "s3.h"
+#include "services.h"
 #include "utf8.h"
 #include "xalloc.h"
 
@@ -81,7 +81,6 @@ kiln_emu_handle (struct kiln_emu *emu, const struct emu_request *req, struct emu
   memset (resp, 0, sizeof *resp);
   struct emu_call c = {.emu = emu, .req = req, .now = emu_now (emu)};
   emu_new_uuid (emu, c.request_id);
-  bool json = emu_request_header (req, "X-Amz-Target") != NULL;
 
   /* A query string that is not form encoding is refused as such before
    * its signature (computed over bytes that mean nothing) is checked. */
@@ -90,24 +89,24 @@ kiln_emu_handle (struct kiln_emu *emu, const struct emu_request *req, struct emu
   bool query_ok = req->raw_query == NULL || emu_form_parse (&c, req->raw_query, strlen (req->raw_query)) == 0;
   emu_params_free (&c);
   enum emu_auth_failure kind = query_ok ? emu_auth_verify (emu, req, c.now, &auth, &message) : EMU_AUTH_OK;
-  /* EBS direct is rest-json: its own error shape, and 403 for every SigV4
-   * failure. */
-  bool ebs = query_ok && auth.service && strcmp (auth.service, "ebs") == 0;
-  /* S3 is rest-xml with its own codes; a request whose signature names no
-   * service is S3's when it looks like nothing else (s3_protocol.c). */
-  bool s3 = query_ok && !json
-            && (auth.service ? strcmp (auth.service, "s3") == 0 : emu_s3_unsigned_looks_like_s3 (req));
+  /* The service is the request's (its endpoint, or its shape), not merely
+   * what its signature names (services.h); a scope for another service is
+   * then that service's signature error. */
+  const struct emu_service *service = emu_service_route (req, auth.service);
+  if (query_ok && kind == EMU_AUTH_OK && strcmp (auth.service, service->name) != 0)
+    {
+      free (message);
+      message = kiln_xasprintf ("Credential should be scoped to correct service: '%s', not '%s'.", service->name,
+                                auth.service);
+      kind = EMU_AUTH_BAD_SCOPE;
+    }
   if (!query_ok)
     kiln_log_debug ("emulator: %s %s refused: %s", req->method, req->path, c.error_message);
   else if (kind != EMU_AUTH_OK)
     {
       int status;
       const char *code;
-      emu_auth_error (kind, json || ebs, &status, &code);
-      if (ebs)
-        status = 403;
-      if (s3)
-        emu_auth_error_s3 (kind, auth.presigned, &status, &code);
+      service->auth_error (kind, auth.presigned, &status, &code);
       emu_fail (&c, status, code, "%s", message);
       kiln_log_debug ("emulator: %s %s refused: %s: %s", req->method, req->path, code, message);
     }
@@ -122,29 +121,14 @@ kiln_emu_handle (struct kiln_emu *emu, const struct emu_request *req, struct emu
       c.account = auth.account->id;
       c.region = auth.region;
       c.service = auth.service;
-      emu_ebs_expire (emu, c.now);
-      if (strcmp (c.service, "ssm") == 0)
-        emu_ssm_serve (&c, resp);
-      else if (ebs)
-        emu_ebs_serve (&c, resp);
-      else if (s3)
-        emu_s3_serve (&c, resp);
-      else
-        emu_ec2_serve (&c, resp);
+      for (size_t i = 0; emu_services[i]; i++)
+        if (emu_services[i]->tick)
+          emu_services[i]->tick (emu, c.now);
+      service->serve (&c, resp);
     }
   if (c.error_code && resp->status == 0)
-    {
-      if (ebs)
-        emu_ebs_error_reply (&c, resp);
-      else if (json)
-        emu_ssm_error_reply (&c, resp);
-      else if (s3)
-        emu_s3_error_reply (&c, resp);
-      else
-        emu_ec2_error_reply (&c, resp);
-    }
-  emu_response_add_header (resp, s3 ? "x-amz-request-id" : json || ebs ? "x-amzn-RequestId" : "x-amzn-requestid",
-                           c.request_id);
+    service->error_reply (&c, resp);
+  emu_response_add_header (resp, service->request_id_header, c.request_id);
   free (c.error_code);
   free (c.error_message);
   emu_auth_release (&auth);

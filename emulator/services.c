@@ -1,0 +1,167 @@
+/* services.c - the table of kiln-emulator's services and the routing over
+ * it (see services.h).  Each entry points at the service's own protocol
+ * file; this file holds their claims, the one place that says which request
+ * shape belongs to which service. */
+#include "services.h"
+
+#include <string.h>
+#include <strings.h>
+
+#include "s3.h"
+
+/* The Host header without its port, lower case compared. */
+static bool
+host_starts (const struct emu_request *req, const char *prefix)
+{
+  const char *host = emu_request_header (req, "Host");
+  return host && strncasecmp (host, prefix, strlen (prefix)) == 0;
+}
+
+static bool
+query_has (const struct emu_request *req, const char *name)
+{
+  for (size_t i = 0; i < req->n_query; i++)
+    if (strcmp (req->query[i].name, name) == 0)
+      return true;
+  return false;
+}
+
+static bool
+form_post (const struct emu_request *req)
+{
+  const char *type = emu_request_header (req, "Content-Type");
+  return strcmp (req->method, "POST") == 0 && type
+         && strncasecmp (type, "application/x-www-form-urlencoded", 33) == 0;
+}
+
+/* S3's host names: s3.*, s3-*.*, BUCKET.s3.* (virtual hosts). */
+static bool
+s3_host (const struct emu_request *req)
+{
+  const char *host = emu_request_header (req, "Host");
+  return host && (strncasecmp (host, "s3.", 3) == 0 || strncasecmp (host, "s3-", 3) == 0 || strcasestr (host, ".s3."));
+}
+
+static enum emu_claim
+ec2_claim (const struct emu_request *req)
+{
+  if (host_starts (req, "ec2.") && !s3_host (req))
+    return EMU_CLAIM_ENDPOINT;
+  return query_has (req, "Action") || form_post (req) ? EMU_CLAIM_SHAPE : EMU_CLAIM_NONE;
+}
+
+static enum emu_claim
+ssm_claim (const struct emu_request *req)
+{
+  if (host_starts (req, "ssm.") && !s3_host (req))
+    return EMU_CLAIM_ENDPOINT;
+  /* SSM is the one awsJson service here: any X-Amz-Target could be its
+   * (and gets its UnknownOperationException when it is not). */
+  const char *target = emu_request_header (req, "X-Amz-Target");
+  if (target == NULL)
+    return EMU_CLAIM_NONE;
+  return strncmp (target, "AmazonSSM.", 10) == 0 ? EMU_CLAIM_SHAPE : EMU_CLAIM_FALLBACK;
+}
+
+static enum emu_claim
+ebs_claim (const struct emu_request *req)
+{
+  if (host_starts (req, "ebs.") && !s3_host (req))
+    return EMU_CLAIM_ENDPOINT;
+  const char *p = req->path ? req->path : "";
+  return strcmp (p, "/snapshots") == 0 || strncmp (p, "/snapshots/", 11) == 0 ? EMU_CLAIM_SHAPE : EMU_CLAIM_NONE;
+}
+
+static enum emu_claim
+s3_claim (const struct emu_request *req)
+{
+  if (s3_host (req))
+    return EMU_CLAIM_ENDPOINT;
+  return emu_s3_unsigned_looks_like_s3 (req) ? EMU_CLAIM_FALLBACK : EMU_CLAIM_NONE;
+}
+
+static void
+query_auth_error (enum emu_auth_failure kind, bool presigned, int *status, const char **code)
+{
+  (void) presigned;
+  emu_auth_error (kind, false, status, code);
+}
+
+static void
+json_auth_error (enum emu_auth_failure kind, bool presigned, int *status, const char **code)
+{
+  (void) presigned;
+  emu_auth_error (kind, true, status, code);
+}
+
+/* EBS direct answers every SigV4 failure with 403. */
+static void
+ebs_auth_error (enum emu_auth_failure kind, bool presigned, int *status, const char **code)
+{
+  (void) presigned;
+  emu_auth_error (kind, true, status, code);
+  *status = 403;
+}
+
+static const struct emu_service ssm_service = {
+  .name = "ssm",
+  .claim = ssm_claim,
+  .serve = emu_ssm_serve,
+  .error_reply = emu_ssm_error_reply,
+  .auth_error = json_auth_error,
+  .request_id_header = "x-amzn-RequestId",
+};
+
+static const struct emu_service ec2_service = {
+  .name = "ec2",
+  .claim = ec2_claim,
+  .serve = emu_ec2_serve,
+  .error_reply = emu_ec2_error_reply,
+  .auth_error = query_auth_error,
+  .request_id_header = "x-amzn-requestid",
+};
+
+static const struct emu_service ebs_service = {
+  .name = "ebs",
+  .claim = ebs_claim,
+  .serve = emu_ebs_serve,
+  .error_reply = emu_ebs_error_reply,
+  .auth_error = ebs_auth_error,
+  .request_id_header = "x-amzn-RequestId",
+  .tick = emu_ebs_expire,
+};
+
+static const struct emu_service s3_service = {
+  .name = "s3",
+  .claim = s3_claim,
+  .serve = emu_s3_serve,
+  .error_reply = emu_s3_error_reply,
+  .auth_error = emu_auth_error_s3,
+  .request_id_header = "x-amz-request-id",
+};
+
+const struct emu_service *const emu_services[] = {&ssm_service, &ec2_service, &ebs_service, &s3_service, NULL};
+
+const struct emu_service *
+emu_service_route (const struct emu_request *req, const char *scope_service)
+{
+  enum emu_claim claims[sizeof emu_services / sizeof emu_services[0]];
+  for (size_t i = 0; emu_services[i]; i++)
+    {
+      claims[i] = emu_services[i]->claim (req);
+      if (claims[i] == EMU_CLAIM_ENDPOINT)
+        return emu_services[i];
+    }
+  for (size_t i = 0; scope_service && emu_services[i]; i++)
+    if (claims[i] > EMU_CLAIM_NONE && strcmp (emu_services[i]->name, scope_service) == 0)
+      return emu_services[i];
+  const struct emu_service *best = &ec2_service;
+  enum emu_claim best_claim = EMU_CLAIM_NONE;
+  for (size_t i = 0; emu_services[i]; i++)
+    if (claims[i] > best_claim)
+      {
+        best = emu_services[i];
+        best_claim = claims[i];
+      }
+  return best;
+}

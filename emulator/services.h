@@ -1,0 +1,54 @@
+/* services.h - the table of kiln-emulator's services, as redis has a
+ * command table and libvirt a driver table.
+ *
+ * Each service fills one struct by field name: how it claims a request, how
+ * it serves one, the shape of its errors (authentication failures included)
+ * and its request id, and an optional tick run before every authenticated
+ * request.  kiln_emu_handle (emulator.c) routes by the table alone: a
+ * request goes to the service its endpoint (Host) names; failing that, to
+ * the service its credential scope names if that service would take the
+ * request's shape; failing that, to the service that claims its shape most
+ * surely.  Only then is the scope checked against the service, so an EC2
+ * request signed for ssm gets EC2's error, not SSM's. */
+#ifndef KILN_EMULATOR_SERVICES_H
+#define KILN_EMULATOR_SERVICES_H
+
+#include <stdbool.h>
+#include <time.h>
+
+#include "auth.h"
+#include "emulator.h"
+
+/* How surely a service takes a request, weakest first. */
+enum emu_claim {
+  EMU_CLAIM_NONE,      /* not this service's */
+  EMU_CLAIM_FALLBACK,  /* could be, when nothing else takes it */
+  EMU_CLAIM_SHAPE,     /* this service's shape (its header, parameters or paths) */
+  EMU_CLAIM_ENDPOINT,  /* sent to this service's host name */
+};
+
+struct emu_service {
+  const char *name;    /* the credential scope's service: "ec2", "ssm", ... */
+  enum emu_claim (*claim) (const struct emu_request *req);
+  /* Serves an authenticated call (c->account, region, service set); errors
+   * are recorded on c (emu_fail) and shaped by error_reply. */
+  void (*serve) (struct emu_call *c, struct emu_response *resp);
+  void (*error_reply) (struct emu_call *c, struct emu_response *resp);
+  /* The status and code of an authentication failure, in this service's
+   * terms. */
+  void (*auth_error) (enum emu_auth_failure kind, bool presigned, int *status, const char **code);
+  const char *request_id_header;
+  /* Optional: run before every authenticated request of any service, so
+   * what any API shows is current (EBS snapshots past their Timeout). */
+  void (*tick) (struct kiln_emu *emu, time_t now);
+};
+
+/* NULL-terminated, in the order ties are broken. */
+extern const struct emu_service *const emu_services[];
+
+/* The service req goes to, given the service its credential scope names
+ * (NULL when unsigned or unreadable).  Never NULL: EC2 takes what nothing
+ * claims, as it answers unsigned requests on a bare endpoint. */
+const struct emu_service *emu_service_route (const struct emu_request *req, const char *scope_service);
+
+#endif
