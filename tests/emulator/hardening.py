@@ -26,6 +26,9 @@ its state directory.
               swapped under one: refused, nothing created
   delete-tags DeleteTags on a missing AMI and on another account's key pair:
               not found, as CreateTags says
+  scope       an EC2 request signed for ssm, an S3 PUT signed for ec2, an SSM
+              request signed for ec2: each gets the error of the service it
+              was sent to; boto3 with a session token nobody issued: refused
   kill-9      a writer (S3 PUTs, SSM parameters) acknowledged writes while the
               emulator was SIGKILLed at random moments (5 trials): after each
               restart every acknowledged write is there, and no S3 data file
@@ -337,6 +340,39 @@ def delete_tags_case(emu):
     return "; ".join(codes)
 
 
+def scope_case(emu):
+    lines = []
+    r = send(emu.url, ec2_wire(emu.url, EC2_CALL, service="ssm"))
+    root = r.xml()
+    code = root.findtext(".//Code")
+    expect(r.status == 401 and code == "AuthFailure" and "scoped to correct service: 'ec2'" in r.text(),
+           f"EC2 signed for ssm: HTTP {r.status} {code}: {r.text()}")
+    lines.append(f"EC2 signed for ssm: {r.status} {code}")
+    w = sign(emu.url + "/scope-bucket", method="PUT", service="ec2",
+             headers={"x-amz-content-sha256": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"})
+    r = send(emu.url, w)
+    code = r.xml().findtext("Code")
+    expect(r.status == 400 and code == "AuthorizationHeaderMalformed", f"S3 signed for ec2: HTTP {r.status} {code}")
+    lines.append(f"S3 PUT signed for ec2: {r.status} {code}")
+    from emulator_protocol import ssm_wire
+    r = send(emu.url, ssm_wire(emu.url, "DescribeParameters", {}, service="ec2"))
+    code = r.json().get("__type")
+    expect(r.status == 400 and code == "InvalidSignatureException", f"SSM signed for ec2: HTTP {r.status} {code}")
+    lines.append(f"SSM signed for ec2: {r.status} {code}")
+    for service, want in (("ec2", "AuthFailure"), ("ssm", "UnrecognizedClientException")):
+        c = boto3.client(service, endpoint_url=emu.url, region_name="us-east-1", aws_access_key_id="test",
+                         aws_secret_access_key="test", aws_session_token="garbage",
+                         config=Config(retries={"max_attempts": 1}))
+        try:
+            c.describe_regions() if service == "ec2" else c.describe_parameters()
+            raise Fail(f"{service}: a session token nobody issued was accepted")
+        except ClientError as e:
+            got = e.response["Error"]["Code"]
+            expect(got == want, f"{service} with a garbage session token: {got}")
+            lines.append(f"{service} with a garbage session token: {got}")
+    return "\n".join(lines)
+
+
 def kill9_case(binary, work):
     state = os.path.join(work, "kill9-state")
     emu = Emulator(binary, state_dir=state, log_dir=work).start()
@@ -415,6 +451,8 @@ def main():
         tap.case("utf8: every reply quoting a client's bytes is well-formed XML", utf8_case, emu)
         tap.case("unsigned: EC2 and SSM refuse UNSIGNED-PAYLOAD and a swapped body", unsigned_case, emu)
         tap.case("delete-tags: missing and foreign resources not found", delete_tags_case, emu)
+        tap.case("scope: a scope for another service is the addressed service's error; session tokens refused",
+                 scope_case, emu)
         tap.case("the emulator is alive", lambda: expect(emu.alive(), "the emulator died"))
     finally:
         emu.stop()

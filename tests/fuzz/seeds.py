@@ -37,6 +37,22 @@ def main():
                 if not one.startswith(b"KILN "):
                     write(out, f"req-{n}", one.rstrip(b"\n"))
                     n += 1
+        # aws-chunked object data (s3_upload.c's decoder): a bucket, then
+        # bodies with unsigned and signed chunks and a trailer.
+        write(out, f"req-{n}", b"PUT /fuzz-chunked HTTP/1.1\nHost: 127.0.0.1\nx-amz-content-sha256: UNSIGNED-PAYLOAD\n"
+              b"X-Kiln-Sign: test test us-east-1 s3\n")
+        n += 1
+        chunks = (b"a\r\n0123456789\r\n5\r\nabcde\r\n0\r\n"
+                  b"x-amz-checksum-crc32:AAAAAA==\r\n\r\n")
+        for payload, body in ((b"STREAMING-UNSIGNED-PAYLOAD-TRAILER", chunks),
+                              (b"STREAMING-AWS4-HMAC-SHA256-PAYLOAD",
+                               b"a;chunk-signature=" + b"0" * 64 + b"\r\n0123456789\r\n0;chunk-signature="
+                               + b"0" * 64 + b"\r\n\r\n")):
+            write(out, f"req-{n}", b"PUT /fuzz-chunked/object HTTP/1.1\nHost: 127.0.0.1\n"
+                  b"Content-Encoding: aws-chunked\nx-amz-decoded-content-length: 15\n"
+                  b"x-amz-trailer: x-amz-checksum-crc32\nx-amz-content-sha256: " + payload +
+                  b"\nX-Kiln-Sign: test test us-east-1 s3\n\n" + body)
+            n += 1
     elif target == "fuzz_sigv4":
         found = set()
         for path in glob.glob(os.path.join(DATA, "sigv4", "**", "*"), recursive=True):
