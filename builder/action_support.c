@@ -14,11 +14,12 @@
 #include "action.h"
 #include "cleanup.h"
 #include "template.h"
+#include "xalloc.h"
 
 static int
 wrong_type (kiln_error **err, const char *where, const char *key, const char *expected, json_t *v)
 {
-  _cleanup_free_ char *shown = json_is_string (v) ? strdup (json_string_value (v)) : json_dumps (v, JSON_ENCODE_ANY);
+  _cleanup_free_ char *shown = json_is_string (v) ? kiln_xstrdup (json_string_value (v)) : json_dumps (v, JSON_ENCODE_ANY);
   return kiln_fail_invalid (err, "%s%sinput '%s' must be %s, not '%s'", where ? where : "", where ? ": " : "", key,
                             expected, shown ? shown : "?");
 }
@@ -194,7 +195,7 @@ kiln_action_check_wildcard_source (const struct kiln_action_check_ctx *ctx, cons
   const struct kiln_yaml_node *v = kiln_input_literal (entry, "source");
   if (v == NULL)
     return 0;
-  _cleanup_free_ char *source = trim_slashes ? kiln_path_trim_slashes (v->value) : strdup (v->value);
+  _cleanup_free_ char *source = trim_slashes ? kiln_path_trim_slashes (v->value) : kiln_xstrdup (v->value);
   _cleanup_free_ char *dir = kiln_path_dir (source);
   if (strchr (dir, '*'))
     return kiln_yaml_error (err, ctx->doc, v, "'%s': '*' is allowed only in the last path component", v->value);
@@ -213,10 +214,10 @@ kiln_path_dir (const char *path)
 {
   const char *slash = strrchr (path, '/');
   if (slash == NULL)
-    return strdup ("");
+    return kiln_xstrdup ("");
   if (slash == path)
-    return strdup ("/");
-  return strndup (path, (size_t) (slash - path));
+    return kiln_xstrdup ("/");
+  return kiln_xstrndup (path, (size_t) (slash - path));
 }
 
 const char *
@@ -237,8 +238,7 @@ char *
 kiln_path_join (const char *dir, const char *name)
 {
   char *r = NULL;
-  if (asprintf (&r, "%s%s%s", dir, *dir == '\0' || kiln_path_ends_with_slash (dir) ? "" : "/", name) < 0)
-    abort ();
+  r = kiln_xasprintf ("%s%s%s", dir, *dir == '\0' || kiln_path_ends_with_slash (dir) ? "" : "/", name);
   return r;
 }
 
@@ -248,7 +248,7 @@ kiln_path_trim_slashes (const char *path)
   size_t n = strlen (path);
   while (n > 1 && path[n - 1] == '/')
     n--;
-  return strndup (path, n);
+  return kiln_xstrndup (path, n);
 }
 
 bool
@@ -297,15 +297,14 @@ kiln_action_set_owner (struct kiln_action_ctx *ctx, const char *path, const char
   char *argv[] = {(char *) "chown", (char *) "--", NULL, (char *) path, NULL};
   if (owner && group)
     {
-      if (asprintf (&spec, "%s:%s", owner, group) < 0)
-        abort ();
+      spec = kiln_xasprintf ("%s:%s", owner, group);
     }
   else if (owner)
-    spec = strdup (owner);
+    spec = kiln_xstrdup (owner);
   else
     {
       argv[0] = (char *) "chgrp";
-      spec = strdup (group);
+      spec = kiln_xstrdup (group);
     }
   argv[2] = spec;
   if (kiln_action_run_checked (ctx, argv, err) < 0)
@@ -376,7 +375,7 @@ kiln_action_split_print0 (const struct kiln_buf *out, const char *prefix, bool b
       const char *item = out->data + i;
       size_t len = strlen (item);
       if (len > 0)
-        v[k++] = basename_only ? kiln_path_join (prefix, kiln_path_base (item)) : strdup (item);
+        v[k++] = basename_only ? kiln_path_join (prefix, kiln_path_base (item)) : kiln_xstrdup (item);
       i += len + 1;
     }
   kiln_sort_strings (v, k);
@@ -401,8 +400,7 @@ kiln_action_expand_wildcard (struct kiln_action_ctx *ctx, const char *pattern_pa
   _cleanup_free_ char *name_pattern = kiln_buf_steal (&pat);
 
   _cleanup_free_ char *start = NULL;
-  if (asprintf (&start, "%s%s/.", dir[0] == '-' ? "./" : "", *dir ? dir : ".") < 0)
-    abort ();
+  start = kiln_xasprintf ("%s%s/.", dir[0] == '-' ? "./" : "", *dir ? dir : ".");
   struct kiln_target_stat st;
   if (kiln_target_stat (ctx->target, start, &st, err) < 0)
     return -1;

@@ -43,8 +43,7 @@ static int
 fail_at_position (struct kiln_api_input *in, int line, int column, const char *fmt, va_list ap)
 {
   _cleanup_free_ char *msg = NULL;
-  if (vasprintf (&msg, fmt, ap) < 0)
-    abort ();
+  msg = kiln_xvasprintf (fmt, ap);
   return kiln_error_set (in->err, KILN_ERR_INVALID, 0, "%s:%d:%d: %s", in->doc->name, line, column, msg);
 }
 
@@ -247,8 +246,7 @@ kiln_api_strings (struct kiln_api_input *in, const struct kiln_yaml_node *n, con
   for (size_t i = 0; i < n->n_items; i++)
     {
       _cleanup_free_ char *item = NULL;
-      if (asprintf (&item, "%s[%zu]", what, i) < 0)
-        abort ();
+      item = kiln_xasprintf ("%s[%zu]", what, i);
       if (kiln_api_string (in, n->items[i], item, &v[i]) < 0)
         return -1;
     }

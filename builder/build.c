@@ -121,8 +121,7 @@ next_build_version (const char *output_dir, const struct kiln_plan *p)
       if (de->d_name[0] == '.' || len <= strlen (suffix) || strcmp (de->d_name + len - strlen (suffix), suffix) != 0)
         continue;
       _cleanup_free_ char *path = NULL;
-      if (asprintf (&path, "%s/%s", output_dir, de->d_name) < 0)
-        abort ();
+      path = kiln_xasprintf ("%s/%s", output_dir, de->d_name);
       _cleanup_json_ json_t *m = json_load_file (path, 0, NULL);
       const char *name = json_string_value (json_object_get (m, "name"));
       const char *version = json_string_value (json_object_get (m, "version"));
@@ -160,8 +159,7 @@ image_name_for (struct build *b, const struct kiln_image_distribution *t, char *
     }
   char stamp[32];
   utc_stamp (stamp, sizeof stamp, true);
-  if (asprintf (out, "%s-%s-%s", b->plan->name, b->plan->version, stamp) < 0)
-    abort ();
+  *out = kiln_xasprintf ("%s-%s-%s", b->plan->name, b->plan->version, stamp);
   return 0;
 }
 
@@ -216,8 +214,7 @@ run_user_data (struct build *b, kiln_error **err)
   if (kiln_base64_decode (b->plan->user_data, strlen (b->plan->user_data), &script, &len) < 0)
     return kiln_fail_invalid (err, "userDataOverride is not base64");
   _cleanup_free_ char *path = NULL;
-  if (asprintf (&path, "%s/user-data", t->scratch_dir ? t->scratch_dir : "/var/tmp") < 0)
-    abort ();
+  path = kiln_xasprintf ("%s/user-data", t->scratch_dir ? t->scratch_dir : "/var/tmp");
   int r = kiln_target_put_data (t, script, len, path, 0700, err);
   free (script);
   if (r < 0)
@@ -241,8 +238,8 @@ boot (struct build *b, const char *label, const char *image, const char *format,
 {
   _cleanup_free_ char *work = NULL;
   _cleanup_free_ char *console = NULL;
-  if (asprintf (&work, "%s/%s", b->rd->path, label) < 0 || asprintf (&console, "%s/%s-console.log", b->logs_dir, label) < 0)
-    abort ();
+  work = kiln_xasprintf ("%s/%s", b->rd->path, label);
+  console = kiln_xasprintf ("%s/%s-console.log", b->logs_dir, label);
   if (mkdir (work, 0700) < 0)
     return kiln_fail_errno (err, errno, "create '%s'", work);
   struct kiln_instance_spec spec = {
@@ -285,7 +282,7 @@ boot (struct build *b, const char *label, const char *image, const char *format,
       if (kiln_target_run_checked (t, argv, 60, NULL, err) < 0)
         return kiln_error_prefix (err, "workingDirectory '%s'", b->plan->working_directory);
       free (t->scratch_dir);
-      t->scratch_dir = strdup (b->plan->working_directory);
+      t->scratch_dir = kiln_xstrdup (b->plan->working_directory);
     }
   return 0;
 }
@@ -341,8 +338,7 @@ run_components (struct build *b, const char *stage, const char *phases, kiln_err
   if (n > 0)
     {
       _cleanup_free_ char *log_dir = NULL;
-      if (asprintf (&log_dir, "%s/%s", b->logs_dir, stage) < 0)
-        abort ();
+      log_dir = kiln_xasprintf ("%s/%s", b->logs_dir, stage);
       struct kiln_executor_opts eo = {
         .target = kiln_instance_target (b->inst),
         .phases = phases,
@@ -460,11 +456,10 @@ publish (struct build *b, const char *captured, struct kiln_build_result *res, c
   _cleanup_free_ char *tmp = NULL;
   _cleanup_free_ char *manifest_final = NULL;
   _cleanup_free_ char *manifest_tmp = NULL;
-  if (asprintf (&final, "%s/%s.%s", b->opts->output_dir, base, ext) < 0
-      || asprintf (&tmp, "%s/.%s.%s.tmp-%d", b->opts->output_dir, base, ext, (int) getpid ()) < 0
-      || asprintf (&manifest_final, "%s/%s.manifest.json", b->opts->output_dir, base) < 0
-      || asprintf (&manifest_tmp, "%s/.%s.manifest.json.tmp-%d", b->opts->output_dir, base, (int) getpid ()) < 0)
-    abort ();
+  final = kiln_xasprintf ("%s/%s.%s", b->opts->output_dir, base, ext);
+  tmp = kiln_xasprintf ("%s/.%s.%s.tmp-%d", b->opts->output_dir, base, ext, (int) getpid ());
+  manifest_final = kiln_xasprintf ("%s/%s.manifest.json", b->opts->output_dir, base);
+  manifest_tmp = kiln_xasprintf ("%s/.%s.manifest.json.tmp-%d", b->opts->output_dir, base, (int) getpid ());
 
   double t0 = now ();
   /* The temporary names are recorded in the run directory first, so they
@@ -555,9 +550,8 @@ publish_cloud (struct build *b, const char *image_id, struct kiln_build_result *
   const char *base = json_string_value (json_object_get (plan_json, "output"));
   _cleanup_free_ char *manifest_final = NULL;
   _cleanup_free_ char *manifest_tmp = NULL;
-  if (asprintf (&manifest_final, "%s/%s.manifest.json", b->opts->output_dir, base) < 0
-      || asprintf (&manifest_tmp, "%s/.%s.manifest.json.tmp-%d", b->opts->output_dir, base, (int) getpid ()) < 0)
-    abort ();
+  manifest_final = kiln_xasprintf ("%s/%s.manifest.json", b->opts->output_dir, base);
+  manifest_tmp = kiln_xasprintf ("%s/.%s.manifest.json.tmp-%d", b->opts->output_dir, base, (int) getpid ());
   double t0 = now ();
   json_t *images = images_json (b);
   char ended[32];
@@ -731,8 +725,8 @@ run_stages (struct build *b, struct kiln_build_result *res, kiln_error **err)
   _cleanup_free_ char *captured = NULL;
   _cleanup_free_ char *image_region = NULL;
   _cleanup_free_ char *image_name = NULL;
-  if (!cloud && asprintf (&captured, "%s/image.qcow2", b->rd->path) < 0)
-    abort ();
+  if (!cloud)
+    captured = kiln_xasprintf ("%s/image.qcow2", b->rd->path);
   const struct kiln_image_distribution *home = cloud ? distribution_for (b, b->inst->location) : NULL;
   if (image_name_for (b, home, &image_name, err) < 0)
     {
@@ -812,14 +806,13 @@ kiln_build_run (const struct kiln_plan *plan, const struct kiln_build_opts *opts
     }
   char stamp[32];
   utc_stamp (stamp, sizeof stamp, true);
-  if (asprintf (&b.logs_dir, "%s/logs/%s-%s-%s", opts->output_dir, plan->name, plan->version, stamp) < 0)
-    abort ();
+  b.logs_dir = kiln_xasprintf ("%s/logs/%s-%s-%s", opts->output_dir, plan->name, plan->version, stamp);
   for (char *c = b.logs_dir + strlen (opts->output_dir); *c; c++)
     if (*c == ' ')
       *c = '_';
   if (kiln_mkdir_p (b.logs_dir, 0755, err) < 0)
     goto out;
-  res->logs_dir = strdup (b.logs_dir);
+  res->logs_dir = kiln_xstrdup (b.logs_dir);
   if (kiln_rundir_create ("build", &b.rd, err) < 0)
     goto out;
 
@@ -829,13 +822,10 @@ kiln_build_run (const struct kiln_plan *plan, const struct kiln_build_opts *opts
       /* Leave the failed instance as it is, with its run directory, for
        * inspection; mark it so the reaper leaves it alone too. */
       _cleanup_free_ char *mark = NULL;
-      if (asprintf (&mark, "%s/keep", b.rd->path) < 0)
-        abort ();
+      mark = kiln_xasprintf ("%s/keep", b.rd->path);
       kiln_write_file_atomic (mark, "kept\n", 5, 0644, NULL);
-      if (asprintf (&res->kept, "instance %s (%s driver), files in %s", b.inst->id ? b.inst->id : b.inst->name,
-                    opts->driver->name, b.rd->path)
-          < 0)
-        abort ();
+      res->kept = kiln_xasprintf ("instance %s (%s driver), files in %s", b.inst->id ? b.inst->id : b.inst->name,
+                                  opts->driver->name, b.rd->path);
       b.keep = true;
       /* Forget the instance without destroying it. */
       b.inst = NULL;

@@ -13,6 +13,7 @@
 #include "component.h"
 #include "executor.h"
 #include "target.h"
+#include "xalloc.h"
 
 static void
 run_usage (FILE *out)
@@ -27,7 +28,7 @@ run_usage (FILE *out)
 static int
 parse_parameters (const char *spec, json_t *into)
 {
-  _cleanup_free_ char *copy = strdup (spec);
+  _cleanup_free_ char *copy = kiln_xstrdup (spec);
   char *save = NULL;
   for (char *tok = strtok_r (copy, ",", &save); tok; tok = strtok_r (NULL, ",", &save))
     {
@@ -106,7 +107,7 @@ component_run (int argc, char **argv)
   struct kiln_component **docs = NULL;
   size_t n_docs = 0;
   int status = KILN_EXIT_FAILED;
-  _cleanup_free_ char *list = strdup (documents);
+  _cleanup_free_ char *list = kiln_xstrdup (documents);
   char *save = NULL;
   for (char *tok = strtok_r (list, ",", &save); tok; tok = strtok_r (NULL, ",", &save))
     {

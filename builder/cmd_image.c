@@ -76,9 +76,8 @@ hash_tree (const char *dir, const char *rel, struct kiln_buf *all, int depth, ki
         {
           _cleanup_free_ char *path = NULL;
           _cleanup_free_ char *name = NULL;
-          if (asprintf (&path, "%s/%s", dir, names[i]->d_name) < 0
-              || asprintf (&name, "%s%s%s", rel, *rel ? "/" : "", names[i]->d_name) < 0)
-            abort ();
+          path = kiln_xasprintf ("%s/%s", dir, names[i]->d_name);
+          name = kiln_xasprintf ("%s%s%s", rel, *rel ? "/" : "", names[i]->d_name);
           struct stat st;
           if (stat (path, &st) == 0 && S_ISREG (st.st_mode))
             {
@@ -101,8 +100,7 @@ definition_hash (const char *dir, char out[17], kiln_error **err)
 {
   struct kiln_buf all = KILN_BUF_INIT;
   _cleanup_free_ char *lib = NULL;
-  if (asprintf (&lib, "%s/../lib.sh", dir) < 0)
-    abort ();
+  lib = kiln_xasprintf ("%s/../lib.sh", dir);
   if (hash_tree (dir, "", &all, 0, err) < 0)
     {
       kiln_buf_release (&all);
@@ -228,10 +226,9 @@ bootstrap (int argc, char **argv)
     }
   const char *name = argv[optind];
   _cleanup_error_ kiln_error *e = NULL;
-  _cleanup_free_ char *def = NULL;
-  _cleanup_free_ char *script = NULL;
-  if (strchr (name, '/') || name[0] == '.' || asprintf (&def, "%s/%s", images_dir (), name) < 0
-      || asprintf (&script, "%s/build.sh", def) < 0 || access (script, R_OK) < 0)
+  _cleanup_free_ char *def = kiln_xasprintf ("%s/%s", images_dir (), name);
+  _cleanup_free_ char *script = kiln_xasprintf ("%s/build.sh", def);
+  if (strchr (name, '/') || name[0] == '.' || access (script, R_OK) < 0)
     {
       fprintf (stderr, "kiln image bootstrap: no image definition '%s' (in %s)\n", name, images_dir ());
       return KILN_EXIT_FAILED;
@@ -247,17 +244,15 @@ bootstrap (int argc, char **argv)
       return KILN_EXIT_FAILED;
     }
   /* build.sh keeps its downloads in KILN_IMAGE_CACHE/debs. */
-  if (asprintf (&debs, "%s/packages", cache) < 0)
-    abort ();
+  debs = kiln_xasprintf ("%s/packages", cache);
   kiln_mkdir_p (debs, 0755, NULL);
   {
     _cleanup_free_ char *dir = NULL;
     /* build.sh runs in its definition's folder: its output path must be
      * absolute. */
     _cleanup_free_ char *cwd = cache[0] == '/' ? NULL : getcwd (NULL, 0);
-    if (asprintf (&dir, "%s%s%s/images", cwd ? cwd : "", cwd ? "/" : "", cache) < 0
-        || asprintf (&cached, "%s/%s-%s.qcow2", dir, name, hash) < 0)
-      abort ();
+    dir = kiln_xasprintf ("%s%s%s/images", cwd ? cwd : "", cwd ? "/" : "", cache);
+    cached = kiln_xasprintf ("%s/%s-%s.qcow2", dir, name, hash);
     if (kiln_mkdir_p (dir, 0755, &e) < 0)
       {
         fprintf (stderr, "kiln image bootstrap: %s\n", kiln_error_message (e));
@@ -317,9 +312,9 @@ build_image (const char *name, const char *def, const char *script, const char *
   _cleanup_free_ char *work = NULL;
   _cleanup_free_ char *env_work = NULL;
   _cleanup_free_ char *env_cache = NULL;
-  if (asprintf (&work, "%s/work", rd->path) < 0 || asprintf (&env_work, "KILN_IMAGE_WORKDIR=%s", work) < 0
-      || asprintf (&env_cache, "KILN_IMAGE_CACHE=%s", debs) < 0)
-    abort ();
+  work = kiln_xasprintf ("%s/work", rd->path);
+  env_work = kiln_xasprintf ("KILN_IMAGE_WORKDIR=%s", work);
+  env_cache = kiln_xasprintf ("KILN_IMAGE_CACHE=%s", debs);
   mkdir (work, 0755);
   char *env[] = {env_work, env_cache, NULL};
   char *cmd[] = {(char *) "bash", (char *) script, (char *) output, NULL};
@@ -371,8 +366,7 @@ kiln_cmd_image (int argc, char **argv)
       for (int i = 0; i < n; i++)
         {
           _cleanup_free_ char *script = NULL;
-          if (asprintf (&script, "%s/%s/build.sh", images_dir (), names[i]->d_name) < 0)
-            abort ();
+          script = kiln_xasprintf ("%s/%s/build.sh", images_dir (), names[i]->d_name);
           if (names[i]->d_name[0] != '.' && access (script, R_OK) == 0)
             printf ("%s\n", names[i]->d_name);
           free (names[i]);

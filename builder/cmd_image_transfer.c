@@ -30,6 +30,7 @@
 #include "driver.h"
 #include "process.h"
 #include "rundir.h"
+#include "xalloc.h"
 
 #define MIB (1024.0 * 1024.0)
 
@@ -110,8 +111,7 @@ kiln_cmd_image_convert (int argc, char **argv)
       return KILN_EXIT_USAGE;
     }
   _cleanup_free_ char *tmp = NULL;
-  if (asprintf (&tmp, "%s.tmp-%d", out, (int) getpid ()) < 0)
-    abort ();
+  tmp = kiln_xasprintf ("%s.tmp-%d", out, (int) getpid ());
   if (kiln_disk_convert (in, tmp, kiln_image_format_name (fmt), compress, &kiln_cli_cancel, &e) < 0
       || (rename (tmp, out) < 0 && kiln_fail_errno (&e, errno, "rename '%s' to '%s'", tmp, out)))
     {
@@ -422,8 +422,8 @@ kiln_cmd_image_export (int argc, char **argv)
    * temporary name beside it and renamed when complete. */
   _cleanup_free_ char *raw = NULL;
   _cleanup_free_ char *tmp = NULL;
-  if (asprintf (&raw, "%s/disk.raw", rd->path) < 0 || asprintf (&tmp, "%s.tmp-%d", out, (int) getpid ()) < 0)
-    abort ();
+  raw = kiln_xasprintf ("%s/disk.raw", rd->path);
+  tmp = kiln_xasprintf ("%s.tmp-%d", out, (int) getpid ());
   c.t.progress = show_progress;
   c.t.progress_opaque = (void *) "kiln image export: fetched";
   int status = KILN_EXIT_OK;

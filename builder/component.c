@@ -777,8 +777,8 @@ resolve_document_path (struct parser *ps, const struct kiln_yaml_node *ref, char
       const char *dir = dirname (copy);
       if (strcmp (dir, ".") == 0)
         joined = kiln_xstrdup (p);
-      else if (asprintf (&joined, "%s/%s", dir, p) < 0)
-        abort ();
+      else
+        joined = kiln_xasprintf ("%s/%s", dir, p);
     }
   char *r = realpath (joined, NULL);
   if (r == NULL)

@@ -21,6 +21,7 @@
 #include "digest.h"
 #include "fsutil.h"
 #include "template.h"
+#include "xalloc.h"
 
 enum operand_kind {
   OPERAND_LOGICAL,  /* and / or / not */
@@ -392,8 +393,7 @@ file_hash_equals (const struct kiln_condition_env *env, const char *algorithm, c
   if (kiln_make_temp_dir ("kiln-hash", &tmpdir, err) < 0)
     return -1;
   _cleanup_free_ char *local = NULL;
-  if (asprintf (&local, "%s/file", tmpdir) < 0)
-    abort ();
+  local = kiln_xasprintf ("%s/file", tmpdir);
   int r = kiln_target_get_file (env->target, path, local, err);
   char hex[KILN_DIGEST_HEX_MAX];
   if (r == 0)

@@ -299,8 +299,7 @@ static char *
 join (const char *what, const char *key)
 {
   char *s = NULL;
-  if (asprintf (&s, "%s.%s", what, key) < 0)
-    abort ();
+  s = kiln_xasprintf ("%s.%s", what, key);
   return s;
 }
 
@@ -407,8 +406,7 @@ read_distribution (struct kiln_api_input *in, const struct kiln_yaml_node *list,
 {
   const struct kiln_yaml_node *d = list->items[i], *n;
   _cleanup_free_ char *what = NULL;
-  if (asprintf (&what, "distributions[%zu]", i) < 0)
-    abort ();
+  what = kiln_xasprintf ("distributions[%zu]", i);
   if (kiln_api_mapping (in, d, what) < 0
       || kiln_api_check_keys (in, d, distribution_keys, distribution_not_yet, what) < 0)
     return -1;

@@ -37,6 +37,7 @@
 #include "fsutil.h"
 #include "log.h"
 #include "template.h"
+#include "xalloc.h"
 
 #define MAX_REBOOTS_PER_STEP 16
 #define MAX_LOOP_ITERATIONS 100000
@@ -206,8 +207,7 @@ static void
 write_json_file (struct kiln_executor *ex, const char *name, json_t *j)
 {
   _cleanup_free_ char *path = NULL;
-  if (asprintf (&path, "%s/%s", ex->run_dir, name) < 0)
-    abort ();
+  path = kiln_xasprintf ("%s/%s", ex->run_dir, name);
   _cleanup_free_ char *text = json_dumps (j, JSON_INDENT (2) | JSON_PRESERVE_ORDER);
   _cleanup_error_ kiln_error *e = NULL;
   if (text == NULL || kiln_write_file_atomic (path, text, strlen (text), 0644, &e) < 0)
@@ -481,7 +481,7 @@ run_action (struct step_env *env, json_t *inputs, int timeout_seconds, struct at
   o->outputs = ctx.outputs;
   o->detail = ctx.detail;
   if (r < 0)
-    o->failure = strdup (kiln_error_message (e));
+    o->failure = kiln_xstrdup (kiln_error_message (e));
 }
 
 /* Merges an iteration's outputs: values of successful iterations are joined
@@ -559,8 +559,7 @@ set_failure (struct step_report *rep, const char *fmt, ...)
   free (rep->failure);
   va_list ap;
   va_start (ap, fmt);
-  if (vasprintf (&rep->failure, fmt, ap) < 0)
-    abort ();
+  rep->failure = kiln_xvasprintf (fmt, ap);
   va_end (ap);
 }
 
@@ -1063,17 +1062,16 @@ kiln_executor_run_nested (struct kiln_executor *ex, const struct kiln_component 
   /* Resolve the reference the way validation did: relative to the parent. */
   _cleanup_free_ char *joined = NULL;
   if (document[0] == '/')
-    joined = strdup (document);
+    joined = kiln_xstrdup (document);
   else
     {
       const char *slash = strrchr (parent->path, '/');
       if (slash)
         {
-          if (asprintf (&joined, "%.*s/%s", (int) (slash - parent->path), parent->path, document) < 0)
-            abort ();
+          joined = kiln_xasprintf ("%.*s/%s", (int) (slash - parent->path), parent->path, document);
         }
       else
-        joined = strdup (document);
+        joined = kiln_xstrdup (document);
     }
   if (strstr (document, "://") || strncmp (document, "arn:", 4) == 0)
     return kiln_fail_invalid (err, "document '%s': only local document paths are supported by ExecuteDocument",
@@ -1129,7 +1127,7 @@ kiln_executor_run_nested (struct kiln_executor *ex, const struct kiln_component 
   *detail = json_pack ("{s:s, s:s, s:[O]}", "executionId", ex->execution_id, "status", st ? st : "failed",
                        "documents", dr.detail);
   bool ok = st && (strcmp (st, "success") == 0 || strcmp (st, "successWithIgnoredFailure") == 0);
-  _cleanup_free_ char *why = ok ? NULL : strdup (json_string_value (json_object_get (dr.detail, "failureMessage")) ?: "failed");
+  _cleanup_free_ char *why = ok ? NULL : kiln_xstrdup (json_string_value (json_object_get (dr.detail, "failureMessage")) ?: "failed");
   json_decref (dr.values);
   json_decref (dr.records);
   json_decref (dr.detail);
@@ -1155,10 +1153,8 @@ new_execution_id (void)
   b[6] = (unsigned char) ((b[6] & 0x0f) | 0x40);
   b[8] = (unsigned char) ((b[8] & 0x3f) | 0x80);
   char *id = NULL;
-  if (asprintf (&id, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1], b[2], b[3],
-                b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15])
-      < 0)
-    abort ();
+  id = kiln_xasprintf ("%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1], b[2], b[3],
+                       b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]);
   return id;
 }
 
@@ -1177,7 +1173,7 @@ static int
 open_logs (struct kiln_executor *ex, const char *existing_dir, kiln_error **err)
 {
   if (existing_dir)
-    ex->run_dir = strdup (existing_dir);
+    ex->run_dir = kiln_xstrdup (existing_dir);
   else
     {
       const char *base = ex->opts->log_directory ? ex->opts->log_directory : ".";
@@ -1188,14 +1184,13 @@ open_logs (struct kiln_executor *ex, const char *existing_dir, kiln_error **err)
       struct tm tm;
       gmtime_r (&t, &tm);
       strftime (stamp, sizeof stamp, "%Y-%m-%d_%H-%M-%S", &tm);
-      if (asprintf (&ex->run_dir, "%s/TOE_%s_UTC-0_%s", base, stamp, ex->execution_id) < 0)
-        abort ();
+      ex->run_dir = kiln_xasprintf ("%s/TOE_%s_UTC-0_%s", base, stamp, ex->execution_id);
       if (mkdir (ex->run_dir, 0755) < 0)
         return kiln_fail_errno (err, errno, "create log folder '%s'", ex->run_dir);
     }
   _cleanup_free_ char *console = NULL, *app = NULL;
-  if (asprintf (&console, "%s/console.log", ex->run_dir) < 0 || asprintf (&app, "%s/application.log", ex->run_dir) < 0)
-    abort ();
+  console = kiln_xasprintf ("%s/console.log", ex->run_dir);
+  app = kiln_xasprintf ("%s/application.log", ex->run_dir);
   ex->console = fopen (console, "ae");
   if (ex->console == NULL)
     return kiln_fail_errno (err, errno, "open '%s'", console);
@@ -1216,8 +1211,7 @@ write_documents (struct kiln_executor *ex, kiln_error **err)
       kiln_buf_append (&b, ex->docs[i]->text, ex->docs[i]->text_len);
     }
   _cleanup_free_ char *path = NULL;
-  if (asprintf (&path, "%s/document.yaml", ex->run_dir) < 0)
-    abort ();
+  path = kiln_xasprintf ("%s/document.yaml", ex->run_dir);
   int r = kiln_write_file_atomic (path, kiln_buf_str (&b), b.len, 0644, err);
   kiln_buf_release (&b);
   return r;
@@ -1271,7 +1265,7 @@ kiln_executor_run (struct kiln_component *const *docs, size_t n_docs, const stru
       kiln_fail_invalid (err, "execution id '%s' must be letters, digits, '-', '_' or '.'", opts->execution_id);
       goto out;
     }
-  ex.execution_id = opts->execution_id ? strdup (opts->execution_id) : new_execution_id ();
+  ex.execution_id = opts->execution_id ? kiln_xstrdup (opts->execution_id) : new_execution_id ();
 
   /* Every given parameter must belong to some document. */
   const char *pname;
@@ -1305,8 +1299,7 @@ kiln_executor_run (struct kiln_component *const *docs, size_t n_docs, const stru
           kiln_error_prefix (err, "state directory");
           goto out;
         }
-      if (asprintf (&ex.state_path, "%s/%s.state.json", opts->state_directory, ex.execution_id) < 0)
-        abort ();
+      ex.state_path = kiln_xasprintf ("%s/%s.state.json", opts->state_directory, ex.execution_id);
     }
   if (load_resume (&ex, &state, err) < 0)
     goto out;
@@ -1341,7 +1334,7 @@ kiln_executor_run (struct kiln_component *const *docs, size_t n_docs, const stru
       app_log (&ex, "execution %s: %zu document(s), phases %s", ex.execution_id, n_docs,
                opts->phases ? opts->phases : "all");
     }
-  result->run_directory = strdup (ex.run_dir);
+  result->run_directory = kiln_xstrdup (ex.run_dir);
   progress (&ex, "execution %s, logs in %s", ex.execution_id, ex.run_dir);
 
   json_t *docs_json = json_object_get (ex.top, "documents");
@@ -1426,16 +1419,14 @@ kiln_executor_run (struct kiln_component *const *docs, size_t n_docs, const stru
         }
       if (result->status == KILN_RUN_CANCELLED && !*json_string_value (json_object_get (ex.top, "failureMessage")))
         json_object_set_new (ex.top, "failureMessage", json_string ("cancelled"));
-      result->failure_message = strdup (json_string_value (json_object_get (ex.top, "failureMessage")));
+      result->failure_message = kiln_xstrdup (json_string_value (json_object_get (ex.top, "failureMessage")));
     }
   else if (result->status == KILN_RUN_REBOOT_PENDING)
     {
-      if (asprintf (&result->failure_message,
-                    "a step asked for a reboot: the run's state is saved in '%s'; after rebooting, run the same "
-                    "command with --state-directory %s --execution-id %s to resume",
-                    ex.state_path, opts->state_directory, ex.execution_id)
-          < 0)
-        abort ();
+      result->failure_message = kiln_xasprintf (
+                                                "a step asked for a reboot: the run's state is saved in '%s'; after rebooting, run the same "
+                                                "command with --state-directory %s --execution-id %s to resume",
+                                                ex.state_path, opts->state_directory, ex.execution_id);
     }
   save_logs (&ex);
   if (result->status != KILN_RUN_REBOOT_PENDING && ex.state_path)

@@ -14,6 +14,7 @@
 #include "cleanup.h"
 #include "digest.h"
 #include "fsutil.h"
+#include "xalloc.h"
 
 #define GIB (1024ULL * 1024 * 1024)
 
@@ -88,7 +89,7 @@ scalar (struct reader *rd, const struct kiln_yaml_node *n, const char *what, cha
 {
   if (n->kind != KILN_YAML_SCALAR || kiln_yaml_is_null (n))
     return FAIL (rd, n, "%s must be a string", what);
-  *out = strdup (n->value);
+  *out = kiln_xstrdup (n->value);
   return 0;
 }
 
@@ -131,9 +132,9 @@ resolve_path (struct reader *rd, const char *p)
 {
   char *out = NULL;
   if (p[0] == '/' || strcmp (rd->dir, ".") == 0)
-    out = strdup (p);
-  else if (asprintf (&out, "%s/%s", rd->dir, p) < 0)
-    abort ();
+    out = kiln_xstrdup (p);
+  else
+    out = kiln_xasprintf ("%s/%s", rd->dir, p);
   return out;
 }
 
@@ -316,8 +317,7 @@ read_parent_filter (struct reader *rd, const struct kiln_yaml_node *n, struct ki
     return FAIL (rd, most_recent, "parentImage.mostRecent must be true or false");
   json_object_set_new (q, "mostRecent", json_boolean (mr));
   _cleanup_free_ char *text = json_dumps (q, JSON_COMPACT | JSON_PRESERVE_ORDER);
-  if (asprintf (&p->parent_image, "filter:%s", text) < 0)
-    abort ();
+  p->parent_image = kiln_xasprintf ("filter:%s", text);
   p->parent_is_file = false;
   return 0;
 }
@@ -409,17 +409,17 @@ kiln_plan_make (const char *recipe_path, struct kiln_plan **out, kiln_error **er
   if (kiln_read_file (recipe_path, &text, err) < 0)
     return -1;
   struct kiln_plan *p = calloc (1, sizeof *p);
-  p->recipe_path = strdup (recipe_path);
+  p->recipe_path = kiln_xstrdup (recipe_path);
   char hex[65];
   kiln_sha256_hex (text.data, text.len, hex);
-  p->recipe_sha256 = strdup (hex);
+  p->recipe_sha256 = kiln_xstrdup (hex);
   _cleanup_yaml_doc_ struct kiln_yaml_doc *doc = NULL;
   int r = kiln_yaml_load_string (recipe_path, kiln_buf_str (&text), text.len, &doc, err);
   kiln_buf_release (&text);
   if (r == 0)
     {
-      _cleanup_free_ char *copy = strdup (recipe_path);
-      struct reader rd = {.doc = doc, .err = err, .dir = strdup (dirname (copy))};
+      _cleanup_free_ char *copy = kiln_xstrdup (recipe_path);
+      struct reader rd = {.doc = doc, .err = err, .dir = kiln_xstrdup (dirname (copy))};
       r = read_recipe (&rd, p);
       free (rd.dir);
       if (r == 0)

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "cleanup.h"
+#include "xalloc.h"
 
 static bool
 is_name_char (char c)
@@ -126,9 +127,7 @@ kiln_template_expand (const char *text, kiln_ref_resolver resolve, void *opaque,
         a++;
       while (b > a && isspace ((unsigned char) b[-1]))
         b--;
-      _cleanup_free_ char *expr = strndup (a, (size_t) (b - a));
-      if (expr == NULL)
-        abort ();
+      _cleanup_free_ char *expr = kiln_xstrndup (a, (size_t) (b - a));
       struct kiln_ref ref;
       if (kiln_ref_parse (expr, &ref, err) < 0)
         return -1;

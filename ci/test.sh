@@ -8,6 +8,9 @@
 set -eu
 cd "$(dirname "$0")/.."
 
+# Source rules the compiler does not check (allocation through xalloc.h).
+sh ci/checksrc.sh
+
 meson setup build --reconfigure >/dev/null 2>&1 || meson setup build
 meson compile -C build
 # The vm suite boots real guests (TCG without /dev/kvm); its base images are

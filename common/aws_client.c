@@ -457,8 +457,7 @@ aws_attempt (struct kiln_aws_client *c, const struct aws_request *r, struct kiln
   else
     kiln_sha256_hex (r->body, r->body_len, payload_hash);
   _cleanup_free_ char *path = NULL;
-  if (asprintf (&path, "%s%s", c->base_path, r->path ? r->path : "/") < 0)
-    abort ();
+  path = kiln_xasprintf ("%s%s", c->base_path, r->path ? r->path : "/");
   const char *method = r->method ? r->method : "POST";
 
   /* Names as they go on the wire; sigv4 lowercases them for signing. */
@@ -514,12 +513,9 @@ aws_attempt (struct kiln_aws_client *c, const struct aws_request *r, struct kiln
   _cleanup_free_ char **lines = kiln_xcalloc (nh + 3, sizeof *lines);
   size_t nl = 0;
   for (size_t i = 0; i < nh; i++)
-    if (asprintf (&lines[nl++], "%s: %s", h[i].name, h[i].value) < 0)
-      abort ();
-  if (asprintf (&lines[nl++], "Authorization: %s", sig.authorization) < 0)
-    abort ();
-  if (asprintf (&lines[nl++], "User-Agent: kiln/%s", KILN_VERSION) < 0)
-    abort ();
+    lines[nl++] = kiln_xasprintf ("%s: %s", h[i].name, h[i].value);
+  lines[nl++] = kiln_xasprintf ("Authorization: %s", sig.authorization);
+  lines[nl++] = kiln_xasprintf ("User-Agent: kiln/%s", KILN_VERSION);
   lines[nl] = NULL;
 
   struct kiln_http_request hreq = {
@@ -668,22 +664,6 @@ params_take (struct kiln_aws_params *p, char *name, char *value)
   p->items[p->n++] = (struct kiln_sigv4_pair){name, value};
 }
 
-static char *
-xasprintf (const char *fmt, ...) __attribute__ ((format (printf, 1, 2)));
-
-static char *
-xasprintf (const char *fmt, ...)
-{
-  char *s = NULL;
-  va_list ap;
-  va_start (ap, fmt);
-  int n = vasprintf (&s, fmt, ap);
-  va_end (ap);
-  if (n < 0)
-    abort ();
-  return s;
-}
-
 void
 kiln_aws_params_add (struct kiln_aws_params *p, const char *name, const char *value)
 {
@@ -693,13 +673,10 @@ kiln_aws_params_add (struct kiln_aws_params *p, const char *name, const char *va
 void
 kiln_aws_params_addf (struct kiln_aws_params *p, const char *name, const char *value_fmt, ...)
 {
-  char *value = NULL;
   va_list ap;
   va_start (ap, value_fmt);
-  int n = vasprintf (&value, value_fmt, ap);
+  char *value = kiln_xvasprintf (value_fmt, ap);
   va_end (ap);
-  if (n < 0)
-    abort ();
   params_take (p, kiln_xstrdup (name), value);
 }
 
@@ -707,16 +684,16 @@ void
 kiln_aws_params_add_list (struct kiln_aws_params *p, const char *prefix, const char *const *values, size_t n)
 {
   for (size_t i = 0; i < n; i++)
-    params_take (p, xasprintf ("%s.%zu", prefix, i + 1), kiln_xstrdup (values[i]));
+    params_take (p, kiln_xasprintf ("%s.%zu", prefix, i + 1), kiln_xstrdup (values[i]));
 }
 
 void
 kiln_aws_params_add_filter (struct kiln_aws_params *p, const char *name, const char *const *values, size_t n)
 {
   int f = ++p->n_filters;
-  params_take (p, xasprintf ("Filter.%d.Name", f), kiln_xstrdup (name));
+  params_take (p, kiln_xasprintf ("Filter.%d.Name", f), kiln_xstrdup (name));
   for (size_t i = 0; i < n; i++)
-    params_take (p, xasprintf ("Filter.%d.Value.%zu", f, i + 1), kiln_xstrdup (values[i]));
+    params_take (p, kiln_xasprintf ("Filter.%d.Value.%zu", f, i + 1), kiln_xstrdup (values[i]));
 }
 
 void
@@ -724,8 +701,8 @@ kiln_aws_params_add_tags (struct kiln_aws_params *p, const char *prefix, const s
 {
   for (size_t i = 0; i < n; i++)
     {
-      params_take (p, xasprintf ("%s.%zu.Key", prefix, i + 1), kiln_xstrdup (tags[i].key));
-      params_take (p, xasprintf ("%s.%zu.Value", prefix, i + 1), kiln_xstrdup (tags[i].value));
+      params_take (p, kiln_xasprintf ("%s.%zu.Key", prefix, i + 1), kiln_xstrdup (tags[i].key));
+      params_take (p, kiln_xasprintf ("%s.%zu.Value", prefix, i + 1), kiln_xstrdup (tags[i].value));
     }
 }
 
@@ -734,8 +711,8 @@ kiln_aws_params_add_tag_specification (struct kiln_aws_params *p, const char *re
                                        const struct kiln_aws_tag *tags, size_t n)
 {
   int s = ++p->n_tag_specifications;
-  params_take (p, xasprintf ("TagSpecification.%d.ResourceType", s), kiln_xstrdup (resource_type));
-  _cleanup_free_ char *prefix = xasprintf ("TagSpecification.%d.Tag", s);
+  params_take (p, kiln_xasprintf ("TagSpecification.%d.ResourceType", s), kiln_xstrdup (resource_type));
+  _cleanup_free_ char *prefix = kiln_xasprintf ("TagSpecification.%d.Tag", s);
   kiln_aws_params_add_tags (p, prefix, tags, n);
 }
 
@@ -837,7 +814,7 @@ kiln_aws_json_call (struct kiln_aws_client *c, const char *target, json_t *input
           return kiln_fail_invalid (err, "%s %s: the X-Amz-Target needs a prefix (\"Prefix.%s\")", c->service,
                                     target, target);
         }
-      full_target = xasprintf ("%s.%s", c->json_target_prefix, target);
+      full_target = kiln_xasprintf ("%s.%s", c->json_target_prefix, target);
     }
   else
     full_target = kiln_xstrdup (target);
@@ -1023,8 +1000,7 @@ kiln_aws_rest_call (struct kiln_aws_client *c, const struct kiln_aws_rest_reques
       if (reason && err && *err)
         {
           char *m = NULL;
-          if (asprintf (&m, "%s (reason: %s)", (*err)->message, reason) < 0)
-            abort ();
+          m = kiln_xasprintf ("%s (reason: %s)", (*err)->message, reason);
           free ((*err)->message);
           (*err)->message = m;
         }

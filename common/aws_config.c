@@ -237,8 +237,7 @@ kiln_aws_ini_parse (const char *text, const char *origin, struct kiln_aws_ini **
                 goto malformed;
               lowercase (sub);
               _cleanup_free_ char *key = NULL;
-              if (asprintf (&key, "%s.%s", parent, sub) < 0)
-                abort ();
+              key = kiln_xasprintf ("%s.%s", parent, sub);
               ini_set (ini, section, key, trim_dup (eq + 1, (size_t) (line + clen - eq - 1)));
             }
           else
@@ -246,8 +245,7 @@ kiln_aws_ini_parse (const char *text, const char *origin, struct kiln_aws_ini **
               struct ini_entry *e = ini_find (ini, section, parent);
               _cleanup_free_ char *more = trim_dup (line, clen);
               char *joined = NULL;
-              if (asprintf (&joined, "%s\n%s", e->value, more) < 0)
-                abort ();
+              joined = kiln_xasprintf ("%s\n%s", e->value, more);
               explicit_bzero (e->value, strlen (e->value));
               free (e->value);
               e->value = joined;
@@ -338,8 +336,7 @@ expand_home (const char *path, const char *home, kiln_error **err)
           kiln_error_set (err, KILN_ERR_INVALID, 0, "cannot expand '%s': HOME is not set", path);
           return NULL;
         }
-      if (asprintf (&r, "%s%s", home, path + 1) < 0)
-        abort ();
+      r = kiln_xasprintf ("%s%s", home, path + 1);
       return r;
     }
   return kiln_xstrdup (path);
@@ -361,8 +358,7 @@ load_ini (const char *path, struct kiln_aws_ini **out, kiln_error **err)
       return -1;
     }
   _cleanup_free_ char *origin = NULL;
-  if (asprintf (&origin, "'%s'", path) < 0)
-    abort ();
+  origin = kiln_xasprintf ("'%s'", path);
   int r = kiln_aws_ini_parse (kiln_buf_str (&text), origin, out, err);
   if (text.data)
     explicit_bzero (text.data, text.len);
@@ -399,8 +395,7 @@ file_path (struct kiln_aws_config *c, enum env_var var, const char *default_rel,
   if (c->vars[ENV_HOME] == NULL)
     return NULL; /* no HOME: no default file */
   char *r = NULL;
-  if (asprintf (&r, "%s/%s", c->vars[ENV_HOME], default_rel) < 0)
-    abort ();
+  r = kiln_xasprintf ("%s/%s", c->vars[ENV_HOME], default_rel);
   return r;
 }
 
@@ -424,8 +419,8 @@ kiln_aws_config_load (const struct kiln_aws_env *env, const char *profile, struc
   c->profile = kiln_xstrdup (c->profile_explicit_arg ? profile : c->vars[ENV_PROFILE] ? c->vars[ENV_PROFILE] : "default");
   if (strcmp (c->profile, "default") == 0)
     c->config_section = kiln_xstrdup ("default");
-  else if (asprintf (&c->config_section, "profile %s", c->profile) < 0)
-    abort ();
+  else
+    c->config_section = kiln_xasprintf ("profile %s", c->profile);
 
   kiln_error *e = NULL;
   c->config_path = file_path (c, ENV_CONFIG_FILE, ".aws/config", &e);
@@ -522,8 +517,7 @@ keys_from (const struct kiln_aws_ini *ini, const char *section, const char *path
   out->access_key_id = kiln_xstrdup (ak);
   out->secret_access_key = kiln_xstrdup (sk);
   out->session_token = tok && *tok ? kiln_xstrdup (tok) : NULL;
-  if (asprintf (&out->source, "profile '%s' in '%s'", profile, path) < 0)
-    abort ();
+  out->source = kiln_xasprintf ("profile '%s' in '%s'", profile, path);
   return 1;
 }
 
@@ -580,8 +574,7 @@ kiln_aws_default_endpoint (const char *service_id, const char *region)
   for (char *p = host; *p; p++)
     if (*p == ' ')
       *p = '-';
-  if (asprintf (&r, "https://%s.%s.amazonaws.com%s", host, region, china ? ".cn" : "") < 0)
-    abort ();
+  r = kiln_xasprintf ("https://%s.%s.amazonaws.com%s", host, region, china ? ".cn" : "");
   return r;
 }
 
@@ -640,8 +633,7 @@ kiln_aws_config_endpoint (const struct kiln_aws_config *c, const char *service_i
     {
       /* AWS_ENDPOINT_URL_<SERVICE>: uppercased, spaces and '-' as '_'. */
       _cleanup_free_ char *var = NULL;
-      if (asprintf (&var, "AWS_ENDPOINT_URL_%s", service_id) < 0)
-        abort ();
+      var = kiln_xasprintf ("AWS_ENDPOINT_URL_%s", service_id);
       for (char *p = var; *p; p++)
         *p = (*p == ' ' || *p == '-') ? '_' : (char) toupper ((unsigned char) *p);
       const char *v = lookup_env (c, var);
@@ -654,15 +646,12 @@ kiln_aws_config_endpoint (const struct kiln_aws_config *c, const char *service_i
       if (services && *services)
         {
           _cleanup_free_ char *section = NULL, *key = NULL, *src = NULL;
-          if (asprintf (&section, "services %s", services) < 0)
-            abort ();
-          if (asprintf (&key, "%s.endpoint_url", service_id) < 0)
-            abort ();
+          section = kiln_xasprintf ("services %s", services);
+          key = kiln_xasprintf ("%s.endpoint_url", service_id);
           for (char *p = key; *p; p++)
             *p = *p == ' ' ? '_' : (char) tolower ((unsigned char) *p);
           const char *u = kiln_aws_ini_get (c->config, section, key);
-          if (asprintf (&src, "services section '%s' in '%s'", services, c->config_path) < 0)
-            abort ();
+          src = kiln_xasprintf ("services section '%s' in '%s'", services, c->config_path);
           if (u && *u)
             return set_endpoint (out, u, true, src, err);
         }
@@ -670,8 +659,7 @@ kiln_aws_config_endpoint (const struct kiln_aws_config *c, const char *service_i
       if (pu && *pu)
         {
           _cleanup_free_ char *src = NULL;
-          if (asprintf (&src, "endpoint_url of profile '%s' in '%s'", c->profile, c->config_path) < 0)
-            abort ();
+          src = kiln_xasprintf ("endpoint_url of profile '%s' in '%s'", c->profile, c->config_path);
           return set_endpoint (out, pu, true, src, err);
         }
     }

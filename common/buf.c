@@ -1,5 +1,6 @@
 /* buf.c - growable NUL-terminated byte buffer (see buf.h). */
 #include "buf.h"
+#include "xalloc.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -72,10 +73,7 @@ kiln_buf_steal (struct kiln_buf *b)
 {
   if (b->data == NULL)
     {
-      char *s = strdup ("");
-      if (s == NULL)
-        abort ();
-      return s;
+      return kiln_xstrdup ("");
     }
   char *s = b->data;
   b->data = NULL;

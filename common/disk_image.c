@@ -9,6 +9,7 @@
 
 #include "cleanup.h"
 #include "process.h"
+#include "xalloc.h"
 
 static int
 run_qemu_img (char *const *argv, const char *subject, volatile sig_atomic_t *cancel, struct kiln_process_result *res, kiln_error **err)
@@ -56,10 +57,10 @@ kiln_disk_info (const char *path, struct kiln_disk_info *out, kiln_error **err)
     return -1;
   const char *fmt = json_string_value (json_object_get (j, "format"));
   const char *backing = json_string_value (json_object_get (j, "backing-filename"));
-  out->format = strdup (fmt ? fmt : "unknown");
+  out->format = kiln_xstrdup (fmt ? fmt : "unknown");
   out->virtual_size = (uint64_t) json_integer_value (json_object_get (j, "virtual-size"));
   out->actual_size = (uint64_t) json_integer_value (json_object_get (j, "actual-size"));
-  out->backing_file = backing ? strdup (backing) : NULL;
+  out->backing_file = backing ? kiln_xstrdup (backing) : NULL;
   return 0;
 }
 

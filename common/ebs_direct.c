@@ -231,8 +231,7 @@ put_block (struct kiln_aws_client *c, struct transfer *t, uint64_t index, const 
   _cleanup_free_ char *checksum = kiln_base64_encode (digest, KILN_SHA256_LEN);
   _cleanup_free_ char *path = NULL;
   char length[24], progress[8];
-  if (asprintf (&path, "/snapshots/%s/blocks/%" PRIu64, t->snapshot_id, index) < 0)
-    abort ();
+  path = kiln_xasprintf ("/snapshots/%s/blocks/%" PRIu64, t->snapshot_id, index);
   snprintf (length, sizeof length, "%d", KILN_EBS_BLOCK_SIZE);
   snprintf (progress, sizeof progress, "%d",
             (int) (t->n_blocks ? (index * 100) / t->n_blocks : 100));
@@ -406,8 +405,7 @@ complete_snapshot (struct kiln_aws_client *c, struct transfer *t, kiln_error **e
   char changed[24];
   snprintf (changed, sizeof changed, "%" PRIu64, count);
   _cleanup_free_ char *path = NULL;
-  if (asprintf (&path, "/snapshots/completion/%s", t->snapshot_id) < 0)
-    abort ();
+  path = kiln_xasprintf ("/snapshots/completion/%s", t->snapshot_id);
   const struct kiln_sigv4_pair headers[] = {
     {"x-amz-ChangedBlocksCount", changed},
     {"x-amz-Checksum", checksum},
@@ -429,8 +427,7 @@ list_blocks (struct kiln_aws_client *c, const char *snapshot_id, struct block_re
              uint64_t *volume_gib, kiln_error **err)
 {
   _cleanup_free_ char *path = NULL;
-  if (asprintf (&path, "/snapshots/%s/blocks", snapshot_id) < 0)
-    abort ();
+  path = kiln_xasprintf ("/snapshots/%s/blocks", snapshot_id);
   _cleanup_free_ char *page = NULL;
   size_t cap = 0;
   for (;;)
@@ -611,8 +608,7 @@ fetch_block (struct kiln_aws_client *c, const char *snapshot_id, uint64_t index,
 {
   *checksum = NULL;
   _cleanup_free_ char *path = NULL;
-  if (asprintf (&path, "/snapshots/%s/blocks/%" PRIu64, snapshot_id, index) < 0)
-    abort ();
+  path = kiln_xasprintf ("/snapshots/%s/blocks/%" PRIu64, snapshot_id, index);
   const struct kiln_sigv4_pair query[] = {{"blockToken", token}};
   struct kiln_aws_rest_request req = {
     .operation = "GetSnapshotBlock", .method = "GET", .path = path, .query = query, .n_query = 1,

@@ -1,5 +1,6 @@
 /* error.c - building and chaining kiln_error messages (see error.h). */
 #include "error.h"
+#include "xalloc.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,14 +9,10 @@
 static char *
 format_message (int errnum, const char *fmt, va_list ap)
 {
-  char *msg = NULL;
-  if (vasprintf (&msg, fmt, ap) < 0)
-    return NULL;
+  char *msg = kiln_xvasprintf (fmt, ap);
   if (errnum != 0)
     {
-      char *full = NULL;
-      if (asprintf (&full, "%s: %s", msg, strerror (errnum)) < 0)
-        return msg;
+      char *full = kiln_xasprintf ("%s: %s", msg, strerror (errnum));
       free (msg);
       msg = full;
     }
@@ -27,14 +24,10 @@ kiln_error_setv (kiln_error **err, int code, int errnum, const char *fmt, va_lis
 {
   if (err == NULL)
     return -1;
-  kiln_error *e = calloc (1, sizeof *e);
-  if (e == NULL)
-    abort ();
+  kiln_error *e = kiln_xcalloc (1, sizeof *e);
   e->code = code;
   e->errnum = errnum;
   e->message = format_message (errnum, fmt, ap);
-  if (e->message == NULL)
-    abort ();
   kiln_error_free (*err);
   *err = e;
   return -1;
@@ -57,11 +50,8 @@ kiln_error_prefix (kiln_error **err, const char *fmt, ...)
     return -1;
   va_list ap;
   va_start (ap, fmt);
-  char *ctx = NULL;
-  int r = vasprintf (&ctx, fmt, ap);
+  char *ctx = kiln_xvasprintf (fmt, ap);
   va_end (ap);
-  if (r < 0)
-    abort ();
   if (*err == NULL)
     {
       kiln_error_set (err, KILN_ERR_FAILED, 0, "%s", ctx);
@@ -69,8 +59,7 @@ kiln_error_prefix (kiln_error **err, const char *fmt, ...)
       return -1;
     }
   char *joined = NULL;
-  if (asprintf (&joined, "%s: %s", ctx, (*err)->message) < 0)
-    abort ();
+  joined = kiln_xasprintf ("%s: %s", ctx, (*err)->message);
   free (ctx);
   free ((*err)->message);
   (*err)->message = joined;

@@ -79,9 +79,7 @@ kiln_write_file_atomic (const char *path, const void *data, size_t len, mode_t m
 int
 kiln_mkdir_p (const char *path, mode_t mode, kiln_error **err)
 {
-  _cleanup_free_ char *copy = strdup (path);
-  if (copy == NULL)
-    abort ();
+  _cleanup_free_ char *copy = kiln_xstrdup (path);
   for (char *p = copy + 1; *p; p++)
     {
       if (*p != '/')
@@ -133,8 +131,7 @@ remove_at (int parent_fd, const char *name, const char *shown, kiln_error **err)
       if (strcmp (de->d_name, ".") == 0 || strcmp (de->d_name, "..") == 0)
         continue;
       _cleanup_free_ char *child = NULL;
-      if (asprintf (&child, "%s/%s", shown, de->d_name) < 0)
-        abort ();
+      child = kiln_xasprintf ("%s/%s", shown, de->d_name);
       r = remove_at (dirfd (d), de->d_name, child, err);
     }
   closedir (d);
@@ -164,8 +161,7 @@ kiln_make_temp_dir (const char *prefix, char **out, kiln_error **err)
 {
   const char *base = temp_base ();
   char *path = NULL;
-  if (asprintf (&path, "%s/%s-XXXXXX", base, prefix) < 0)
-    abort ();
+  path = kiln_xasprintf ("%s/%s-XXXXXX", base, prefix);
   if (mkdtemp (path) == NULL)
     {
       int saved = errno;
@@ -182,8 +178,7 @@ kiln_make_temp_file (const char *prefix, char **out, kiln_error **err)
 {
   const char *base = temp_base ();
   char *path = NULL;
-  if (asprintf (&path, "%s/%s-XXXXXX", base, prefix) < 0)
-    abort ();
+  path = kiln_xasprintf ("%s/%s-XXXXXX", base, prefix);
   int fd = mkostemp (path, O_CLOEXEC);
   if (fd < 0)
     {
@@ -199,8 +194,7 @@ int
 kiln_make_temp_beside (const char *path, char **out, kiln_error **err)
 {
   char *tmp = NULL;
-  if (asprintf (&tmp, "%s.kiln-XXXXXX", path) < 0)
-    abort ();
+  tmp = kiln_xasprintf ("%s.kiln-XXXXXX", path);
   int fd = mkostemp (tmp, O_CLOEXEC);
   if (fd < 0)
     {

@@ -24,6 +24,7 @@
 #include <curl/curl.h>
 
 #include "cleanup.h"
+#include "xalloc.h"
 
 #define DEFAULT_MAX_BODY ((size_t) 256 * 1024 * 1024)
 #define DEFAULT_CONNECT_TIMEOUT 30L
@@ -72,7 +73,7 @@ char *
 kiln_http_redact_url (const char *url)
 {
   if (url == NULL)
-    return strdup ("(no URL)");
+    return kiln_xstrdup ("(no URL)");
   const char *scheme_end = strstr (url, "://");
   const char *auth = scheme_end ? scheme_end + 3 : url;
   size_t auth_len = strcspn (auth, "/?#");
@@ -80,10 +81,8 @@ kiln_http_redact_url (const char *url)
   const char *path = auth + auth_len;
   size_t path_len = strcspn (path, "?#");
   char *r = NULL;
-  if (asprintf (&r, "%.*s%.*s%.*s", (int) (auth - url), url,
-                (int) (auth_len - (at ? (size_t) (at + 1 - auth) : 0)), at ? at + 1 : auth, (int) path_len, path)
-      < 0)
-    abort ();
+  r = kiln_xasprintf ("%.*s%.*s%.*s", (int) (auth - url), url, (int) (auth_len - (at ? (size_t) (at + 1 - auth) : 0)),
+                      at ? at + 1 : auth, (int) path_len, path);
   return r;
 }
 
@@ -257,10 +256,8 @@ header_cb (char *data, size_t size, size_t nitems, void *opaque)
   if (h == NULL)
     abort ();
   t->resp->headers = h;
-  char *name = strndup (data, nl);
-  char *value = strndup (v, vl);
-  if (name == NULL || value == NULL)
-    abort ();
+  char *name = kiln_xstrndup (data, nl);
+  char *value = kiln_xstrndup (v, vl);
   for (char *p = name; *p; p++)
     *p = (char) tolower ((unsigned char) *p);
   h[t->resp->n_headers++] = (struct kiln_http_header){name, value};
@@ -349,8 +346,7 @@ kiln_http_perform (const struct kiln_http_request *req, struct kiln_http_respons
 
   if (req->response_path)
     {
-      if (asprintf (&t.tmp_path, "%s.part-XXXXXX", req->response_path) < 0)
-        abort ();
+      t.tmp_path = kiln_xasprintf ("%s.part-XXXXXX", req->response_path);
       t.tmp_fd = mkostemp (t.tmp_path, O_CLOEXEC);
       if (t.tmp_fd < 0)
         {

@@ -19,6 +19,7 @@
 #include "fsutil.h"
 #include "log.h"
 #include "process.h"
+#include "xalloc.h"
 
 int
 kiln_rundir_base (char **out, kiln_error **err)
@@ -28,11 +29,11 @@ kiln_rundir_base (char **out, kiln_error **err)
   const char *env = getenv ("KILN_RUNTIME_DIR");
   char *base = NULL;
   if (env && *env)
-    base = strdup (env);
+    base = kiln_xstrdup (env);
   else if (geteuid () == 0)
-    base = strdup ("/var/tmp/kiln/run");
-  else if (asprintf (&base, "/var/tmp/kiln-%u/run", (unsigned) geteuid ()) < 0)
-    abort ();
+    base = kiln_xstrdup ("/var/tmp/kiln/run");
+  else
+    base = kiln_xasprintf ("/var/tmp/kiln-%u/run", (unsigned) geteuid ());
   if (kiln_mkdir_p (base, 0700, err) < 0)
     {
       free (base);
@@ -52,8 +53,7 @@ kiln_rundir_create (const char *label, struct kiln_rundir **out, kiln_error **er
   if (rd == NULL)
     abort ();
   rd->lock_fd = -1;
-  if (asprintf (&rd->path, "%s/%s-%d-XXXXXX", base, label, (int) getpid ()) < 0)
-    abort ();
+  rd->path = kiln_xasprintf ("%s/%s-%d-XXXXXX", base, label, (int) getpid ());
   if (mkdtemp (rd->path) == NULL)
     {
       kiln_fail_errno (err, errno, "create run directory under '%s'", base);
@@ -62,8 +62,7 @@ kiln_rundir_create (const char *label, struct kiln_rundir **out, kiln_error **er
       return -1;
     }
   _cleanup_free_ char *lock = NULL;
-  if (asprintf (&lock, "%s/lock", rd->path) < 0)
-    abort ();
+  lock = kiln_xasprintf ("%s/lock", rd->path);
   rd->lock_fd = open (lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (rd->lock_fd < 0 || flock (rd->lock_fd, LOCK_EX | LOCK_NB) < 0)
     {
@@ -81,8 +80,7 @@ static char *
 record_path (const char *dir, const char *name)
 {
   char *p = NULL;
-  if (asprintf (&p, "%s/%s", dir, name) < 0)
-    abort ();
+  p = kiln_xasprintf ("%s/%s", dir, name);
   return p;
 }
 
@@ -120,8 +118,7 @@ kiln_rundir_track (struct kiln_rundir *rd, const char *path, kiln_error **err)
   if (fd < 0)
     return kiln_fail_errno (err, errno, "open '%s'", record);
   _cleanup_free_ char *line = NULL;
-  if (asprintf (&line, "%s\n", path) < 0)
-    abort ();
+  line = kiln_xasprintf ("%s\n", path);
   if (kiln_write_all (fd, line, strlen (line)) < 0 || fsync (fd) < 0)
     return kiln_fail_errno (err, errno, "write '%s'", record);
   return 0;
@@ -220,8 +217,7 @@ static bool
 process_mentions (pid_t pid, const char *dir)
 {
   _cleanup_free_ char *path = NULL;
-  if (asprintf (&path, "/proc/%d/cmdline", (int) pid) < 0)
-    abort ();
+  path = kiln_xasprintf ("/proc/%d/cmdline", (int) pid);
   struct kiln_buf b = KILN_BUF_INIT;
   if (kiln_read_file (path, &b, NULL) < 0)
     return false;
@@ -246,8 +242,7 @@ kill_recorded (const char *dir)
       if (de->d_name[0] == '.')
         continue;
       _cleanup_free_ char *child = NULL;
-      if (asprintf (&child, "%s/%s", dir, de->d_name) < 0)
-        abort ();
+      child = kiln_xasprintf ("%s/%s", dir, de->d_name);
       struct stat st;
       if (lstat (child, &st) < 0)
         continue;
@@ -291,8 +286,7 @@ reap_subdirs (const char *dir, kiln_rundir_reap_hook hook, kiln_error **err)
       if (de->d_name[0] == '.')
         continue;
       _cleanup_free_ char *child = NULL;
-      if (asprintf (&child, "%s/%s", dir, de->d_name) < 0)
-        abort ();
+      child = kiln_xasprintf ("%s/%s", dir, de->d_name);
       struct stat st;
       if (lstat (child, &st) < 0 || !S_ISDIR (st.st_mode))
         continue;
@@ -326,8 +320,8 @@ kiln_rundir_reap_stale (kiln_rundir_reap_hook hook, kiln_error **err)
         continue;
       _cleanup_free_ char *dir = NULL;
       _cleanup_free_ char *lock = NULL;
-      if (asprintf (&dir, "%s/%s", base, de->d_name) < 0 || asprintf (&lock, "%s/lock", dir) < 0)
-        abort ();
+      dir = kiln_xasprintf ("%s/%s", base, de->d_name);
+      lock = kiln_xasprintf ("%s/lock", dir);
       int fd = open (lock, O_RDWR | O_CLOEXEC);
       if (fd < 0)
         {
@@ -342,8 +336,7 @@ kiln_rundir_reap_stale (kiln_rundir_reap_hook hook, kiln_error **err)
           continue;
         }
       _cleanup_free_ char *keep = NULL;
-      if (asprintf (&keep, "%s/keep", dir) < 0)
-        abort ();
+      keep = kiln_xasprintf ("%s/keep", dir);
       if (access (keep, F_OK) == 0)
         {
           /* Kept on purpose (--keep-on-failure): the user removes it. */

@@ -304,17 +304,13 @@ s3_attempt (struct kiln_s3_client *c, const struct s3_call *call, struct kiln_ht
   if (path_style)
     {
       host = kiln_xstrdup (c->authority);
-      if (asprintf (&raw_path, "%s/%s%s%s", c->base_path, call->bucket, call->key ? "/" : "",
-                    call->key ? call->key : "")
-          < 0)
-        abort ();
+      raw_path = kiln_xasprintf ("%s/%s%s%s", c->base_path, call->bucket, call->key ? "/" : "",
+                                 call->key ? call->key : "");
     }
   else
     {
-      if (asprintf (&host, "%s.%s", call->bucket, c->authority) < 0)
-        abort ();
-      if (asprintf (&raw_path, "%s/%s", c->base_path, call->key ? call->key : "") < 0)
-        abort ();
+      host = kiln_xasprintf ("%s.%s", call->bucket, c->authority);
+      raw_path = kiln_xasprintf ("%s/%s", c->base_path, call->key ? call->key : "");
     }
 
   char amz_date[KILN_SIGV4_AMZ_DATE_LEN + 1];
@@ -357,18 +353,14 @@ s3_attempt (struct kiln_s3_client *c, const struct s3_call *call, struct kiln_ht
 
   _cleanup_free_ char *enc_path = kiln_sigv4_uri_encode (raw_path, true);
   _cleanup_free_ char *url = NULL;
-  if (asprintf (&url, "%s://%s%s%s%s", c->scheme, host, enc_path, *sig.query_string ? "?" : "", sig.query_string)
-      < 0)
-    abort ();
+  url = kiln_xasprintf ("%s://%s%s%s%s", c->scheme, host, enc_path, *sig.query_string ? "?" : "", sig.query_string);
 
   /* The same headers, as sent, plus the Authorization. */
   char *lines[10] = {0};
   size_t nl = 0;
   for (size_t i = 0; i < nh; i++)
-    if (asprintf (&lines[nl++], "%s: %s", h[i].name, h[i].value) < 0)
-      abort ();
-  if (asprintf (&lines[nl++], "Authorization: %s", sig.authorization) < 0)
-    abort ();
+    lines[nl++] = kiln_xasprintf ("%s: %s", h[i].name, h[i].value);
+  lines[nl++] = kiln_xasprintf ("Authorization: %s", sig.authorization);
   lines[nl] = NULL;
 
   if (call->body_file && fseeko (call->body_file, 0, SEEK_SET) != 0)
@@ -406,8 +398,7 @@ static char *
 object_name (const struct s3_call *call)
 {
   char *r = NULL;
-  if (asprintf (&r, "s3://%s/%s", call->bucket, call->key ? call->key : "") < 0)
-    abort ();
+  r = kiln_xasprintf ("s3://%s/%s", call->bucket, call->key ? call->key : "");
   return r;
 }
 
@@ -638,8 +629,7 @@ kiln_s3_list_objects (struct kiln_s3_client *c, const char *bucket, const char *
   if (check_names ("ListObjectsV2", bucket, NULL, false, err) < 0)
     return -1;
   _cleanup_free_ char *what = NULL;
-  if (asprintf (&what, "s3://%s/%s", bucket, prefix ? prefix : "") < 0)
-    abort ();
+  what = kiln_xasprintf ("s3://%s/%s", bucket, prefix ? prefix : "");
   _cleanup_free_ char *token = NULL;
   for (int page = 0; page < MAX_LIST_PAGES; page++)
     {

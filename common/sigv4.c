@@ -257,8 +257,7 @@ kiln_sigv4_canonical_uri (const char *path, unsigned flags)
     path = "/";
   if (path[0] != '/')
     {
-      if (asprintf (&withslash, "/%s", path) < 0)
-        abort ();
+      withslash = kiln_xasprintf ("/%s", path);
       path = withslash;
     }
   _cleanup_free_ char *norm = (flags & KILN_SIGV4_NORMALIZE_PATH) ? normalize_path (path) : NULL;
@@ -522,14 +521,12 @@ compute (const struct sign_input *in, struct kiln_sigv4_result *out, kiln_error 
   memcpy (date, in->amz_date, 8);
   date[8] = '\0';
   char *scope = NULL;
-  if (asprintf (&scope, "%s/%s/%s/" SCOPE_TERMINATOR, date, in->region, in->service) < 0)
-    abort ();
+  scope = kiln_xasprintf ("%s/%s/%s/" SCOPE_TERMINATOR, date, in->region, in->service);
 
   char creq_hash[KILN_SHA256_LEN * 2 + 1];
   kiln_sha256_hex (creq.data, creq.len, creq_hash);
   char *sts = NULL;
-  if (asprintf (&sts, KILN_SIGV4_ALGORITHM "\n%s\n%s\n%s", in->amz_date, scope, creq_hash) < 0)
-    abort ();
+  sts = kiln_xasprintf (KILN_SIGV4_ALGORITHM "\n%s\n%s\n%s", in->amz_date, scope, creq_hash);
 
   unsigned char key[KILN_SHA256_LEN], mac[KILN_SHA256_LEN];
   kiln_sigv4_signing_key (in->secret, date, in->region, in->service, key);
@@ -576,10 +573,8 @@ kiln_sigv4_chunk_signature (const unsigned char signing_key[KILN_SHA256_LEN], co
                             const char *chunk_sha256_hex, char out[KILN_SHA256_LEN * 2 + 1])
 {
   char *sts = NULL;
-  if (asprintf (&sts, KILN_SIGV4_ALGORITHM "-PAYLOAD\n%s\n%s\n%s\n" KILN_SIGV4_EMPTY_SHA256 "\n%s", amz_date,
-                credential_scope, previous_signature, chunk_sha256_hex)
-      < 0)
-    abort ();
+  sts = kiln_xasprintf (KILN_SIGV4_ALGORITHM "-PAYLOAD\n%s\n%s\n%s\n" KILN_SIGV4_EMPTY_SHA256 "\n%s", amz_date,
+                        credential_scope, previous_signature, chunk_sha256_hex);
   unsigned char mac[KILN_SHA256_LEN];
   kiln_hmac_sha256 (signing_key, KILN_SHA256_LEN, sts, strlen (sts), mac);
   kiln_hex_encode (mac, sizeof mac, out);
@@ -647,10 +642,9 @@ kiln_sigv4_sign (const struct kiln_sigv4_request *req, const struct kiln_sigv4_s
   };
   if (compute (&in, out, err) < 0)
     return -1;
-  if (asprintf (&out->authorization, KILN_SIGV4_ALGORITHM " Credential=%s/%s, SignedHeaders=%s, Signature=%s",
-                signer->access_key_id, out->credential_scope, out->signed_headers, out->signature)
-      < 0)
-    abort ();
+  out->authorization = kiln_xasprintf (KILN_SIGV4_ALGORITHM " Credential=%s/%s, SignedHeaders=%s, Signature=%s",
+                                       signer->access_key_id, out->credential_scope, out->signed_headers,
+                                       out->signature);
   return 0;
 }
 
@@ -694,10 +688,8 @@ kiln_sigv4_presign (const struct kiln_sigv4_request *req, const struct kiln_sigv
   memcpy (date, signer->amz_date, 8);
   date[8] = '\0';
   _cleanup_free_ char *credential = NULL;
-  if (asprintf (&credential, "%s/%s/%s/%s/" SCOPE_TERMINATOR, signer->access_key_id, date, signer->region,
-                signer->service)
-      < 0)
-    abort ();
+  credential = kiln_xasprintf ("%s/%s/%s/%s/" SCOPE_TERMINATOR, signer->access_key_id, date, signer->region,
+                               signer->service);
   char expires[32];
   snprintf (expires, sizeof expires, "%ld", expires_seconds);
 
@@ -732,8 +724,7 @@ kiln_sigv4_presign (const struct kiln_sigv4_request *req, const struct kiln_sigv
   if (r < 0)
     return -1;
   char *full = NULL;
-  if (asprintf (&full, "%s&X-Amz-Signature=%s", out->query_string, out->signature) < 0)
-    abort ();
+  full = kiln_xasprintf ("%s&X-Amz-Signature=%s", out->query_string, out->signature);
   free (out->query_string);
   out->query_string = full;
   return 0;

@@ -38,18 +38,25 @@ kiln_xcalloc (size_t n, size_t size)
   return r;
 }
 
+/* A formatted string, malloc'd (vasprintf that cannot fail). */
+static inline char *
+kiln_xvasprintf (const char *fmt, va_list ap)
+{
+  char *r = NULL;
+  if (vasprintf (&r, fmt, ap) < 0)
+    abort ();
+  return r;
+}
+
 /* A formatted string, malloc'd (asprintf that cannot fail). */
 static inline char *kiln_xasprintf (const char *fmt, ...) __attribute__ ((format (printf, 1, 2)));
 static inline char *
 kiln_xasprintf (const char *fmt, ...)
 {
-  char *r = NULL;
   va_list ap;
   va_start (ap, fmt);
-  int n = vasprintf (&r, fmt, ap);
+  char *r = kiln_xvasprintf (fmt, ap);
   va_end (ap);
-  if (n < 0)
-    abort ();
   return r;
 }
 

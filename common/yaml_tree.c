@@ -18,6 +18,7 @@
 
 #include "buf.h"
 #include "cleanup.h"
+#include "xalloc.h"
 
 /* Upper bound on nodes visited when aliases are expanded.  Real component
  * documents are a few thousand nodes; this leaves ample room. */
@@ -86,8 +87,7 @@ error_at (struct loader *l, const yaml_mark_t *mark, const char *fmt, ...)
   _cleanup_free_ char *msg = NULL;
   va_list ap;
   va_start (ap, fmt);
-  if (vasprintf (&msg, fmt, ap) < 0)
-    abort ();
+  msg = kiln_xvasprintf (fmt, ap);
   va_end (ap);
   return kiln_error_set (l->err, KILN_ERR_INVALID, 0, "%s:%d:%d: %s", l->doc->name, (int) mark->line + 1,
                          (int) mark->column + 1, msg);
@@ -120,9 +120,7 @@ remember_anchor (struct loader *l, const yaml_char_t *anchor, struct kiln_yaml_n
   l->anchors = realloc (l->anchors, (l->n_anchors + 1) * sizeof *l->anchors);
   if (l->anchors == NULL)
     abort ();
-  l->anchors[l->n_anchors].name = strdup ((const char *) anchor);
-  if (l->anchors[l->n_anchors].name == NULL)
-    abort ();
+  l->anchors[l->n_anchors].name = kiln_xstrdup ((const char *) anchor);
   l->anchors[l->n_anchors].node = n;
   l->n_anchors++;
   return 0;
@@ -308,9 +306,8 @@ int
 kiln_yaml_load_string (const char *name, const char *data, size_t len, struct kiln_yaml_doc **out,
                        kiln_error **err)
 {
-  struct kiln_yaml_doc *doc = calloc (1, sizeof *doc);
-  if (doc == NULL || (doc->name = strdup (name)) == NULL)
-    abort ();
+  struct kiln_yaml_doc *doc = kiln_xcalloc (1, sizeof *doc);
+  doc->name = kiln_xstrdup (name);
   struct loader l = {.doc = doc, .err = err};
   if (!yaml_parser_initialize (&l.parser))
     abort ();
@@ -469,8 +466,7 @@ kiln_yaml_error (kiln_error **err, const struct kiln_yaml_doc *doc, const struct
   _cleanup_free_ char *msg = NULL;
   va_list ap;
   va_start (ap, fmt);
-  if (vasprintf (&msg, fmt, ap) < 0)
-    abort ();
+  msg = kiln_xvasprintf (fmt, ap);
   va_end (ap);
   if (n == NULL)
     return kiln_error_set (err, KILN_ERR_INVALID, 0, "%s: %s", doc->name, msg);

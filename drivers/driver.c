@@ -12,6 +12,7 @@
 #include "cleanup.h"
 #include "disk_image.h"
 #include "log.h"
+#include "xalloc.h"
 
 extern const struct kiln_driver kiln_driver_fake;
 extern const struct kiln_driver kiln_driver_qemu;
@@ -61,7 +62,7 @@ kiln_instance_create (const struct kiln_driver *driver, const struct kiln_instan
   if (inst == NULL)
     abort ();
   inst->driver = driver;
-  inst->name = strdup (spec->name ? spec->name : "instance");
+  inst->name = kiln_xstrdup (spec->name ? spec->name : "instance");
   if (driver->priv_size)
     {
       inst->priv = calloc (1, driver->priv_size);

@@ -53,8 +53,7 @@ fail (char **message, enum emu_auth_failure kind, const char *fmt, ...)
 {
   va_list ap;
   va_start (ap, fmt);
-  if (vasprintf (message, fmt, ap) < 0)
-    abort ();
+  *message = kiln_xvasprintf (fmt, ap);
   va_end (ap);
   return kind;
 }
@@ -450,8 +449,7 @@ emu_auth_stream_begin (struct kiln_emu *emu, const struct emu_request *head)
       s = kiln_xcalloc (1, sizeof *s);
       kiln_sigv4_signing_key (account->secret_access_key, auth.date, auth.region, auth.service, s->key);
       snprintf (s->amz_date, sizeof s->amz_date, "%s", amz_date);
-      if (asprintf (&s->scope, "%s/%s/%s/aws4_request", auth.date, auth.region, auth.service) < 0)
-        abort ();
+      s->scope = kiln_xasprintf ("%s/%s/%s/aws4_request", auth.date, auth.region, auth.service);
       snprintf (s->previous, sizeof s->previous, "%s", auth.signature);
     }
   kiln_sigv4_auth_release (&auth);
@@ -472,9 +470,8 @@ bool
 emu_auth_stream_trailer (struct emu_stream_auth *s, const char *trailer_sha256_hex, const char *claimed)
 {
   _cleanup_free_ char *sts = NULL;
-  if (asprintf (&sts, KILN_SIGV4_ALGORITHM "-TRAILER\n%s\n%s\n%s\n%s", s->amz_date, s->scope, s->previous,
-                trailer_sha256_hex) < 0)
-    abort ();
+  sts = kiln_xasprintf (KILN_SIGV4_ALGORITHM "-TRAILER\n%s\n%s\n%s\n%s", s->amz_date, s->scope, s->previous,
+                        trailer_sha256_hex);
   unsigned char mac[KILN_SHA256_LEN];
   kiln_hmac_sha256 (s->key, sizeof s->key, sts, strlen (sts), mac);
   char sig[KILN_SHA256_LEN * 2 + 1];

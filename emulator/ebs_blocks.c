@@ -441,8 +441,7 @@ static char *
 cache_file (const struct cache_entry *e)
 {
   char *p;
-  if (asprintf (&p, "%s/%s.raw", e->dir, e->id) < 0)
-    abort ();
+  p = kiln_xasprintf ("%s/%s.raw", e->dir, e->id);
   return p;
 }
 
@@ -481,8 +480,7 @@ cache_open (struct cache_entry *e, const char *path, const char *format, kiln_er
     }
 
   _cleanup_free_ char *tmp = NULL;
-  if (asprintf (&tmp, "%s/.%s.%ld-%lu.part", e->dir, e->id, (long) getpid (), n) < 0)
-    abort ();
+  tmp = kiln_xasprintf ("%s/.%s.%ld-%lu.part", e->dir, e->id, (long) getpid (), n);
   unlink (tmp);
   char *argv[] = {(char *) "qemu-img", (char *) "convert", (char *) "-f", (char *) format, (char *) "-O",
                   (char *) "raw", (char *) path, tmp, NULL};

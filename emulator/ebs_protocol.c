@@ -105,8 +105,7 @@ ebs_fail (struct emu_call *c, int status, const char *code, const char *reason, 
   va_list ap;
   va_start (ap, fmt);
   _cleanup_free_ char *message = NULL;
-  if (vasprintf (&message, fmt, ap) < 0)
-    abort ();
+  message = kiln_xvasprintf (fmt, ap);
   va_end (ap);
   return emu_fail (c, status, code, "%s", message);
 }

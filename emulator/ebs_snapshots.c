@@ -113,8 +113,7 @@ snapshot_disk (struct emu_call *c, json_t *snap)
   if (disk[0] == '/')
     return kiln_xstrdup (disk);
   char *path;
-  if (asprintf (&path, "%s/%s", c->emu->data_dir, disk) < 0)
-    abort ();
+  path = kiln_xasprintf ("%s/%s", c->emu->data_dir, disk);
   return path;
 }
 
@@ -122,8 +121,7 @@ static char *
 disks_dir (struct kiln_emu *emu)
 {
   char *dir;
-  if (asprintf (&dir, "%s/disks", emu->data_dir) < 0)
-    abort ();
+  dir = kiln_xasprintf ("%s/disks", emu->data_dir);
   return dir;
 }
 
@@ -468,8 +466,7 @@ token_mac (const char *key, const char *snapshot_id, long long index, long long 
            unsigned char mac[KILN_SHA256_LEN])
 {
   _cleanup_free_ char *msg = NULL;
-  if (asprintf (&msg, "%s\n%lld\n%lld", snapshot_id, index, expiry) < 0)
-    abort ();
+  msg = kiln_xasprintf ("%s\n%lld\n%lld", snapshot_id, index, expiry);
   kiln_hmac_sha256 (key, strlen (key), msg, strlen (msg), mac);
 }
 
@@ -749,8 +746,7 @@ op_start_snapshot (struct emu_call *c, struct emu_response *resp)
   _cleanup_free_ char *dir = disks_dir (c->emu);
   _cleanup_free_ char *final = emu_disk_path (c->emu, id, "raw");
   _cleanup_unlink_ char *tmp = NULL;
-  if (asprintf (&tmp, "%s/.ebs-%s.raw.part", dir, id) < 0)
-    abort ();
+  tmp = kiln_xasprintf ("%s/.ebs-%s.raw.part", dir, id);
   if (kiln_mkdir_p (dir, 0755, &err) < 0)
     return fail_internal (c, err);
   if (ebs_disk_create (tmp, parent_disk, parent ? emu_row_str_or_null (parent, "disk_format") : NULL,
@@ -988,8 +984,7 @@ static char *
 cache_dir (struct kiln_emu *emu)
 {
   char *dir;
-  if (asprintf (&dir, "%s/ebs-cache", emu->data_dir) < 0)
-    abort ();
+  dir = kiln_xasprintf ("%s/ebs-cache", emu->data_dir);
   return dir;
 }
 
@@ -1228,10 +1223,9 @@ emu_ebs_expire (struct kiln_emu *emu, time_t now)
     {
       const char *id = emu_row_str (row, "id");
       _cleanup_free_ char *message = NULL;
-      if (asprintf (&message, "The snapshot was not completed within its %lld-minute timeout (StartSnapshot "
-                    "Timeout) after it was started or its last block was written.",
-                    emu_row_int (row, "timeout_minutes")) < 0)
-        abort ();
+      message = kiln_xasprintf ("The snapshot was not completed within its %lld-minute timeout (StartSnapshot "
+                                "Timeout) after it was started or its last block was written.",
+                                emu_row_int (row, "timeout_minutes"));
       if (emu_db_begin (emu, &err) < 0)
         break;
       bool ok = emu_db_exec (emu, &err, "UPDATE snapshots SET state = 'error', state_message = ? WHERE id = ? AND "

@@ -80,8 +80,8 @@ image_disk (struct kiln_emu *emu, const char *account, const char *region, const
                               emu_row_str (row, "snapshot_id"), image_id);
   if (path[0] == '/')
     *disk = kiln_xstrdup (path);
-  else if (asprintf (disk, "%s/%s", emu->data_dir, path) < 0)
-    abort ();
+  else
+    *disk = kiln_xasprintf ("%s/%s", emu->data_dir, path);
   *format = kiln_xstrdup (emu_row_str_or_null (row, "disk_format") ? emu_row_str (row, "disk_format") : "raw");
   return 0;
 }
@@ -102,8 +102,7 @@ emu_export_run (struct kiln_emu *emu, json_t *task, volatile sig_atomic_t *cance
   /* A second name for the disk while it is read: deleting the snapshot
    * meanwhile cannot take the file away. */
   _cleanup_unlink_ char *source = NULL;
-  if (asprintf (&source, "%s/disks/.%s.source", emu->data_dir, id) < 0)
-    abort ();
+  source = kiln_xasprintf ("%s/disks/.%s.source", emu->data_dir, id);
   unlink (source);
   if (link (disk, source) < 0)
     return kiln_fail_errno (err, errno, "link '%s' to '%s'", disk, source);
@@ -146,8 +145,7 @@ emu_export_run (struct kiln_emu *emu, json_t *task, volatile sig_atomic_t *cance
   if (now == NULL || strcmp (emu_row_str (now, "state"), "active") != 0)
     return kiln_error_set (err, KILN_ERR_CANCELLED, 0, "task %s was cancelled", id);
   _cleanup_free_ char *key = NULL;
-  if (asprintf (&key, "%s%s.%s", emu_row_str (task, "object_key"), id, f->ext) < 0)
-    abort ();
+  key = kiln_xasprintf ("%s%s.%s", emu_row_str (task, "object_key"), id, f->ext);
   const char *bucket = emu_row_str (task, "bucket");
   const char *why = NULL;
   int r = s3_object_store_file (emu, account, region, bucket, key, tmp, "application/octet-stream", emu_now (emu),

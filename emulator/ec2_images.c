@@ -162,8 +162,7 @@ disk_abs_path (struct kiln_emu *emu, const char *disk)
   char *path;
   if (disk[0] == '/')
     return kiln_xstrdup (disk);
-  if (asprintf (&path, "%s/%s", emu->data_dir, disk) < 0)
-    abort ();
+  path = kiln_xasprintf ("%s/%s", emu->data_dir, disk);
   return path;
 }
 
@@ -406,8 +405,7 @@ image_location (json_t *img)
   char *s;
   if (stored)
     return kiln_xstrdup (stored);
-  if (asprintf (&s, "%s/%s", emu_row_str (img, "account"), emu_row_str (img, "name")) < 0)
-    abort ();
+  s = kiln_xasprintf ("%s/%s", emu_row_str (img, "account"), emu_row_str (img, "name"));
   return s;
 }
 
@@ -537,8 +535,7 @@ op_create_image (struct emu_call *c)
   _cleanup_free_ char *image_id = emu_new_id (c->emu, "ami");
   _cleanup_free_ char *snapshot_id = emu_new_id (c->emu, "snap");
   _cleanup_free_ char *snap_description = NULL;
-  if (asprintf (&snap_description, "Created by CreateImage(%s) for %s", instance_id, image_id) < 0)
-    abort ();
+  snap_description = kiln_xasprintf ("Created by CreateImage(%s) for %s", instance_id, image_id);
   /* No disk yet: the VM host names the file when the capture completes. */
   struct emu_snapshot_spec snap = {
     .id = snapshot_id, .account = c->account, .region = c->region, .state = "pending", .progress = "0%",
@@ -946,8 +943,7 @@ link_or_copy (const char *src, const char *dst, kiln_error **err)
   /* A hidden name next to dst while the bytes arrive: collectors skip it. */
   const char *slash = strrchr (dst, '/');
   _cleanup_unlink_ char *tmp = NULL;
-  if (asprintf (&tmp, "%.*s.%s.tmp-XXXXXX", slash ? (int) (slash - dst + 1) : 0, dst, slash ? slash + 1 : dst) < 0)
-    abort ();
+  tmp = kiln_xasprintf ("%.*s.%s.tmp-XXXXXX", slash ? (int) (slash - dst + 1) : 0, dst, slash ? slash + 1 : dst);
   _cleanup_close_ int out = mkostemp (tmp, O_CLOEXEC);
   if (out < 0)
     {
@@ -999,8 +995,7 @@ copy_image_rows (struct emu_call *c, const struct emu_image_spec *img, const str
   if (src_disk)
     {
       _cleanup_free_ char *dir = NULL;
-      if (asprintf (&dir, "%s/disks", c->emu->data_dir) < 0)
-        abort ();
+      dir = kiln_xasprintf ("%s/disks", c->emu->data_dir);
       if (kiln_mkdir_p (dir, 0755, &err) < 0 || link_or_copy (src_disk, dst_disk, &err) < 0)
         return emu_fail_internal (c, err);
     }
@@ -1081,10 +1076,10 @@ op_copy_image (struct emu_call *c)
   _cleanup_free_ char *dst_disk = has_disk ? emu_disk_path (c->emu, snapshot_id, format) : NULL;
   char created[32];
   emu_format_time (c->now, created);
-  _cleanup_free_ char *snap_description = NULL;
-  if (src_snap && asprintf (&snap_description, "Copied for DestinationAmi %s from SourceAmi %s for SourceSnapshot "
-                            "%s. Task created on %s.", image_id, source_id, emu_row_str (src_snap, "id"), created) < 0)
-    abort ();
+  _cleanup_free_ char *snap_description
+      = src_snap ? kiln_xasprintf ("Copied for DestinationAmi %s from SourceAmi %s for SourceSnapshot %s. Task "
+                                   "created on %s.", image_id, source_id, emu_row_str (src_snap, "id"), created)
+                 : NULL;
   struct emu_snapshot_spec snap = {
     .id = snapshot_id, .account = c->account, .region = c->region, .state = "completed", .progress = "100%",
     .description = snap_description, .disk = dst_disk, .disk_format = has_disk ? format : NULL,
@@ -1404,15 +1399,13 @@ emu_image_import (struct kiln_emu *emu, const char *file, const char *name, cons
     return -1;
 
   _cleanup_free_ char *dir = NULL;
-  if (asprintf (&dir, "%s/disks", emu->data_dir) < 0)
-    abort ();
+  dir = kiln_xasprintf ("%s/disks", emu->data_dir);
   if (kiln_mkdir_p (dir, 0755, err) < 0)
     return -1;
 
   /* A hidden temporary name: collectors look only at snapshot-named files. */
   _cleanup_unlink_ char *tmp = NULL;
-  if (asprintf (&tmp, "%s/.import-XXXXXX.tmp", dir) < 0)
-    abort ();
+  tmp = kiln_xasprintf ("%s/.import-XXXXXX.tmp", dir);
   {
     _cleanup_close_ int fd = mkostemps (tmp, 4, O_CLOEXEC);
     if (fd < 0)
@@ -1439,8 +1432,7 @@ emu_image_import (struct kiln_emu *emu, const char *file, const char *name, cons
   _cleanup_free_ char *final = emu_disk_path (emu, snap_id, "qcow2");
   const char *base = strrchr (file, '/') ? strrchr (file, '/') + 1 : file;
   _cleanup_free_ char *snap_description = NULL;
-  if (asprintf (&snap_description, "Imported by kiln-emulator from %s for %s", base, ami) < 0)
-    abort ();
+  snap_description = kiln_xasprintf ("Imported by kiln-emulator from %s for %s", base, ami);
   struct emu_snapshot_spec snap = {
     .id = snap_id, .account = account, .region = region, .state = "completed", .progress = "100%",
     .description = snap_description, .disk = final, .disk_format = "qcow2", .volume_size = size, .start_time = now,

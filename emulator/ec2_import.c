@@ -303,8 +303,7 @@ disk_validate (struct kiln_emu *emu, const char *path, const struct import_forma
       for (char *at; (at = strstr (why, path)) != NULL;)
         {
           _cleanup_free_ char *old = why;
-          if (asprintf (&why, "%.*sthe disk image%s", (int) (at - old), old, at + strlen (path)) < 0)
-            abort ();
+          why = kiln_xasprintf ("%.*sthe disk image%s", (int) (at - old), old, at + strlen (path));
         }
       return kiln_fail_invalid (err, "Disk validation failed [the object is not a valid %s disk image: %s]",
                                 f->api, why);
@@ -367,8 +366,7 @@ static char *
 disks_dir (struct kiln_emu *emu)
 {
   char *p;
-  if (asprintf (&p, "%s/disks", emu->data_dir) < 0)
-    abort ();
+  p = kiln_xasprintf ("%s/disks", emu->data_dir);
   return p;
 }
 
@@ -439,8 +437,7 @@ import_run (struct kiln_emu *emu, json_t *task, volatile sig_atomic_t *cancel, k
     return -1;
   /* Hidden while written: disk collectors skip dot files. */
   _cleanup_unlink_ char *tmp = NULL;
-  if (asprintf (&tmp, "%s/.%s.raw.part", dir, id) < 0)
-    abort ();
+  tmp = kiln_xasprintf ("%s/.%s.raw.part", dir, id);
   unlink (tmp);
   emu_task_progress (emu, id, "converting", 15);
   char *argv[] = {(char *) "qemu-img", (char *) "convert", (char *) "-p", (char *) "-f", (char *) f->qemu,
@@ -471,8 +468,7 @@ import_run (struct kiln_emu *emu, json_t *task, volatile sig_atomic_t *cancel, k
   _cleanup_free_ char *ami = image ? emu_new_id (emu, "ami") : NULL;
   _cleanup_free_ char *final = emu_disk_path (emu, snap_id, "raw");
   _cleanup_free_ char *snap_description = NULL;
-  if (asprintf (&snap_description, "Created by AWS-VMImport service for %s", id) < 0)
-    abort ();
+  snap_description = kiln_xasprintf ("Created by AWS-VMImport service for %s", id);
   struct emu_snapshot_spec snap = {
     .id = snap_id, .account = emu_row_str (task, "account"), .region = emu_row_str (task, "region"),
     .state = "completed", .progress = "100%", .description = snap_description, .disk = final, .disk_format = "raw",
@@ -549,9 +545,8 @@ run_task (struct emu_tasks *t, const char *id)
       return;
     }
   _cleanup_free_ char *message = NULL;
-  if (asprintf (&message, "%s: %s", err && err->code == KILN_ERR_INVALID ? "ClientError" : "ServerError",
-                kiln_error_message (err)) < 0)
-    abort ();
+  message = kiln_xasprintf ("%s: %s", err && err->code == KILN_ERR_INVALID ? "ClientError" : "ServerError",
+                            kiln_error_message (err));
   if (err == NULL || err->code != KILN_ERR_CANCELLED)
     kiln_log_warn ("emulator: %s failed: %s", id, message);
   task_end_deleted (emu, id, message);
@@ -1172,8 +1167,7 @@ emu_task_cancel (struct emu_call *c, json_t *task, const char *reason, char **pr
   if (strcmp (state, "active") != 0)
     return emu_fail (c, 400, "IncorrectState", "The task %s is %s and can no longer be cancelled", id, state);
   _cleanup_free_ char *message = NULL;
-  if (asprintf (&message, "%s", reason && *reason ? reason : "User initiated task cancelation") < 0)
-    abort ();
+  message = kiln_xasprintf ("%s", reason && *reason ? reason : "User initiated task cancelation");
   _cleanup_error_ kiln_error *err = NULL;
   int changed = emu_db_exec (c->emu, &err, "UPDATE conversion_tasks SET state = 'deleting', status_message = ? "
                              "WHERE id = ? AND state = 'active'", message, id);

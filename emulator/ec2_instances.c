@@ -359,9 +359,8 @@ run_instances (struct emu_call *c)
   _cleanup_free_ char *profile_arn = NULL;
   if (profile == NULL && emu_param (c, "IamInstanceProfile.Name"))
     {
-      if (asprintf (&profile_arn, "arn:aws:iam::%s:instance-profile/%s", c->account,
-                    emu_param (c, "IamInstanceProfile.Name")) < 0)
-        abort ();
+      profile_arn = kiln_xasprintf ("arn:aws:iam::%s:instance-profile/%s", c->account,
+                                    emu_param (c, "IamInstanceProfile.Name"));
       profile = profile_arn;
     }
   const char *client_token = emu_param (c, "ClientToken");
@@ -722,8 +721,7 @@ change_instances (struct emu_call *c, enum change what, const char *set_name)
   char stamp[32];
   emu_format_time (c->now, stamp);
   _cleanup_free_ char *reason = NULL;
-  if (asprintf (&reason, "User initiated (%.19s GMT)", stamp) < 0)
-    abort ();
+  reason = kiln_xasprintf ("User initiated (%.19s GMT)", stamp);
   /* "2026-11-24T10:00:00" → "2026-11-24 10:00:00", EC2's wording. */
   reason[strlen ("User initiated (") + 10] = ' ';
   _cleanup_json_ json_t *moved = json_array ();

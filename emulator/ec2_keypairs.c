@@ -211,8 +211,7 @@ openssh_public_line (const char *type, const struct kiln_buf *blob, const char *
 {
   _cleanup_free_ char *b64 = kiln_base64_encode ((const unsigned char *) kiln_buf_str (blob), blob->len);
   char *line = NULL;
-  if (asprintf (&line, "%s %s%s%s", type, b64, comment && *comment ? " " : "", comment ? comment : "") < 0)
-    abort ();
+  line = kiln_xasprintf ("%s %s%s%s", type, b64, comment && *comment ? " " : "", comment ? comment : "");
   return line;
 }
 

@@ -387,8 +387,7 @@ emu_page (struct emu_call *c, size_t total, long long min_results, size_t *start
   if (max_results > 0 && (size_t) max_results < *count)
     {
       *count = (size_t) max_results;
-      if (asprintf (next_token, "kiln-%zu", *start + *count) < 0)
-        abort ();
+      *next_token = kiln_xasprintf ("kiln-%zu", *start + *count);
     }
   return 0;
 }
@@ -417,13 +416,10 @@ emu_xml_text (struct emu_call *c, const char *name, const char *value)
 void
 emu_xml_textf (struct emu_call *c, const char *name, const char *fmt, ...)
 {
-  _cleanup_free_ char *s = NULL;
   va_list ap;
   va_start (ap, fmt);
-  int n = vasprintf (&s, fmt, ap);
+  _cleanup_free_ char *s = kiln_xvasprintf (fmt, ap);
   va_end (ap);
-  if (n < 0)
-    abort ();
   emu_xml_text (c, name, s);
 }
 
@@ -686,8 +682,7 @@ emu_ec2_serve (struct emu_call *c, struct emu_response *resp)
   xmlTextWriterStartDocument (c->xml, "1.0", "UTF-8", NULL);
   {
     _cleanup_free_ char *root = NULL;
-    if (asprintf (&root, "%sResponse", action) < 0)
-      abort ();
+    root = kiln_xasprintf ("%sResponse", action);
     xmlTextWriterStartElement (c->xml, BAD_CAST root);
   }
   xmlTextWriterWriteAttribute (c->xml, BAD_CAST "xmlns", BAD_CAST EC2_XMLNS);

@@ -80,8 +80,7 @@ op_describe_regions (struct emu_call *c)
       if (n_names && !str_in (*r, names))
         continue;
       _cleanup_free_ char *endpoint = NULL;
-      if (asprintf (&endpoint, "ec2.%s.amazonaws.com", *r) < 0)
-        abort ();
+      endpoint = kiln_xasprintf ("ec2.%s.amazonaws.com", *r);
       _cleanup_json_ json_t *fields = json_pack ("{s:s, s:s, s:s}", "region-name", *r, "endpoint", endpoint,
                                                  "opt-in-status", "opt-in-not-required");
       if (!emu_filters_match (&filters, fields, no_tags))
@@ -123,8 +122,7 @@ region_short_name (const char *region)
   if (word_len > 5 && (strncmp (word, "north", 5) == 0 || strncmp (word, "south", 5) == 0))
     dir[1] = word[5];
   char *out = NULL;
-  if (asprintf (&out, "%.*s%s%s", (int) (d1 - region), region, dir, d2 + 1) < 0)
-    abort ();
+  out = kiln_xasprintf ("%.*s%s%s", (int) (d1 - region), region, dir, d2 + 1);
   return out;
 }
 

@@ -198,8 +198,7 @@ static int *
 spec_tag_indices (struct emu_call *c, int spec, size_t *n)
 {
   _cleanup_free_ char *prefix = NULL;
-  if (asprintf (&prefix, "TagSpecification.%d.Tag", spec) < 0)
-    abort ();
+  prefix = kiln_xasprintf ("TagSpecification.%d.Tag", spec);
   return emu_param_indices (c, prefix, n);
 }
 

@@ -58,8 +58,7 @@ emu_fail (struct emu_call *c, int status, const char *code, const char *fmt, ...
   va_list ap;
   va_start (ap, fmt);
   _cleanup_free_ char *message = NULL;
-  if (vasprintf (&message, fmt, ap) < 0)
-    abort ();
+  message = kiln_xvasprintf (fmt, ap);
   va_end (ap);
   /* Messages quote what the client sent, which may be any bytes: every
    * error shape (XML or JSON) needs valid UTF-8 without XML's forbidden
@@ -183,8 +182,7 @@ emu_new_id (struct kiln_emu *emu, const char *prefix)
   kiln_hex_encode (bytes, sizeof bytes, hex);
   hex[17] = '\0';
   char *id;
-  if (asprintf (&id, "%s-%s", prefix, hex) < 0)
-    abort ();
+  id = kiln_xasprintf ("%s-%s", prefix, hex);
   return id;
 }
 

@@ -39,8 +39,7 @@ static char *
 data_path (struct kiln_emu *emu, const char *sub, const char *name)
 {
   char *p;
-  if (asprintf (&p, "%s/s3/%s%s%s", emu->data_dir, sub, name ? "/" : "", name ? name : "") < 0)
-    abort ();
+  p = kiln_xasprintf ("%s/s3/%s%s%s", emu->data_dir, sub, name ? "/" : "", name ? name : "");
   return p;
 }
 

@@ -492,8 +492,7 @@ complete_upload (struct s3_call *s)
     {
       size_t len = s3_hash_final (&composite, raw);
       _cleanup_free_ char *b64 = kiln_base64_encode (raw, len);
-      if (asprintf (&checksum, "%s-%zu", b64, n) < 0)
-        abort ();
+      checksum = kiln_xasprintf ("%s-%zu", b64, n);
     }
   s3_hash_release (&etag_hash);
   s3_hash_release (&composite);

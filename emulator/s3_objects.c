@@ -647,8 +647,7 @@ copy_object (struct s3_call *s)
   bool replace = directive && strcmp (directive, "REPLACE") == 0;
   const char *header = s3_header (s, "x-amz-copy-source");
   _cleanup_free_ char *self = NULL;
-  if (asprintf (&self, "%s/%s", s->bucket, s->key) < 0)
-    abort ();
+  self = kiln_xasprintf ("%s/%s", s->bucket, s->key);
   _cleanup_free_ char *decoded = kiln_sigv4_uri_decode (header, strcspn (header, "?"), false, NULL);
   if (!replace && strcmp (decoded[0] == '/' ? decoded + 1 : decoded, self) == 0)
     return s3_fail (s, 400, "InvalidRequest", "This copy request is illegal because it is trying to copy an object "
@@ -731,8 +730,7 @@ static char *
 past (const char *common)
 {
   char *p;
-  if (asprintf (&p, "%s\xff", common) < 0)
-    abort ();
+  p = kiln_xasprintf ("%s\xff", common);
   return p;
 }
 
@@ -961,8 +959,7 @@ s3_object_link (struct kiln_emu *emu, const char *account, const char *region, c
   if (r == 0)
     {
       _cleanup_free_ char *data = NULL;
-      if (asprintf (&data, "%s/s3/data/%s", emu->data_dir, emu_row_str (row, "data")) < 0)
-        abort ();
+      data = kiln_xasprintf ("%s/s3/data/%s", emu->data_dir, emu_row_str (row, "data"));
       if (link (data, tmp) < 0)
         r = kiln_fail_errno (err, errno, "link '%s' to '%s'", data, tmp);
     }

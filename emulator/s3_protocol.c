@@ -138,8 +138,7 @@ void
 s3_canonical_id (const char *account, char out[65])
 {
   _cleanup_free_ char *text = NULL;
-  if (asprintf (&text, "kiln-emulator canonical user %s", account) < 0)
-    abort ();
+  text = kiln_xasprintf ("kiln-emulator canonical user %s", account);
   kiln_sha256_hex (text, strlen (text), out);
 }
 
@@ -153,8 +152,7 @@ s3_fail (struct s3_call *s, int status, const char *code, const char *fmt, ...)
   _cleanup_free_ char *message = NULL;
   va_list ap;
   va_start (ap, fmt);
-  if (vasprintf (&message, fmt, ap) < 0)
-    abort ();
+  message = kiln_xvasprintf (fmt, ap);
   va_end (ap);
   return emu_fail (s->c, status, code, "%s", message);
 }
@@ -252,8 +250,7 @@ s3_header_addf (struct s3_call *s, const char *name, const char *fmt, ...)
   _cleanup_free_ char *v = NULL;
   va_list ap;
   va_start (ap, fmt);
-  if (vasprintf (&v, fmt, ap) < 0)
-    abort ();
+  v = kiln_xvasprintf (fmt, ap);
   va_end (ap);
   s3_header_add (s, name, v);
 }
@@ -309,8 +306,7 @@ s3_xml_textf (struct s3_call *s, const char *name, const char *fmt, ...)
   _cleanup_free_ char *v = NULL;
   va_list ap;
   va_start (ap, fmt);
-  if (vasprintf (&v, fmt, ap) < 0)
-    abort ();
+  v = kiln_xvasprintf (fmt, ap);
   va_end (ap);
   s3_xml_text (s, name, v);
 }

@@ -73,8 +73,7 @@ upload_fail (struct emu_upload *u, int status, const char *code, const char *fmt
   u->error_code = kiln_xstrdup (code);
   va_list ap;
   va_start (ap, fmt);
-  if (vasprintf (&u->error_message, fmt, ap) < 0)
-    abort ();
+  u->error_message = kiln_xvasprintf (fmt, ap);
   va_end (ap);
 }
 

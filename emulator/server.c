@@ -433,8 +433,7 @@ emu_server_start (struct kiln_emu *emu, const char *listen, unsigned threads, st
     }
   const union MHD_DaemonInfo *info = MHD_get_daemon_info (s->daemon, MHD_DAEMON_INFO_BIND_PORT);
   unsigned bound = info ? info->port : (unsigned) port;
-  if (asprintf (url, "http://%s:%u", host, bound) < 0)
-    abort ();
+  *url = kiln_xasprintf ("http://%s:%u", host, bound);
   *out = s;
   return 0;
 }

@@ -45,8 +45,7 @@ fail_validation (struct emu_call *c, const char *fmt, ...)
   va_list ap;
   va_start (ap, fmt);
   _cleanup_free_ char *msg = NULL;
-  if (vasprintf (&msg, fmt, ap) < 0)
-    abort ();
+  msg = kiln_xvasprintf (fmt, ap);
   va_end (ap);
   return emu_fail (c, 400, "ValidationException", "%s", msg);
 }
@@ -518,8 +517,7 @@ output_url (struct emu_call *c, json_t *row, const char *stream)
   if (bucket == NULL || key == NULL || emu_row_str_or_null (row, "output_error"))
     return json_string ("");
   _cleanup_free_ char *url = NULL;
-  if (asprintf (&url, "https://s3.%s.amazonaws.com/%s/%s/%s", c->region, bucket, key, stream) < 0)
-    abort ();
+  url = kiln_xasprintf ("https://s3.%s.amazonaws.com/%s/%s/%s", c->region, bucket, key, stream);
   return json_string (url);
 }
 

@@ -385,9 +385,7 @@ static char *
 param_arn (struct emu_call *c, const char *name)
 {
   char *arn;
-  if (asprintf (&arn, "arn:aws:ssm:%s:%s:parameter/%s", c->region, c->account, name[0] == '/' ? name + 1 : name)
-      < 0)
-    abort ();
+  arn = kiln_xasprintf ("arn:aws:ssm:%s:%s:parameter/%s", c->region, c->account, name[0] == '/' ? name + 1 : name);
   return arn;
 }
 
@@ -584,8 +582,7 @@ render (struct emu_call *c, struct vault *v, json_t *row, enum shape shape, bool
       return kiln_steal_pointer (&o);
     }
   _cleanup_free_ char *user = NULL;
-  if (asprintf (&user, "arn:aws:iam::%s:root", c->account) < 0)
-    abort ();
+  user = kiln_xasprintf ("arn:aws:iam::%s:root", c->account);
   json_object_set_new (o, "LastModifiedUser", json_string (user));
   if (row_is_secure (row) && emu_row_str_or_null (row, "key_id"))
     json_object_set_new (o, "KeyId", json_string (emu_row_str (row, "key_id")));
@@ -606,8 +603,7 @@ static char *
 token_make (const char *kind, const char *key)
 {
   _cleanup_free_ char *plain = NULL;
-  if (asprintf (&plain, "%s:%s", kind, key) < 0)
-    abort ();
+  plain = kiln_xasprintf ("%s:%s", kind, key);
   return kiln_base64_encode ((const unsigned char *) plain, strlen (plain));
 }
 
@@ -694,8 +690,7 @@ lookup (struct emu_call *c, const char *spec, json_t **row, char **name, char **
   *row = NULL;
   *selector = NULL;
   _cleanup_free_ char *prefix = NULL;
-  if (asprintf (&prefix, "arn:aws:ssm:%s:%s:parameter/", c->region, c->account) < 0)
-    abort ();
+  prefix = kiln_xasprintf ("arn:aws:ssm:%s:%s:parameter/", c->region, c->account);
   const char *s = spec;
   bool from_arn = strncmp (spec, prefix, strlen (prefix)) == 0;
   if (from_arn)
@@ -706,8 +701,7 @@ lookup (struct emu_call *c, const char *spec, json_t **row, char **name, char **
   if (from_arn && strchr (bare, '/'))
     {
       char *full;
-      if (asprintf (&full, "/%s", bare) < 0)
-        abort ();
+      full = kiln_xasprintf ("/%s", bare);
       free (bare);
       bare = full;
     }

@@ -188,8 +188,7 @@ emu_store_open (struct kiln_emu *emu, kiln_error **err)
   _cleanup_free_ char *path = NULL;
   if (emu->state_dir)
     {
-      if (asprintf (&path, "%s/emulator.db", emu->state_dir) < 0)
-        abort ();
+      path = kiln_xasprintf ("%s/emulator.db", emu->state_dir);
     }
   int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX;
   if (sqlite3_open_v2 (path ? path : ":memory:", &emu->db, flags, NULL) != SQLITE_OK)

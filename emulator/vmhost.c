@@ -95,8 +95,7 @@ static char *
 instance_dir (struct kiln_emu *emu, const char *id)
 {
   char *p;
-  if (asprintf (&p, "%s/instances/%s", emu->data_dir, id) < 0)
-    abort ();
+  p = kiln_xasprintf ("%s/instances/%s", emu->data_dir, id);
   return p;
 }
 
@@ -104,8 +103,7 @@ char *
 emu_disk_path (struct kiln_emu *emu, const char *snapshot_id, const char *format)
 {
   char *p;
-  if (asprintf (&p, "%s/disks/%s.%s", emu->data_dir, snapshot_id, format) < 0)
-    abort ();
+  p = kiln_xasprintf ("%s/disks/%s.%s", emu->data_dir, snapshot_id, format);
   return p;
 }
 
@@ -147,8 +145,7 @@ guest_up (struct vm *vm, bool create_only, kiln_error **err)
     return *err ? -1 : kiln_error_set (err, KILN_ERR_NOT_FOUND, 0, "instance %s is gone", vm->id);
   const char *disk = emu_row_str_or_null (row, "disk");
   _cleanup_free_ char *overlay = NULL;
-  if (asprintf (&overlay, "%s/overlay.qcow2", vm->dir) < 0)
-    abort ();
+  overlay = kiln_xasprintf ("%s/overlay.qcow2", vm->dir);
   if (disk == NULL && access (overlay, F_OK) < 0)
     return kiln_error_set (err, KILN_ERR_UNSUPPORTED, 0, "its image's snapshot %s has no disk (it was made by a "
                            "mock-mode instance or its disk was deleted)", emu_row_str (row, "disk_snapshot"));
@@ -156,8 +153,7 @@ guest_up (struct vm *vm, bool create_only, kiln_error **err)
   if (kiln_mkdir_p (vm->dir, 0755, err) < 0)
     return -1;
   _cleanup_free_ char *console = NULL;
-  if (asprintf (&console, "%s/console.log", vm->dir) < 0)
-    abort ();
+  console = kiln_xasprintf ("%s/console.log", vm->dir);
   struct kiln_instance_spec spec = {
     .name = vm->id,
     /* A reused overlay names its own parent; the spec's image then only
@@ -233,8 +229,7 @@ run_user_data (struct vm *vm)
   struct kiln_target_command cmd = {.argv = argv, .timeout_seconds = USER_DATA_TIMEOUT_SECONDS};
   struct kiln_target_result res = {0};
   _cleanup_free_ char *console = NULL;
-  if (asprintf (&console, "%s/console.log", vm->dir) < 0)
-    abort ();
+  console = kiln_xasprintf ("%s/console.log", vm->dir);
   _cleanup_fclose_ FILE *log = fopen (console, "a");
   if (kiln_target_put_data (t, script, len, argv[0], 0700, &err) < 0 || kiln_target_run (t, &cmd, &res, &err) < 0)
     {
@@ -278,8 +273,7 @@ job_boot (struct vm *vm, bool first)
       if (!cancelled)
         {
           _cleanup_free_ char *msg = NULL;
-          if (asprintf (&msg, "Server.InternalError: the guest did not boot: %s", kiln_error_message (err)) < 0)
-            abort ();
+          msg = kiln_xasprintf ("Server.InternalError: the guest did not boot: %s", kiln_error_message (err));
           /* A first boot that fails ends the instance, as EC2 does; a
            * restart that fails leaves it stopped with the reason. */
           set_state_reason (emu, vm->id, "pending", first ? "terminated" : "stopped", "Server.InternalError", msg);
@@ -402,12 +396,10 @@ job_capture (struct vm *vm, const char *image, const char *snapshot, bool no_reb
     }
   _cleanup_free_ char *disk = emu_disk_path (emu, snapshot, "qcow2");
   _cleanup_free_ char *disks_dir = NULL;
-  if (asprintf (&disks_dir, "%s/disks", emu->data_dir) < 0)
-    abort ();
+  disks_dir = kiln_xasprintf ("%s/disks", emu->data_dir);
   /* Hidden while written: emu_disks_collect leaves dot files alone. */
   _cleanup_free_ char *tmp = NULL;
-  if (asprintf (&tmp, "%s/.%s.qcow2.part", disks_dir, snapshot) < 0)
-    abort ();
+  tmp = kiln_xasprintf ("%s/.%s.qcow2.part", disks_dir, snapshot);
   if (r == 0)
     r = kiln_mkdir_p (disks_dir, 0755, &err);
   if (r == 0)
@@ -427,9 +419,8 @@ job_capture (struct vm *vm, const char *image, const char *snapshot, bool no_reb
       if (guest_up (vm, false, &boot_err) < 0)
         {
           _cleanup_free_ char *msg = NULL;
-          if (asprintf (&msg, "Server.InternalError: the guest did not boot again after CreateImage: %s",
-                        kiln_error_message (boot_err)) < 0)
-            abort ();
+          msg = kiln_xasprintf ("Server.InternalError: the guest did not boot again after CreateImage: %s",
+                                kiln_error_message (boot_err));
           db_update (emu, "instance stopped", "UPDATE instances SET state = 'stopped', state_reason_code = "
                      "'Server.InternalError', state_reason_message = ? WHERE id = ? AND state = 'running'", msg,
                      vm->id);
@@ -529,15 +520,14 @@ upload_output (struct kiln_emu *emu, const char *command, const char *instance, 
       if (*streams[i][1] == '\0')
         continue;
       _cleanup_free_ char *key = NULL;
-      if (asprintf (&key, "%s/%s", base, streams[i][0]) < 0)
-        abort ();
+      key = kiln_xasprintf ("%s/%s", base, streams[i][0]);
       int r = s3_object_store_data (emu, emu_row_str (cmd, "account"), emu_row_str (cmd, "region"), bucket, key,
                                     streams[i][1], strlen (streams[i][1]), "binary/octet-stream", emu_now (emu),
                                     &why, &err);
-      if (r < 0 && asprintf (&failure, "write s3://%s/%s: %s", bucket, key, kiln_error_message (err)) < 0)
-        abort ();
-      if (r > 0 && asprintf (&failure, "write s3://%s/%s: the bucket %s %s", bucket, key, bucket, why) < 0)
-        abort ();
+      if (r < 0)
+        failure = kiln_xasprintf ("write s3://%s/%s: %s", bucket, key, kiln_error_message (err));
+      if (r > 0)
+        failure = kiln_xasprintf ("write s3://%s/%s: the bucket %s %s", bucket, key, bucket, why);
     }
   if (failure)
     kiln_log_warn ("emulator: command %s on %s: the output was not uploaded: %s", command, instance, failure);
@@ -898,8 +888,7 @@ emu_vmhost_console (struct kiln_emu *emu, const char *instance_id, size_t max_by
 {
   _cleanup_free_ char *dir = instance_dir (emu, instance_id);
   _cleanup_free_ char *path = NULL;
-  if (asprintf (&path, "%s/console.log", dir) < 0)
-    abort ();
+  path = kiln_xasprintf ("%s/console.log", dir);
   _cleanup_fclose_ FILE *f = fopen (path, "rb");
   if (f == NULL)
     return NULL;
@@ -919,8 +908,7 @@ void
 emu_disks_collect (struct kiln_emu *emu)
 {
   _cleanup_free_ char *dir_path = NULL;
-  if (asprintf (&dir_path, "%s/disks", emu->data_dir) < 0)
-    abort ();
+  dir_path = kiln_xasprintf ("%s/disks", emu->data_dir);
   DIR *dir = opendir (dir_path);
   if (dir == NULL)
     return;
@@ -955,8 +943,7 @@ emu_disks_collect (struct kiln_emu *emu)
       if (e->d_name[0] == '.')
         continue;
       _cleanup_free_ char *full = NULL;
-      if (asprintf (&full, "%s/%s", dir_path, e->d_name) < 0)
-        abort ();
+      full = kiln_xasprintf ("%s/%s", dir_path, e->d_name);
       bool in_use = false;
       size_t i;
       json_t *row;
@@ -1044,8 +1031,7 @@ emu_vmhost_init (struct kiln_emu *emu, kiln_error **err)
   pthread_cond_init (&h->idle, NULL);
   emu->vmhost = h;
   _cleanup_free_ char *dir = NULL;
-  if (asprintf (&dir, "%s/instances", emu->data_dir) < 0)
-    abort ();
+  dir = kiln_xasprintf ("%s/instances", emu->data_dir);
   if (kiln_mkdir_p (dir, 0755, err) < 0)
     return -1;
   recover (emu);

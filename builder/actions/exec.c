@@ -22,6 +22,7 @@
 
 #include "actions.h"
 #include "cleanup.h"
+#include "xalloc.h"
 
 /* The exit status with which a script asks for a reboot (Linux). */
 #define REBOOT_EXIT_CODE 194
@@ -165,8 +166,7 @@ execute_bash_run (struct kiln_action_ctx *ctx, kiln_error **err)
 
   const char *scratch = ctx->target->scratch_dir ? ctx->target->scratch_dir : "/tmp";
   _cleanup_free_ char *path = NULL;
-  if (asprintf (&path, "%s/execute-bash-%ld-%u.sh", scratch, (long) getpid (), ++script_counter) < 0)
-    abort ();
+  path = kiln_xasprintf ("%s/execute-bash-%ld-%u.sh", scratch, (long) getpid (), ++script_counter);
   int r = kiln_target_put_data (ctx->target, kiln_buf_str (&script), script.len, path, 0700, err);
   kiln_buf_release (&script);
   if (r < 0)
@@ -205,8 +205,7 @@ execute_binary_run (struct kiln_action_ctx *ctx, kiln_error **err)
     argv[i + 1] = (char *) json_string_value (json_array_get (args, i));
 
   _cleanup_free_ char *what = NULL;
-  if (asprintf (&what, "'%s'", path) < 0)
-    abort ();
+  what = kiln_xasprintf ("'%s'", path);
   return run_and_finish (ctx, argv, what, err);
 }
 

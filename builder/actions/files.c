@@ -46,6 +46,7 @@
 
 #include "actions.h"
 #include "cleanup.h"
+#include "xalloc.h"
 
 #define DEFAULT_FILE_MODE 0644 /* 0666 & ~022 */
 /* How many paths one rm command gets when deleting wildcard matches. */
@@ -168,7 +169,7 @@ resolve_file (struct kiln_action_ctx *ctx, const char *path, char **real, struct
     return -1;
   if (!st->is_symlink)
     {
-      *real = strdup (path);
+      *real = kiln_xstrdup (path);
       return 0;
     }
   char *argv[] = {(char *) "readlink", (char *) "-f", (char *) "--", (char *) path, NULL};
@@ -412,7 +413,7 @@ transfer_entry (struct kiln_action_ctx *ctx, json_t *entry, void *opaque, kiln_e
     return kiln_error_set (err, KILN_ERR_NOT_FOUND, 0, "%s '%s': no such file", verb, source);
   if (st.is_dir)
     return kiln_fail (err, "%s '%s': it is a folder (use %s)", verb, source, move ? "MoveFolder" : "CopyFolder");
-  _cleanup_free_ char *to = into_folder ? kiln_path_join (destination, kiln_path_base (source)) : strdup (destination);
+  _cleanup_free_ char *to = into_folder ? kiln_path_join (destination, kiln_path_base (source)) : kiln_xstrdup (destination);
   if (kiln_action_make_parent (ctx, to, err) < 0 || transfer_one (ctx, move, source, to, overwrite, err) < 0)
     return kiln_error_prefix (err, "%s '%s' to '%s'", verb, source, to);
   return 0;
@@ -555,8 +556,7 @@ list_files_one (struct kiln_action_ctx *ctx, json_t *entry, void *opaque _unused
   /* The folder without trailing slashes; "/" stays "/". */
   _cleanup_free_ char *folder = kiln_path_trim_slashes (path);
   _cleanup_free_ char *start = NULL;
-  if (asprintf (&start, "%s%s/.", folder[0] == '-' ? "./" : "", strcmp (folder, "/") == 0 ? "" : folder) < 0)
-    abort ();
+  start = kiln_xasprintf ("%s%s/.", folder[0] == '-' ? "./" : "", strcmp (folder, "/") == 0 ? "" : folder);
 
   /* "PATH/." is a folder, or PATH is missing or something else. */
   struct kiln_target_stat st;
@@ -573,7 +573,7 @@ list_files_one (struct kiln_action_ctx *ctx, json_t *entry, void *opaque _unused
 
   _cleanup_free_ char *abs = NULL;
   if (folder[0] == '/')
-    abs = strdup (strcmp (folder, "/") == 0 ? "" : folder);
+    abs = kiln_xstrdup (strcmp (folder, "/") == 0 ? "" : folder);
   else
     {
       char *pwd[] = {(char *) "pwd", NULL};
@@ -588,9 +588,8 @@ list_files_one (struct kiln_action_ctx *ctx, json_t *entry, void *opaque _unused
       const char *rel = folder;
       while (rel[0] == '.' && rel[1] == '/')
         rel += 2;
-      if (asprintf (&abs, "%s%s%s", kiln_buf_str (&cwd), strcmp (rel, ".") == 0 ? "" : "/",
-                    strcmp (rel, ".") == 0 ? "" : rel) < 0)
-        abort ();
+      abs = kiln_xasprintf ("%s%s%s", kiln_buf_str (&cwd), strcmp (rel, ".") == 0 ? "" : "/",
+                            strcmp (rel, ".") == 0 ? "" : rel);
       kiln_buf_release (&cwd);
     }
 
@@ -608,8 +607,7 @@ list_files_one (struct kiln_action_ctx *ctx, json_t *entry, void *opaque _unused
       /* find printed START + "/rest". */
       const char *rest = strncmp (found[i], start, skip) == 0 ? found[i] + skip : found[i];
       char *full = NULL;
-      if (asprintf (&full, "%s%s", abs, rest) < 0)
-        abort ();
+      full = kiln_xasprintf ("%s%s", abs, rest);
       free (found[i]);
       found[i] = full;
     }

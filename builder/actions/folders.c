@@ -34,6 +34,7 @@
 
 #include "actions.h"
 #include "cleanup.h"
+#include "xalloc.h"
 
 #define DEFAULT_FOLDER_MODE 0755 /* 0777 & ~022 */
 
@@ -236,8 +237,7 @@ delete_folder_one (struct kiln_action_ctx *ctx, json_t *entry, void *opaque _unu
     return 0;
 
   _cleanup_free_ char *start = NULL;
-  if (asprintf (&start, "%s%s", path[0] == '-' ? "./" : "", path) < 0)
-    abort ();
+  start = kiln_xasprintf ("%s%s", path[0] == '-' ? "./" : "", path);
   char *find[] = {(char *) "find", start, (char *) "-mindepth", (char *) "1", (char *) "-maxdepth", (char *) "1",
                   (char *) "-print", NULL};
   struct kiln_buf out = KILN_BUF_INIT;
@@ -275,7 +275,7 @@ create_symlink_one (struct kiln_action_ctx *ctx, json_t *entry, void *opaque _un
 
   /* A relative target is resolved from the link's folder. */
   _cleanup_free_ char *link_dir = kiln_path_dir (link);
-  _cleanup_free_ char *target_path = target[0] == '/' ? strdup (target) : kiln_path_join (link_dir, target);
+  _cleanup_free_ char *target_path = target[0] == '/' ? kiln_xstrdup (target) : kiln_path_join (link_dir, target);
   struct kiln_target_stat st;
   if (kiln_target_stat (ctx->target, target_path, &st, err) < 0)
     return kiln_error_prefix (err, "create symbolic link '%s'", path);

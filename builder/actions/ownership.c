@@ -23,6 +23,7 @@
 
 #include "actions.h"
 #include "cleanup.h"
+#include "xalloc.h"
 
 /* Fails unless path exists (as a folder when folder is true; links are
  * followed for that test, as chown and chmod will follow them). */
@@ -52,8 +53,7 @@ static char *
 operand (const char *path, bool recursive, bool is_symlink)
 {
   char *r = NULL;
-  if (asprintf (&r, "%s%s", path, recursive && is_symlink ? "/." : "") < 0)
-    abort ();
+  r = kiln_xasprintf ("%s%s", path, recursive && is_symlink ? "/." : "");
   return r;
 }
 

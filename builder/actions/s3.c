@@ -28,6 +28,7 @@
 #include "cleanup.h"
 #include "fsutil.h"
 #include "s3_client.h"
+#include "xalloc.h"
 
 #define MAX_PREFIX_OBJECTS 1000
 
@@ -138,8 +139,7 @@ download_one (struct kiln_action_ctx *ctx, struct kiln_s3_client *client, const 
     return kiln_fail_invalid (err, "file '%s' already exists and overwrite is false: not downloading s3://%s/%s", dest,
                               bucket, key);
   _cleanup_free_ char *local = NULL;
-  if (asprintf (&local, "%s/object", tmpdir) < 0)
-    abort ();
+  local = kiln_xasprintf ("%s/object", tmpdir);
   int r = kiln_s3_get_object (client, bucket, key, local, err);
   if (r == 0)
     r = kiln_target_put_file (ctx->target, local, dest, 0644, err);
@@ -199,16 +199,15 @@ s3_download_entry (struct kiln_action_ctx *ctx, json_t *entry, void *opaque, kil
             continue;
           size_t rl = strlen (rel);
           bool folder_marker = rel[rl - 1] == '/';
-          _cleanup_free_ char *trimmed = strndup (rel, folder_marker ? rl - 1 : rl);
+          _cleanup_free_ char *trimmed = kiln_xstrndup (rel, folder_marker ? rl - 1 : rl);
           if (!safe_relative (trimmed))
             {
               r = kiln_fail_invalid (err, "object key '%s' would be written outside '%s'", l.objects[i].key, dest);
               break;
             }
           _cleanup_free_ char *target_path = NULL;
-          if (asprintf (&target_path, "%s/%s", dest, trimmed) < 0)
-            abort ();
-          _cleanup_free_ char *parent = strdup (target_path);
+          target_path = kiln_xasprintf ("%s/%s", dest, trimmed);
+          _cleanup_free_ char *parent = kiln_xstrdup (target_path);
           char *mk[] = {(char *) "mkdir", (char *) "-p", folder_marker ? target_path : dirname (parent), NULL};
           r = kiln_action_run_checked (ctx, mk, err);
           if (r == 0 && !folder_marker)
@@ -222,7 +221,7 @@ s3_download_entry (struct kiln_action_ctx *ctx, json_t *entry, void *opaque, kil
         r = kiln_fail_invalid (err, "source '%s' names no object: give a key, or a prefix ending in '/*'", source);
       else
         {
-          _cleanup_free_ char *copy = strdup (dest);
+          _cleanup_free_ char *copy = kiln_xstrdup (dest);
           const char *folder = dirname (copy);
           r = require_folder (ctx->target, folder, "destination", err);
           if (r == 0)
@@ -238,7 +237,7 @@ static int
 list_upload_sources (struct kiln_action_ctx *ctx, const char *source, bool recurse, char **base_out,
                      json_t **files_out, kiln_error **err)
 {
-  _cleanup_free_ char *copy = strdup (source);
+  _cleanup_free_ char *copy = kiln_xstrdup (source);
   const char *slash = strrchr (source, '/');
   const char *last = slash ? slash + 1 : source;
   _cleanup_json_ json_t *files = json_array ();
@@ -247,11 +246,11 @@ list_upload_sources (struct kiln_action_ctx *ctx, const char *source, bool recur
 
   if (strchr (last, '*'))
     {
-      base = slash ? strndup (source, (size_t) (slash - source)) : strdup (".");
+      base = slash ? kiln_xstrndup (source, (size_t) (slash - source)) : kiln_xstrdup (".");
       if (base[0] == '\0')
         {
           free (base);
-          base = strdup ("/");
+          base = kiln_xstrdup ("/");
         }
       pattern = last;
     }
@@ -265,13 +264,13 @@ list_upload_sources (struct kiln_action_ctx *ctx, const char *source, bool recur
       if (!st.is_dir)
         {
           /* One file: its key is decided by the destination. */
-          base = slash ? strndup (source, (size_t) (slash - source)) : strdup (".");
+          base = slash ? kiln_xstrndup (source, (size_t) (slash - source)) : kiln_xstrdup (".");
           json_array_append_new (files, json_string (last));
           *base_out = kiln_steal_pointer (&base);
           *files_out = kiln_steal_pointer (&files);
           return 0;
         }
-      base = strdup (source);
+      base = kiln_xstrdup (source);
     }
 
   /* find prints paths one per line; names holding newlines are not supported. */
@@ -356,9 +355,9 @@ s3_upload_entry (struct kiln_action_ctx *ctx, json_t *entry, void *opaque, kiln_
       _cleanup_free_ char *path = NULL;
       _cleanup_free_ char *key = NULL;
       _cleanup_free_ char *local = NULL;
-      if (asprintf (&path, "%s%s%s", base, strcmp (base, "/") == 0 ? "" : "/", rel) < 0
-          || asprintf (&key, "%s%s", prefix, to_folder ? rel : "") < 0 || asprintf (&local, "%s/upload", tmpdir) < 0)
-        abort ();
+      path = kiln_xasprintf ("%s%s%s", base, strcmp (base, "/") == 0 ? "" : "/", rel);
+      key = kiln_xasprintf ("%s%s", prefix, to_folder ? rel : "");
+      local = kiln_xasprintf ("%s/upload", tmpdir);
       r = kiln_target_get_file (ctx->target, path, local, err);
       if (r == 0)
         r = kiln_s3_put_object (client, bucket, key, local, NULL, err);

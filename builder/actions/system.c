@@ -35,6 +35,7 @@
 #include "actions.h"
 #include "cleanup.h"
 #include "template.h"
+#include "xalloc.h"
 
 static const char detect_script[] =
   "for pm in apt-get dnf yum; do if command -v \"$pm\" >/dev/null 2>&1; then echo \"$pm\"; exit 0; fi; done; exit 1";
@@ -127,7 +128,7 @@ excluded (json_t *exclude, const char *name)
 {
   /* apt names may carry ":arch"; match the bare name too. */
   size_t bare_len = strcspn (name, ":");
-  _cleanup_free_ char *bare = strndup (name, bare_len);
+  _cleanup_free_ char *bare = kiln_xstrndup (name, bare_len);
   size_t i;
   json_t *x;
   json_array_foreach (exclude, i, x)
@@ -209,7 +210,7 @@ update_apt (struct update *u, json_t *include, json_t *wanted, json_t *exclude, 
     {
       if (strncmp (line, "Inst ", 5) != 0)
         continue;
-      char *name = strndup (line + 5, strcspn (line + 5, " "));
+      char *name = kiln_xstrndup (line + 5, strcspn (line + 5, " "));
       if (*name == '\0' || excluded (exclude, name))
         {
           kiln_action_note (u->ctx, "UpdateOS: %s excluded", name);
@@ -240,14 +241,13 @@ update_rpm (struct update *u, const char *pm, json_t *wanted, json_t *exclude, k
   if (argv == NULL)
     abort ();
   size_t k = 0;
-  argv[k++] = strdup (pm);
-  argv[k++] = strdup ("-y");
-  argv[k++] = strdup ("upgrade");
+  argv[k++] = kiln_xstrdup (pm);
+  argv[k++] = kiln_xstrdup ("-y");
+  argv[k++] = kiln_xstrdup ("upgrade");
   for (size_t i = 0; i < n_ex; i++)
-    if (asprintf (&argv[k++], "--exclude=%s", json_string_value (json_array_get (exclude, i))) < 0)
-      abort ();
+    argv[k++] = kiln_xasprintf ("--exclude=%s", json_string_value (json_array_get (exclude, i)));
   for (size_t i = 0; i < n_in; i++)
-    argv[k++] = strdup (json_string_value (json_array_get (wanted, i)));
+    argv[k++] = kiln_xstrdup (json_string_value (json_array_get (wanted, i)));
   argv[k] = NULL;
   return run_pm (u, argv, NULL, NULL, err);
 }

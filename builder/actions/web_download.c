@@ -40,6 +40,7 @@
 #include "digest.h"
 #include "fsutil.h"
 #include "http_client.h"
+#include "xalloc.h"
 
 #define MAX_ATTEMPTS 5
 #define FIRST_BACKOFF_MS 500
@@ -301,11 +302,10 @@ download_one (struct kiln_action_ctx *ctx, json_t *entry, void *opaque, kiln_err
       _cleanup_free_ char *name = url_file_name (source, err);
       if (name == NULL)
         return kiln_error_prefix (err, "download '%s'", shown);
-      if (asprintf (&final, "%s%s", destination, name) < 0)
-        abort ();
+      final = kiln_xasprintf ("%s%s", destination, name);
     }
   else
-    final = strdup (destination);
+    final = kiln_xstrdup (destination);
 
   struct kiln_target_stat st;
   if (kiln_target_stat (ctx->target, final, &st, err) < 0)
@@ -321,8 +321,7 @@ download_one (struct kiln_action_ctx *ctx, json_t *entry, void *opaque, kiln_err
   char local_name[64];
   snprintf (local_name, sizeof local_name, "entry-%zu", index);
   _cleanup_free_ char *local = NULL;
-  if (asprintf (&local, "%s/%s", tmp_dir, local_name) < 0)
-    abort ();
+  local = kiln_xasprintf ("%s/%s", tmp_dir, local_name);
 
   if (st.exists && verify)
     {

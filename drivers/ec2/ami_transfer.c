@@ -184,8 +184,7 @@ snapshot_by_ebs (const struct kiln_aws_config *cfg, const struct kiln_aws_client
   if (!in_place)
     {
       _cleanup_free_ char *raw = NULL;
-      if (asprintf (&raw, "%s/import.raw", t->scratch_dir ? t->scratch_dir : ".") < 0)
-        abort ();
+      raw = kiln_xasprintf ("%s/import.raw", t->scratch_dir ? t->scratch_dir : ".");
       r = kiln_disk_convert (path, raw, "raw", false, t->cancel, err);
       if (r == 0)
         r = kiln_ebs_upload (&o, raw, "raw", description, tags, snapshot_id, &st, err);
@@ -311,8 +310,7 @@ snapshot_by_s3 (const struct kiln_aws_config *cfg, const struct kiln_aws_client_
   _cleanup_free_ char *converted = NULL;
   if (format == NULL)
     {
-      if (asprintf (&converted, "%s/import.vmdk", t->scratch_dir ? t->scratch_dir : ".") < 0)
-        abort ();
+      converted = kiln_xasprintf ("%s/import.vmdk", t->scratch_dir ? t->scratch_dir : ".");
       kiln_log_info ("ec2: converting %s (%s) to a streamOptimized VMDK", path, t->format ? t->format : "raw");
       if (kiln_disk_convert (path, converted, "vmdk", true, t->cancel, err) < 0)
         {
@@ -329,8 +327,7 @@ snapshot_by_s3 (const struct kiln_aws_config *cfg, const struct kiln_aws_client_
   char token[33];
   kiln_random_hex (token, 16);
   const char *base = strrchr (path, '/') ? strrchr (path, '/') + 1 : path;
-  if (asprintf (&key, "kiln-import/%s/%s.%s", token, base, format) < 0)
-    abort ();
+  key = kiln_xasprintf ("kiln-import/%s/%s.%s", token, base, format);
   struct progress_relay pr = {.t = t};
   clock_gettime (CLOCK_MONOTONIC, &pr.t0);
   struct kiln_s3_upload_options uo = {.cancel = t->cancel, .progress = relay_upload_progress, .progress_opaque = &pr};

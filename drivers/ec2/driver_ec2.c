@@ -139,8 +139,7 @@ resolve_filter (struct ec2_instance *e, const char *image, kiln_error **err)
   json_array_foreach (json_object_get (q, "owners"), i, owner)
     {
       _cleanup_free_ char *key = NULL;
-      if (asprintf (&key, "Owner.%zu", i + 1) < 0)
-        abort ();
+      key = kiln_xasprintf ("Owner.%zu", i + 1);
       kiln_aws_params_add (&p, key, json_string_value (owner));
     }
   xmlDoc *doc = NULL;
@@ -294,8 +293,8 @@ instance_in_state (void *opaque, char **state, kiln_error **err)
   if (strcmp (*state, sp->want) == 0)
     return KILN_POLL_DONE;
   _cleanup_free_ char *pattern = NULL, *fatal_list = NULL;
-  if (asprintf (&pattern, "|%s|", *state) < 0 || asprintf (&fatal_list, "|%s|", sp->fatal) < 0)
-    abort ();
+  pattern = kiln_xasprintf ("|%s|", *state);
+  fatal_list = kiln_xasprintf ("|%s|", sp->fatal);
   if (strstr (fatal_list, pattern))
     {
       kiln_fail (err, "instance %s is %s, not %s%s%s", sp->e->instance_id, *state, sp->want, reason ? ": " : "",
@@ -418,8 +417,7 @@ run_instance_of_type (struct ec2_instance *e, const char *type, struct kiln_aws_
     kiln_aws_params_add (&p, "KeyName", e->key_pair);
   struct kiln_aws_tag tags[64];
   _cleanup_free_ char *name = NULL;
-  if (asprintf (&name, "kiln %s", e->name) < 0)
-    abort ();
+  name = kiln_xasprintf ("kiln %s", e->name);
   size_t n_tags = collect_tags (e, name, tags, 64);
   kiln_aws_params_add_tag_specification (&p, "instance", tags, n_tags);
   kiln_aws_params_add_tag_specification (&p, "volume", tags, n_tags);
@@ -578,9 +576,7 @@ rebooted (void *opaque, char **state, kiln_error **err)
   _cleanup_error_ kiln_error *probe = NULL;
   if (boot_id (rp->e, &now, &probe) == 0 && strcmp (now, rp->before) != 0)
     return KILN_POLL_DONE;
-  int n = probe ? asprintf (state, "unfinished (%s)", kiln_error_message (probe)) : asprintf (state, "unfinished");
-  if (n < 0)
-    abort ();
+  *state = probe ? kiln_xasprintf ("unfinished (%s)", kiln_error_message (probe)) : kiln_xstrdup ("unfinished");
   return KILN_POLL_WAIT;
 }
 
@@ -672,8 +668,8 @@ ec2_capture (struct kiln_instance *inst, const struct kiln_capture_spec *spec, k
   _cleanup_free_ char *name = NULL;
   if (spec->image_name)
     name = kiln_xstrdup (spec->image_name);
-  else if (asprintf (&name, "kiln-%s-%s", e->name, stamp) < 0)
-    abort ();
+  else
+    name = kiln_xasprintf ("kiln-%s-%s", e->name, stamp);
   struct kiln_aws_params p = KILN_AWS_PARAMS_INIT;
   kiln_aws_params_add (&p, "InstanceId", e->instance_id);
   kiln_aws_params_add (&p, "Name", name);

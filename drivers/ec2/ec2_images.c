@@ -217,8 +217,7 @@ tag_image (struct kiln_aws_client *ec2, struct kiln_image_distribution *t, const
   for (size_t i = 0; t->snapshot_ids && t->snapshot_ids[i]; i++)
     {
       _cleanup_free_ char *name = NULL;
-      if (asprintf (&name, "ResourceId.%zu", i + 2) < 0)
-        abort ();
+      name = kiln_xasprintf ("ResourceId.%zu", i + 2);
       kiln_aws_params_add (&p, name, t->snapshot_ids[i]);
     }
   kiln_aws_params_add_tags (&p, "Tag", list, k);
@@ -237,8 +236,7 @@ add_permissions (struct kiln_aws_params *p, int *n, const char *field, const cha
     {
       ++*n;
       _cleanup_free_ char *name = NULL;
-      if (asprintf (&name, "LaunchPermission.Add.%d.%s", *n, field) < 0)
-        abort ();
+      name = kiln_xasprintf ("LaunchPermission.Add.%d.%s", *n, field);
       kiln_aws_params_add (p, name, values[i]);
     }
 }
@@ -273,8 +271,7 @@ start_copy (struct kiln_aws_client *dst, const char *image_id, const char *src_r
             const char *description, char **out, kiln_error **err)
 {
   _cleanup_free_ char *seed = NULL;
-  if (asprintf (&seed, "%s/%s/%s", src_region, image_id, kiln_aws_client_region (dst)) < 0)
-    abort ();
+  seed = kiln_xasprintf ("%s/%s/%s", src_region, image_id, kiln_aws_client_region (dst));
   char token[KILN_SHA256_LEN * 2 + 1];
   kiln_sha256_hex (seed, strlen (seed), token);
   token[32] = '\0';

@@ -16,6 +16,7 @@
 #include "fsutil.h"
 #include "log.h"
 #include "process.h"
+#include "xalloc.h"
 
 #define RECORD_NAME "ec2-launch.json"
 
@@ -23,8 +24,7 @@ static char *
 record_path (const char *work_dir)
 {
   char *path = NULL;
-  if (asprintf (&path, "%s/" RECORD_NAME, work_dir) < 0)
-    abort ();
+  path = kiln_xasprintf ("%s/" RECORD_NAME, work_dir);
   return path;
 }
 

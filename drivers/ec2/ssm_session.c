@@ -710,16 +710,14 @@ collect_run_output (struct kiln_ssm_session *s, const char *text, const char *di
   _cleanup_free_ char *remove = NULL;
   {
     _cleanup_free_ char *q = kiln_shell_quote (dir);
-    if (asprintf (&remove, "rm -rf %s\n", q) < 0)
-      abort ();
+    remove = kiln_xasprintf ("rm -rf %s\n", q);
   }
   for (int i = 0; i < 2; i++)
     {
       if (inlined[i])
         continue;
       _cleanup_free_ char *file = NULL;
-      if (asprintf (&file, "%s/%c", dir, names[i][0]) < 0)
-        abort ();
+      file = kiln_xasprintf ("%s/%c", dir, names[i][0]);
       unsigned long long n = (size[i] + chunk - 1) / chunk;
       for (unsigned long long k = 0; k < n; k++)
         {
@@ -758,8 +756,7 @@ kiln_ssm_run (struct kiln_ssm_session *s, const struct kiln_target_command *cmd,
   char tag[17];
   kiln_random_hex (tag, 8);
   _cleanup_free_ char *dir = NULL;
-  if (asprintf (&dir, "%s/kiln-ssm-%s", scratch_of (s), tag) < 0)
-    abort ();
+  dir = kiln_xasprintf ("%s/kiln-ssm-%s", scratch_of (s), tag);
   struct kiln_buf script = KILN_BUF_INIT;
   build_run_script (&script, cmd, dir);
 
@@ -970,16 +967,14 @@ kiln_ssm_put_file (struct kiln_ssm_session *s, const char *local_path, const cha
   char tag[17];
   kiln_random_hex (tag, 8);
   _cleanup_free_ char *tmp = NULL;
-  if (asprintf (&tmp, "%s.kiln-%s", path, tag) < 0)
-    abort ();
+  tmp = kiln_xasprintf ("%s.kiln-%s", path, tag);
   int r = put_chunks (s, fd, local_path, (uint64_t) st.st_size, sha256, path, tmp, mode, false, err);
   if (r == 1)
     r = put_chunks (s, fd, local_path, (uint64_t) st.st_size, sha256, path, tmp, mode, true, err);
   if (r < 0)
     {
       _cleanup_free_ char *part = NULL;
-      if (asprintf (&part, "%s.part", tmp) < 0)
-        abort ();
+      part = kiln_xasprintf ("%s.part", tmp);
       const char *paths[] = {tmp, part, NULL};
       cleanup_paths (s, paths, *err);
       return kiln_error_prefix (err, "ssm %s: put '%s'", s->instance_id, path);

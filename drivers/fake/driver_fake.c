@@ -28,6 +28,7 @@
 #include "digest.h"
 #include "driver.h"
 #include "fsutil.h"
+#include "xalloc.h"
 
 struct fake_instance {
   json_t *files;       /* path -> {"data": base64, "mode": n} */
@@ -78,7 +79,7 @@ fake_create (struct kiln_instance *inst, const struct kiln_instance_spec *spec, 
 {
   struct fake_instance *f = inst->priv;
   f->files = json_object ();
-  f->work_dir = strdup (spec->work_dir ? spec->work_dir : "/tmp");
+  f->work_dir = kiln_xstrdup (spec->work_dir ? spec->work_dir : "/tmp");
   /* An image captured by this driver brings its files along. */
   json_error_t je;
   json_t *image = json_load_file (spec->image, 0, &je);
@@ -90,9 +91,8 @@ fake_create (struct kiln_instance *inst, const struct kiln_instance_spec *spec, 
       return kiln_fail_errno (err, errno, "parent image '%s'", spec->image);
     }
   json_decref (image);
-  if (asprintf (&inst->target.scratch_dir, "/var/tmp/kiln-fake-%s", inst->name) < 0)
-    abort ();
-  inst->id = strdup (inst->name);
+  inst->target.scratch_dir = kiln_xasprintf ("/var/tmp/kiln-fake-%s", inst->name);
+  inst->id = kiln_xstrdup (inst->name);
   record ("create %s image=%s vcpus=%d memory=%llu disk=%llu network=%s", inst->name,
           strrchr (spec->image, '/') ? strrchr (spec->image, '/') + 1 : spec->image, spec->vcpus,
           (unsigned long long) spec->memory_mib, (unsigned long long) spec->disk_size_bytes,
@@ -170,7 +170,7 @@ fake_run (struct kiln_target *t, const struct kiln_target_command *cmd, struct k
           const char *b64 = json_string_value (json_object_get (file, "data"));
           if (b64 && kiln_base64_decode (b64, strlen (b64), &data, &len) == 0)
             {
-              _cleanup_free_ char *text = strndup ((const char *) data, len);
+              _cleanup_free_ char *text = kiln_xstrndup ((const char *) data, len);
               if (fail && *fail && strstr (text, fail))
                 failing = true;
               if (strstr (text, "exit 194") && f->reboots == 0)

@@ -119,8 +119,7 @@ static char *
 path_join (const char *dir, const char *name)
 {
   char *p = NULL;
-  if (asprintf (&p, "%s/%s", dir, name) < 0)
-    abort ();
+  p = kiln_xasprintf ("%s/%s", dir, name);
   return p;
 }
 
@@ -179,8 +178,7 @@ console_context (struct qemu_instance *q)
   char *s = NULL;
   if (tail == NULL || *tail == '\0')
     return kiln_xstrdup ("");
-  if (asprintf (&s, "; %s ends with:\n%s", q->console_path, tail) < 0)
-    abort ();
+  s = kiln_xasprintf ("; %s ends with:\n%s", q->console_path, tail);
   return s;
 }
 
@@ -805,8 +803,7 @@ qemu_put_file (struct kiln_target *t, const char *local_path, const char *path, 
   if (getrandom (&r, sizeof r, GRND_NONBLOCK) != (ssize_t) sizeof r)
     r = (uint32_t) kiln_qemu_now_ms ();
   _cleanup_free_ char *tmp = NULL;
-  if (asprintf (&tmp, "%s.kiln-%08x", path, r) < 0)
-    abort ();
+  tmp = kiln_xasprintf ("%s.kiln-%08x", path, r);
   if (kiln_qga_file_put (q->qga, local_path, tmp, AGENT_CALL_TIMEOUT_MS, err) < 0)
     {
       agent_failure (q, err);

@@ -27,6 +27,7 @@
 #include "buf.h"
 #include "cleanup.h"
 #include "process.h"
+#include "xalloc.h"
 
 /* Appends s to b with each ',' doubled: inside a QEMU option value a single
  * comma would start the next option. */
@@ -101,10 +102,8 @@ kiln_qemu_build_argv (const struct kiln_qemu_config *cfg, char ***out, kiln_erro
   push_pair (&argv, "-m", number);
 
   _cleanup_free_ char *drive_options = NULL;
-  if (asprintf (&drive_options, ",format=%s,if=none,id=disk0,discard=unmap",
-                cfg->disk_format ? cfg->disk_format : "qcow2")
-      < 0)
-    abort ();
+  drive_options = kiln_xasprintf (",format=%s,if=none,id=disk0,discard=unmap",
+                                  cfg->disk_format ? cfg->disk_format : "qcow2");
   kiln_strv_push (&argv, "-drive");
   push_option (&argv, "file=", cfg->disk_path, drive_options);
   push_pair (&argv, "-device", "virtio-blk-pci,drive=disk0,bootindex=1");

@@ -38,6 +38,7 @@
 #include "process.h"
 #include "qmp.h"
 #include "fsutil.h"
+#include "xalloc.h"
 
 #define POLL_FIRST_MS 10
 #define POLL_MAX_MS 200
@@ -201,8 +202,9 @@ sync_until (struct kiln_qga *g, int64_t deadline, int timeout_ms, kiln_error **e
   _cleanup_free_ char *text = json_dumps (request, JSON_COMPACT);
   _cleanup_free_ char *wire = NULL;
   /* 0xFF first: the agent drops whatever half request it holds. */
-  if (text == NULL || asprintf (&wire, "\xff%s\n", text) < 0)
+  if (text == NULL)
     abort ();
+  wire = kiln_xasprintf ("\xff%s\n", text);
   if (kiln_qemu_chan_send (&g->chan, wire, strlen (wire), deadline, err) < 0)
     {
       if (*err && (*err)->code == KILN_ERR_TIMEOUT)

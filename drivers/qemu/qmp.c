@@ -28,6 +28,7 @@
 
 #include "cleanup.h"
 #include "log.h"
+#include "xalloc.h"
 
 #define READ_CHUNK 65536
 /* Connection attempts while the socket does not exist yet. */
@@ -74,9 +75,7 @@ void
 kiln_qemu_chan_adopt (struct kiln_qemu_chan *c, int fd, const char *peer)
 {
   c->fd = fd;
-  c->peer = strdup (peer);
-  if (c->peer == NULL)
-    abort ();
+  c->peer = kiln_xstrdup (peer);
   c->in = (struct kiln_buf) KILN_BUF_INIT;
   c->start = 0;
   int flags = fcntl (fd, F_GETFL);

@@ -137,8 +137,7 @@ static bool
 read_data_file (const char *sub, const char *name, struct kiln_buf *out)
 {
   _cleanup_free_ char *path = NULL;
-  if (asprintf (&path, "%s/%s/%s", data_dir, sub, name) < 0)
-    abort ();
+  path = kiln_xasprintf ("%s/%s/%s", data_dir, sub, name);
   _cleanup_error_ kiln_error *e = NULL;
   if (kiln_read_file (path, out, &e) < 0)
     {
@@ -251,13 +250,11 @@ check_golden_request (const char *name, int index)
   CHECK (index < world.n_requests);
   const char *got = world.requests[index];
   _cleanup_free_ char *file = NULL;
-  if (asprintf (&file, "%s.request", name) < 0)
-    abort ();
+  file = kiln_xasprintf ("%s.request", name);
   if (regenerate)
     {
       _cleanup_free_ char *path = NULL;
-      if (asprintf (&path, "%s/requests/%s", data_dir, file) < 0)
-        abort ();
+      path = kiln_xasprintf ("%s/requests/%s", data_dir, file);
       _cleanup_error_ kiln_error *e = NULL;
       if (kiln_write_file_atomic (path, got, strlen (got), 0644, &e) < 0)
         {
@@ -1153,8 +1150,7 @@ static char *
 path_in_tmp (const char *name)
 {
   char *p = NULL;
-  if (asprintf (&p, "%s/%s", tmp, name) < 0)
-    abort ();
+  p = kiln_xasprintf ("%s/%s", tmp, name);
   return p;
 }
 
@@ -1190,8 +1186,7 @@ have_program (const char *name)
   for (char *dir = strtok_r (copy, ":", &save); dir; dir = strtok_r (NULL, ":", &save))
     {
       _cleanup_free_ char *p = NULL;
-      if (asprintf (&p, "%s/%s", dir, name) < 0)
-        abort ();
+      p = kiln_xasprintf ("%s/%s", dir, name);
       if (access (p, X_OK) == 0)
         return true;
     }

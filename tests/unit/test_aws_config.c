@@ -15,6 +15,7 @@
 #include "cleanup.h"
 #include "fsutil.h"
 #include "tap.h"
+#include "xalloc.h"
 
 static bool
 streq (const char *a, const char *b)
@@ -268,8 +269,7 @@ run_row (const struct row *r)
       const char *at = strstr (env.vars[i], "=@/");
       if (at)
         {
-          if (asprintf (&expanded[i], "%.*s=%s%s", (int) (at - env.vars[i]), env.vars[i], home, at + 2) < 0)
-            abort ();
+          expanded[i] = kiln_xasprintf ("%.*s=%s%s", (int) (at - env.vars[i]), env.vars[i], home, at + 2);
           env.vars[i] = expanded[i];
         }
     }
@@ -331,8 +331,7 @@ static void
 write_fixture (const char *rel, const char *text)
 {
   _cleanup_free_ char *path = NULL, *dir = NULL;
-  if (asprintf (&path, "%s/%s", home, rel) < 0)
-    abort ();
+  path = kiln_xasprintf ("%s/%s", home, rel);
   dir = strdup (path);
   *strrchr (dir, '/') = '\0';
   _cleanup_error_ kiln_error *e = NULL;

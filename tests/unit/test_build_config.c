@@ -27,6 +27,7 @@
 #include "infrastructure.h"
 #include "process.h"
 #include "tap.h"
+#include "xalloc.h"
 
 static const char *const driver_names[] = {"qemu", "ec2", NULL};
 
@@ -85,8 +86,7 @@ run_case (const char *kind, const char *file, const char *stem, const char *driv
       return false;
     }
   _cleanup_free_ char *expected_path = NULL;
-  if (asprintf (&expected_path, "%s.%s.out", stem, driver_name) < 0)
-    abort ();
+  expected_path = kiln_xasprintf ("%s.%s.out", stem, driver_name);
   struct kiln_buf got = KILN_BUF_INIT;
   load_output (kind, file, driver, &got);
   bool ok;
@@ -164,8 +164,7 @@ static int
 run_kind (const char *data_dir, const char *kind, bool regenerate)
 {
   _cleanup_free_ char *dir = NULL;
-  if (asprintf (&dir, "%s/%s", data_dir, kind) < 0)
-    abort ();
+  dir = kiln_xasprintf ("%s/%s", data_dir, kind);
   static const char *const inputs[] = {".yml", ".yaml", ".json", NULL};
   _cleanup_strv_ char **files = list_files (dir, inputs);
   _cleanup_free_ char *cwd = getcwd (NULL, 0);
@@ -298,8 +297,7 @@ static bool
 test_distribution_struct (const char *data_dir)
 {
   _cleanup_free_ char *path = NULL;
-  if (asprintf (&path, "%s/distribution/full.yml", data_dir) < 0)
-    abort ();
+  path = kiln_xasprintf ("%s/distribution/full.yml", data_dir);
   struct kiln_distribution_config *dc = NULL;
   _cleanup_error_ kiln_error *err = NULL;
   if (kiln_distribution_load (path, kiln_driver_find ("ec2"), &dc, &err) < 0)
@@ -333,8 +331,7 @@ static bool
 test_infrastructure_struct (const char *data_dir)
 {
   _cleanup_free_ char *path = NULL;
-  if (asprintf (&path, "%s/infrastructure/local.yml", data_dir) < 0)
-    abort ();
+  path = kiln_xasprintf ("%s/infrastructure/local.yml", data_dir);
   struct kiln_infrastructure *infra = NULL;
   _cleanup_error_ kiln_error *err = NULL;
   if (kiln_infrastructure_load (path, kiln_driver_find ("qemu"), &infra, &err) < 0)
@@ -348,8 +345,7 @@ test_infrastructure_struct (const char *data_dir)
   kiln_infrastructure_free (infra);
   infra = NULL;
   free (path);
-  if (asprintf (&path, "%s/infrastructure/minimal.yml", data_dir) < 0)
-    abort ();
+  path = kiln_xasprintf ("%s/infrastructure/minimal.yml", data_dir);
   if (kiln_infrastructure_load (path, kiln_driver_find ("fake"), &infra, &err) < 0)
     {
       printf ("# %s\n", kiln_error_message (err));

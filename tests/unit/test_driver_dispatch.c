@@ -14,6 +14,7 @@
 #include "driver.h"
 #include "fsutil.h"
 #include "tap.h"
+#include "xalloc.h"
 
 #define _unused_ __attribute__ ((unused))
 
@@ -131,8 +132,7 @@ test_fake_lacks_image_slots (void)
   _cleanup_free_ char *dir = NULL;
   CHECK (kiln_make_temp_dir ("kiln-dispatch", &dir, &err) == 0);
   _cleanup_free_ char *disk = NULL;
-  if (asprintf (&disk, "%s/disk.raw", dir) < 0)
-    abort ();
+  disk = kiln_xasprintf ("%s/disk.raw", dir);
   FILE *f = fopen (disk, "we");
   CHECK (f != NULL);
   CHECK (ftruncate (fileno (f), 1 << 20) == 0);

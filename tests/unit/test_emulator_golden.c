@@ -67,8 +67,7 @@ import_image (struct kiln_emu *emu, const char *line, struct kiln_buf *out)
       return;
     }
   _cleanup_free_ char *disk = NULL;
-  if (asprintf (&disk, "%s/source.qcow2", emu->data_dir) < 0)
-    abort ();
+  disk = kiln_xasprintf ("%s/source.qcow2", emu->data_dir);
   char *const argv[] = {(char *) "qemu-img", (char *) "create", (char *) "-q", (char *) "-f", (char *) "qcow2", disk,
                         (char *) "1G", NULL};
   struct kiln_process_spec spec = {.argv = argv, .timeout_ms = 60000};
@@ -89,8 +88,8 @@ static bool
 run_case (const char *dir, const char *name)
 {
   _cleanup_free_ char *req_path = NULL, *resp_path = NULL;
-  if (asprintf (&req_path, "%s/%s.req", dir, name) < 0 || asprintf (&resp_path, "%s/%s.resp", dir, name) < 0)
-    abort ();
+  req_path = kiln_xasprintf ("%s/%s.req", dir, name);
+  resp_path = kiln_xasprintf ("%s/%s.resp", dir, name);
   struct kiln_buf text = KILN_BUF_INIT;
   _cleanup_error_ kiln_error *err = NULL;
   if (kiln_read_file (req_path, &text, &err) < 0)

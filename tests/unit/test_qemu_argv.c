@@ -21,6 +21,7 @@
 #include "fsutil.h"
 #include "process.h"
 #include "qemu/qemu_argv.h"
+#include "xalloc.h"
 
 static int test_count;
 static int failure_count;
@@ -91,9 +92,9 @@ static bool
 run_case (const char *dir, const char *name, bool regenerate)
 {
   _cleanup_free_ char *json_path = NULL, *argv_path = NULL, *err_path = NULL;
-  if (asprintf (&json_path, "%s/%s.json", dir, name) < 0 || asprintf (&argv_path, "%s/%s.argv", dir, name) < 0
-      || asprintf (&err_path, "%s/%s.err", dir, name) < 0)
-    abort ();
+  json_path = kiln_xasprintf ("%s/%s.json", dir, name);
+  argv_path = kiln_xasprintf ("%s/%s.argv", dir, name);
+  err_path = kiln_xasprintf ("%s/%s.err", dir, name);
   json_error_t je;
   _cleanup_json_ json_t *config = json_load_file (json_path, 0, &je);
   if (config == NULL)

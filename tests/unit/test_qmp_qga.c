@@ -40,6 +40,7 @@
 #include "qemu/qga.h"
 #include "qemu/qmp.h"
 #include "tap.h"
+#include "xalloc.h"
 
 static const char *data_dir;
 
@@ -254,8 +255,7 @@ static char *
 data_file (const char *name)
 {
   _cleanup_free_ char *path = NULL;
-  if (asprintf (&path, "%s/%s", data_dir, name) < 0)
-    abort ();
+  path = kiln_xasprintf ("%s/%s", data_dir, name);
   struct kiln_buf b = KILN_BUF_INIT;
   _cleanup_error_ kiln_error *err = NULL;
   if (kiln_read_file (path, &b, &err) < 0)

@@ -14,6 +14,7 @@
 #include "fsutil.h"
 #include "rundir.h"
 #include "tap.h"
+#include "xalloc.h"
 
 static char out_dir[4096];
 
@@ -21,8 +22,7 @@ static char *
 out (const char *name)
 {
   char *p = NULL;
-  if (asprintf (&p, "%s/%s", out_dir, name) < 0)
-    abort ();
+  p = kiln_xasprintf ("%s/%s", out_dir, name);
   return p;
 }
 
@@ -74,8 +74,7 @@ test_publish (void)
   const char *const pairs[] = {a_tmp, a, b_tmp, b, NULL};
   CHECK (kiln_rundir_publish (rd, pairs, &err) == 0);
   _cleanup_free_ char *journal = NULL;
-  if (asprintf (&journal, "%s/publish", rd->path) < 0)
-    abort ();
+  journal = kiln_xasprintf ("%s/publish", rd->path);
   CHECK (!exists (journal));
   kiln_rundir_release (rd, false);
   CHECK (exists (a) && exists (b) && !exists (a_tmp) && !exists (b_tmp));
@@ -116,9 +115,8 @@ die_midway (bool journal)
     {
       /* What kiln_rundir_publish writes before its renames, then the first. */
       _cleanup_free_ char *path = NULL, *text = NULL;
-      if (asprintf (&path, "%s/publish", rd->path) < 0
-          || asprintf (&text, "%s\n%s\n%s\n%s\n", a_tmp, a, b_tmp, b) < 0)
-        abort ();
+      path = kiln_xasprintf ("%s/publish", rd->path);
+      text = kiln_xasprintf ("%s\n%s\n%s\n%s\n", a_tmp, a, b_tmp, b);
       write_text (path, text);
       if (rename (a_tmp, a) < 0)
         _exit (1);
@@ -158,8 +156,7 @@ main (void)
       return 1;
     }
   _cleanup_free_ char *runtime = NULL;
-  if (asprintf (&runtime, "%s/run", base) < 0)
-    abort ();
+  runtime = kiln_xasprintf ("%s/run", base);
   snprintf (out_dir, sizeof out_dir, "%s/out", base);
   mkdir (out_dir, 0755);
   setenv ("KILN_RUNTIME_DIR", runtime, 1);

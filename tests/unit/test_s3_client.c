@@ -30,6 +30,7 @@
 #include "s3_client.h"
 #include "sigv4.h"
 #include "tap.h"
+#include "xalloc.h"
 
 #define BUCKET "kiln-test"
 #define ACCOUNT "111122223333"
@@ -71,8 +72,7 @@ have_python3 (void)
   for (char *dir = strtok_r (copy, ":", &save); dir; dir = strtok_r (NULL, ":", &save))
     {
       _cleanup_free_ char *p = NULL;
-      if (asprintf (&p, "%s/python3", dir) < 0)
-        abort ();
+      p = kiln_xasprintf ("%s/python3", dir);
       if (access (p, X_OK) == 0)
         return true;
     }
@@ -159,8 +159,7 @@ static char *
 path_in_tmp (const char *name)
 {
   char *p = NULL;
-  if (asprintf (&p, "%s/%s", tmp, name) < 0)
-    abort ();
+  p = kiln_xasprintf ("%s/%s", tmp, name);
   return p;
 }
 
@@ -374,8 +373,7 @@ test_against_fixture (void)
   snprintf (host, sizeof host, "127.0.0.1:%d", port);
   kiln_sigv4_format_amz_date (time (NULL), amz_date);
   _cleanup_free_ char *path = NULL;
-  if (asprintf (&path, "/%s/%s", BUCKET, key) < 0)
-    abort ();
+  path = kiln_xasprintf ("/%s/%s", BUCKET, key);
   struct kiln_sigv4_pair h[] = {{"host", host}};
   struct kiln_sigv4_request preq = {.method = "GET", .path = path, .headers = h, .n_headers = 1};
   struct kiln_sigv4_signer signer = {.access_key_id = "test", .secret_access_key = "test", .amz_date = amz_date,
@@ -385,8 +383,7 @@ test_against_fixture (void)
   r = kiln_sigv4_presign (&preq, &signer, 300, &pres, &e);
   _cleanup_free_ char *enc = kiln_sigv4_uri_encode (path, true);
   _cleanup_free_ char *url = NULL;
-  if (asprintf (&url, "http://%s%s?%s", host, enc, r == 0 ? pres.query_string : "") < 0)
-    abort ();
+  url = kiln_xasprintf ("http://%s%s?%s", host, enc, r == 0 ? pres.query_string : "");
   struct kiln_http_request hreq = {.method = "GET", .url = url, .timeout_seconds = 30};
   struct kiln_http_response resp = {0};
   r = r == 0 ? kiln_http_perform (&hreq, &resp, &e) : -1;
@@ -397,8 +394,7 @@ test_against_fixture (void)
 
   /* The same URL for another key does not verify. */
   _cleanup_free_ char *other = NULL;
-  if (asprintf (&other, "http://%s/%s/big.bin?%s", host, BUCKET, pres.query_string ? pres.query_string : "") < 0)
-    abort ();
+  other = kiln_xasprintf ("http://%s/%s/big.bin?%s", host, BUCKET, pres.query_string ? pres.query_string : "");
   hreq.url = other;
   _cleanup_free_ char *to_file = path_in_tmp ("presigned.out");
   hreq.response_path = to_file;
@@ -416,8 +412,7 @@ test_against_fixture (void)
   preq.path = path;
   r = kiln_sigv4_presign (&preq, &signer, 300, &p2, &e);
   _cleanup_free_ char *url2 = NULL;
-  if (asprintf (&url2, "http://%s%s?%s", host, enc, r == 0 ? p2.query_string : "") < 0)
-    abort ();
+  url2 = kiln_xasprintf ("http://%s%s?%s", host, enc, r == 0 ? p2.query_string : "");
   hreq.url = url2;
   r = kiln_http_perform (&hreq, &resp, &e);
   struct kiln_buf got = KILN_BUF_INIT;

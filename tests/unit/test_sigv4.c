@@ -21,6 +21,7 @@
 #include "digest.h"
 #include "sigv4.h"
 #include "tap.h"
+#include "xalloc.h"
 
 /* Prints both strings as TAP diagnostics when they differ. */
 static bool
@@ -51,8 +52,7 @@ static char *
 read_all (const char *dir, const char *name, bool optional)
 {
   _cleanup_free_ char *path = NULL;
-  if (asprintf (&path, "%s/%s", dir, name) < 0)
-    abort ();
+  path = kiln_xasprintf ("%s/%s", dir, name);
   _cleanup_fclose_ FILE *f = fopen (path, "rb");
   if (f == NULL)
     {
@@ -129,8 +129,7 @@ parse_request (const char *text, struct parsed *p)
         {
           size_t i = p->n_headers - 1;
           char *joined = NULL;
-          if (asprintf (&joined, "%s %.*s", p->values[i], (int) ll, cur) < 0)
-            abort ();
+          joined = kiln_xasprintf ("%s %.*s", p->values[i], (int) ll, cur);
           free (p->values[i]);
           p->values[i] = joined;
         }
@@ -167,8 +166,7 @@ static void
 run_case (const char *root, const char *name)
 {
   _cleanup_free_ char *dir = NULL;
-  if (asprintf (&dir, "%s/%s", root, name) < 0)
-    abort ();
+  dir = kiln_xasprintf ("%s/%s", root, name);
   _cleanup_free_ char *req_text = read_all (dir, "request.txt", false);
   _cleanup_free_ char *want_creq = read_all (dir, "canonical.txt", false);
   _cleanup_free_ char *want_sts = read_all (dir, "sts.txt", false);
@@ -267,8 +265,7 @@ run_suite (const char *root)
       if (de->d_name[0] == '.')
         continue;
       _cleanup_free_ char *probe = NULL;
-      if (asprintf (&probe, "%s/%s/request.txt", root, de->d_name) < 0)
-        abort ();
+      probe = kiln_xasprintf ("%s/%s/request.txt", root, de->d_name);
       if (access (probe, R_OK) != 0)
         continue;
       names = realloc (names, (n + 1) * sizeof *names);

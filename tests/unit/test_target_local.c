@@ -16,6 +16,7 @@
 #include "fsutil.h"
 #include "target.h"
 #include "tap.h"
+#include "xalloc.h"
 
 #define CHECK_OK(call, err)                                                                               \
   do                                                                                                      \
@@ -50,8 +51,7 @@ static char *
 scratch_path (struct kiln_target *t, const char *name)
 {
   char *p = NULL;
-  if (asprintf (&p, "%s/%s", t->scratch_dir, name) < 0)
-    abort ();
+  p = kiln_xasprintf ("%s/%s", t->scratch_dir, name);
   return p;
 }
 

@@ -34,6 +34,7 @@
 #include "log.h"
 #include "process.h"
 #include "tap.h"
+#include "xalloc.h"
 
 #define BOOT_TIMEOUT_S 300
 #define BIG_FILE_SIZE (3 * 1024 * 1024)
@@ -48,8 +49,7 @@ diag (const char *fmt, ...)
   char *text = NULL;
   va_list ap;
   va_start (ap, fmt);
-  if (vasprintf (&text, fmt, ap) < 0)
-    abort ();
+  text = kiln_xvasprintf (fmt, ap);
   va_end (ap);
   for (char *line = text; *line;)
     {
@@ -154,9 +154,9 @@ static bool
 check_files (struct kiln_target *t, const char *work_dir)
 {
   _cleanup_free_ char *local = NULL, *back = NULL, *remote = NULL;
-  if (asprintf (&local, "%s/big.in", work_dir) < 0 || asprintf (&back, "%s/big.out", work_dir) < 0
-      || asprintf (&remote, "%s/big.bin", t->scratch_dir) < 0)
-    abort ();
+  local = kiln_xasprintf ("%s/big.in", work_dir);
+  back = kiln_xasprintf ("%s/big.out", work_dir);
+  remote = kiln_xasprintf ("%s/big.bin", t->scratch_dir);
   _cleanup_free_ char *data = malloc (BIG_FILE_SIZE);
   uint32_t x = 2463534242u;
   for (size_t i = 0; i < BIG_FILE_SIZE; i++)
@@ -203,8 +203,7 @@ check_stat (struct kiln_target *t)
   bool ok = kiln_target_stat (t, "/", &st, &err) == 0 && st.exists && st.is_dir && !st.is_symlink;
   ok = kiln_target_stat (t, "/nonexistent-kiln-path", &st, &err) == 0 && !st.exists && ok;
   _cleanup_free_ char *link = NULL;
-  if (asprintf (&link, "%s/link", t->scratch_dir) < 0)
-    abort ();
+  link = kiln_xasprintf ("%s/link", t->scratch_dir);
   char *ln[] = {"ln", "-s", "/nonexistent-target", link, NULL};
   ok = guest (t, ln, NULL, NULL, NULL) && ok;
   /* lstat: a dangling link exists, as a link. */
@@ -265,8 +264,7 @@ capture_one (struct kiln_instance *inst, const char *work_dir, enum kiln_image_f
              const char *qemu_format, uint64_t *size)
 {
   _cleanup_free_ char *output = NULL;
-  if (asprintf (&output, "%s/captured.%s", work_dir, kiln_image_format_extension (format)) < 0)
-    abort ();
+  output = kiln_xasprintf ("%s/captured.%s", work_dir, kiln_image_format_extension (format));
   struct kiln_capture_spec spec = {.output = output, .format = format, .compress = compress};
   _cleanup_error_ kiln_error *err = NULL;
   double start = seconds_now ();
@@ -347,8 +345,7 @@ static char *
 socket_dir_of (pid_t pid)
 {
   _cleanup_free_ char *path = NULL;
-  if (asprintf (&path, "/proc/%d/cmdline", (int) pid) < 0)
-    abort ();
+  path = kiln_xasprintf ("/proc/%d/cmdline", (int) pid);
   struct kiln_buf cmdline = KILN_BUF_INIT;
   if (kiln_read_file (path, &cmdline, NULL) < 0)
     return NULL;
@@ -380,10 +377,8 @@ check_second_instance (const struct kiln_driver *driver, const char *image, cons
 {
   uint64_t parent_size = virtual_size (image);
   _cleanup_free_ char *deep = NULL;
-  if (asprintf (&deep, "%s/%s", base_dir,
-                "a-directory-name-long-enough-that-sockets-cannot-live-here/and-some-more-depth-for-good-measure")
-      < 0)
-    abort ();
+  deep = kiln_xasprintf ("%s/%s", base_dir,
+                         "a-directory-name-long-enough-that-sockets-cannot-live-here/and-some-more-depth-for-good-measure");
   _cleanup_error_ kiln_error *err = NULL;
   if (kiln_mkdir_p (deep, 0755, &err) < 0)
     return false;
@@ -402,9 +397,9 @@ check_second_instance (const struct kiln_driver *driver, const char *image, cons
       return false;
     }
   _cleanup_free_ char *overlay = NULL, *hidden = NULL, *pid_file = NULL;
-  if (asprintf (&overlay, "%s/overlay.qcow2", deep) < 0 || asprintf (&hidden, "%s/hidden.qcow2", deep) < 0
-      || asprintf (&pid_file, "%s/qemu.pid", deep) < 0)
-    abort ();
+  overlay = kiln_xasprintf ("%s/overlay.qcow2", deep);
+  hidden = kiln_xasprintf ("%s/hidden.qcow2", deep);
+  pid_file = kiln_xasprintf ("%s/qemu.pid", deep);
   ok = virtual_size (overlay) == spec.disk_size_bytes && ok;
 
   ok = rename (overlay, hidden) == 0 && ok;

@@ -54,8 +54,7 @@ diag (const char *fmt, ...)
   char *text = NULL;
   va_list ap;
   va_start (ap, fmt);
-  if (vasprintf (&text, fmt, ap) < 0)
-    abort ();
+  text = kiln_xvasprintf (fmt, ap);
   va_end (ap);
   for (char *line = text; *line;)
     {
@@ -118,8 +117,7 @@ static char *
 path_in_tmp (const char *name)
 {
   char *p = NULL;
-  if (asprintf (&p, "%s/%s", tmp, name) < 0)
-    abort ();
+  p = kiln_xasprintf ("%s/%s", tmp, name);
   return p;
 }
 
