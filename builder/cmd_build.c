@@ -220,7 +220,7 @@ kiln_cmd_build (int argc, char **argv)
       kiln_error_freep (&e);
     }
 
-  struct kiln_plan *plan = NULL;
+  _cleanup_ (kiln_plan_free) struct kiln_plan *plan = NULL;
   if (kiln_plan_make (recipe, &plan, &e) < 0)
     {
       fprintf (stderr, "%s\n", kiln_error_message (e));
@@ -231,7 +231,6 @@ kiln_cmd_build (int argc, char **argv)
       _cleanup_json_ json_t *pj = kiln_plan_to_json (plan);
       _cleanup_free_ char *text = json_dumps (pj, JSON_INDENT (2) | JSON_PRESERVE_ORDER);
       printf ("%s\n", text);
-      kiln_plan_free (plan);
       return KILN_EXIT_OK;
     }
   const char *refusal = NULL;
@@ -242,21 +241,18 @@ kiln_cmd_build (int argc, char **argv)
   if (refusal)
     {
       fprintf (stderr, "kiln build: parentImage '%s' %s (driver %s)\n", plan->parent_image, refusal, driver->name);
-      kiln_plan_free (plan);
       return KILN_EXIT_FAILED;
     }
   if (driver->cloud_images && !network)
     {
       fprintf (stderr, "kiln build: --no-network does not apply to the %s driver: its instances have their "
                "cloud's network\n", driver->name);
-      kiln_plan_free (plan);
       return KILN_EXIT_USAGE;
     }
   if (driver->cloud_images && format_given)
     {
       fprintf (stderr, "kiln build: --format does not apply to the %s driver: its image is made in the cloud\n",
                driver->name);
-      kiln_plan_free (plan);
       return KILN_EXIT_USAGE;
     }
   if (!driver->cloud_images && import_driver == NULL
@@ -264,19 +260,16 @@ kiln_cmd_build (int argc, char **argv)
     {
       fprintf (stderr, "kiln build: --endpoint-url, --region, --profile and --instance-type apply to cloud drivers "
                "(ec2), not to %s (unless --import names one)\n", driver->name);
-      kiln_plan_free (plan);
       return KILN_EXIT_USAGE;
     }
 
   /* Image Builder's configurations: what they say, unless a flag said it. */
-  struct kiln_infrastructure *infra = NULL;
-  struct kiln_distribution_config *dist = NULL;
+  _cleanup_ (kiln_infrastructure_free) struct kiln_infrastructure *infra = NULL;
+  _cleanup_ (kiln_distribution_free) struct kiln_distribution_config *dist = NULL;
   if ((infra_path && kiln_infrastructure_load (infra_path, driver, &infra, &e) < 0)
       || (dist_path && kiln_distribution_load (dist_path, import_driver ? import_driver : driver, &dist, &e) < 0))
     {
       fprintf (stderr, "kiln build: %s\n", kiln_error_message (e));
-      kiln_infrastructure_free (infra);
-      kiln_plan_free (plan);
       return KILN_EXIT_FAILED;
     }
   if (infra)
@@ -336,8 +329,5 @@ kiln_cmd_build (int argc, char **argv)
         }
     }
   kiln_build_result_release (&res);
-  kiln_infrastructure_free (infra);
-  kiln_distribution_free (dist);
-  kiln_plan_free (plan);
   return status;
 }

@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "cleanup.h"
 #include "error.h"
 #include "yaml_tree.h"
 
@@ -107,6 +108,7 @@ int kiln_component_load_text (const char *path, const char *text, size_t len,
                               const struct kiln_component_load_opts *opts, struct kiln_component **out,
                               kiln_error **err);
 void kiln_component_free (struct kiln_component *c);
+KILN_DEFINE_CLEANUP (struct kiln_component, kiln_component_free)
 
 const struct kiln_phase *kiln_component_phase (const struct kiln_component *c, const char *name);
 const struct kiln_step *kiln_phase_step (const struct kiln_phase *p, const char *name);

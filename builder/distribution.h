@@ -21,6 +21,7 @@
 
 #include <jansson.h>
 
+#include "cleanup.h"
 #include "driver.h"
 #include "error.h"
 
@@ -38,6 +39,7 @@ struct kiln_distribution_config {
 int kiln_distribution_load (const char *path, const struct kiln_driver *driver, struct kiln_distribution_config **out,
                             kiln_error **err);
 void kiln_distribution_free (struct kiln_distribution_config *d);
+KILN_DEFINE_CLEANUP (struct kiln_distribution_config, kiln_distribution_free)
 /* The configuration as JSON (the golden form, and the manifest's "distribution"). */
 json_t *kiln_distribution_to_json (const struct kiln_distribution_config *d);
 

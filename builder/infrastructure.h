@@ -19,6 +19,7 @@
 
 #include <jansson.h>
 
+#include "cleanup.h"
 #include "driver.h"
 #include "error.h"
 
@@ -42,6 +43,7 @@ struct kiln_infrastructure {
 int kiln_infrastructure_load (const char *path, const struct kiln_driver *driver, struct kiln_infrastructure **out,
                               kiln_error **err);
 void kiln_infrastructure_free (struct kiln_infrastructure *infra);
+KILN_DEFINE_CLEANUP (struct kiln_infrastructure, kiln_infrastructure_free)
 /* The settings as JSON (the golden form, and the manifest's "infrastructure"). */
 json_t *kiln_infrastructure_to_json (const struct kiln_infrastructure *infra);
 

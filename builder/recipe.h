@@ -21,6 +21,7 @@
 
 #include <jansson.h>
 
+#include "cleanup.h"
 #include "component.h"
 #include "error.h"
 #include "yaml_tree.h"
@@ -51,6 +52,7 @@ struct kiln_plan {
 
 int kiln_plan_make (const char *recipe_path, struct kiln_plan **out, kiln_error **err);
 void kiln_plan_free (struct kiln_plan *p);
+KILN_DEFINE_CLEANUP (struct kiln_plan, kiln_plan_free)
 /* The plan as JSON (the golden form, and the manifest's "plan"). */
 json_t *kiln_plan_to_json (const struct kiln_plan *p);
 

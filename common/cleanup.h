@@ -11,7 +11,9 @@
  *                                       (its whole process group) and reaped
  *   _cleanup_error_   kiln_error *e = NULL;
  *   _cleanup_json_    json_t *j = NULL; json_decref()
- *   _cleanup_strv_    char **v = NULL;  NULL-terminated vector of strings */
+ *   _cleanup_strv_    char **v = NULL;  NULL-terminated vector of strings
+ *   _cleanup_ (fn)    T *x = NULL;      fn (x), for types whose header says
+ *                                       KILN_DEFINE_CLEANUP (T, fn) */
 #ifndef KILN_COMMON_CLEANUP_H
 #define KILN_COMMON_CLEANUP_H
 
@@ -89,6 +91,20 @@ kiln_strvp (char ***v)
 {
   kiln_strv_free (*v);
 }
+
+/* KILN_DEFINE_CLEANUP (type, fn) defines kiln_cleanup_<fn> for a pointer to
+ * a type released by fn (NULL-safe or not: it is only called on non-NULL),
+ * and _cleanup_(fn) names it:
+ *   KILN_DEFINE_CLEANUP (struct kiln_plan, kiln_plan_free)
+ *   _cleanup_ (kiln_plan_free) struct kiln_plan *plan = NULL;
+ * Each owned type's header defines its own, beside its free function. */
+#define KILN_DEFINE_CLEANUP(type, fn)                                        \
+  static inline void kiln_cleanup_##fn (type **p)                            \
+  {                                                                          \
+    if (*p)                                                                  \
+      fn (*p);                                                               \
+  }
+#define _cleanup_(fn) __attribute__ ((cleanup (kiln_cleanup_##fn)))
 
 #define _cleanup_free_ __attribute__ ((cleanup (kiln_freep)))
 #define _cleanup_close_ __attribute__ ((cleanup (kiln_closep)))

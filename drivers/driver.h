@@ -27,6 +27,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cleanup.h"
 #include "error.h"
 #include "target.h"
 
@@ -275,6 +276,7 @@ int kiln_image_export (const struct kiln_driver *driver, const struct kiln_insta
 int kiln_drivers_reap (const char *work_dir, kiln_error **err);
 /* Destroys (once) and frees.  Safe on NULL. */
 void kiln_instance_destroy (struct kiln_instance *inst);
+KILN_DEFINE_CLEANUP (struct kiln_instance, kiln_instance_destroy)
 
 const char *kiln_image_format_name (enum kiln_image_format f);     /* "qcow2", "vhd" ... */
 int kiln_image_format_parse (const char *name, enum kiln_image_format *out, kiln_error **err);
