@@ -15,6 +15,7 @@
 #include "cleanup.h"
 #include "template.h"
 #include "xalloc.h"
+#include "clock.h"
 
 static int
 wrong_type (kiln_error **err, const char *where, const char *key, const char *expected, json_t *v)
@@ -420,9 +421,7 @@ kiln_action_expand_wildcard (struct kiln_action_ctx *ctx, const char *pattern_pa
 double
 kiln_action_now (void)
 {
-  struct timespec ts;
-  clock_gettime (CLOCK_MONOTONIC, &ts);
-  return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
+  return kiln_monotonic_seconds ();
 }
 
 double

@@ -25,6 +25,7 @@
 #include "log.h"
 #include "rundir.h"
 #include "xalloc.h"
+#include "clock.h"
 
 #define DEFAULT_BOOT_TIMEOUT 600
 #define SHUTDOWN_TIMEOUT 300
@@ -68,14 +69,6 @@ say (struct build *b, const char *fmt, ...)
   va_end (ap);
   fputc ('\n', b->opts->progress);
   fflush (b->opts->progress);
-}
-
-static double
-now (void)
-{
-  struct timespec ts;
-  clock_gettime (CLOCK_MONOTONIC, &ts);
-  return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
 }
 
 /* Now in UTC: ISO 8601 for manifests, or compact for folder names. */
@@ -193,14 +186,14 @@ check_cancel (struct build *b, kiln_error **err)
 static void
 stage_done (struct build *b, const char *name, const char *status, double t0, json_t *extra)
 {
-  json_t *st = json_pack ("{s:s, s:s, s:f}", "name", name, "status", status, "seconds", now () - t0);
+  json_t *st = json_pack ("{s:s, s:s, s:f}", "name", name, "status", status, "seconds", kiln_monotonic_seconds () - t0);
   if (extra)
     {
       json_object_update (st, extra);
       json_decref (extra);
     }
   json_array_append_new (b->stages, st);
-  say (b, "[%s] %s (%.1f s)", name, status, now () - t0);
+  say (b, "[%s] %s (%.1f s)", name, status, kiln_monotonic_seconds () - t0);
 }
 
 /* The recipe's userDataOverride (base64, checked by the plan) runs on the
@@ -461,7 +454,7 @@ publish (struct build *b, const char *captured, struct kiln_build_result *res, c
   manifest_final = kiln_xasprintf ("%s/%s.manifest.json", b->opts->output_dir, base);
   manifest_tmp = kiln_xasprintf ("%s/.%s.manifest.json.tmp-%d", b->opts->output_dir, base, (int) getpid ());
 
-  double t0 = now ();
+  double t0 = kiln_monotonic_seconds ();
   /* The temporary names are recorded in the run directory first, so they
    * go whatever the ending, SIGKILL included. */
   int r = kiln_rundir_track (b->rd, tmp, err);
@@ -552,7 +545,7 @@ publish_cloud (struct build *b, const char *image_id, struct kiln_build_result *
   _cleanup_free_ char *manifest_tmp = NULL;
   manifest_final = kiln_xasprintf ("%s/%s.manifest.json", b->opts->output_dir, base);
   manifest_tmp = kiln_xasprintf ("%s/.%s.manifest.json.tmp-%d", b->opts->output_dir, base, (int) getpid ());
-  double t0 = now ();
+  double t0 = kiln_monotonic_seconds ();
   json_t *images = images_json (b);
   char ended[32];
   utc_stamp (ended, sizeof ended, false);
@@ -615,7 +608,7 @@ plan_distribution (struct build *b, const char *build_region, const char *build_
 static int
 distribute (struct build *b, const char *image_id, const char *region, const char *name, kiln_error **err)
 {
-  double t0 = now ();
+  double t0 = kiln_monotonic_seconds ();
   say (b, "[distribute] %s to %zu region(s)", image_id,
        b->opts->distribution ? b->opts->distribution->n_targets : (size_t) 1);
   struct kiln_instance_spec spec = {.name = "distribute", .image = image_id, .cancel = b->opts->cancel,
@@ -652,7 +645,7 @@ delete_distributed (struct build *b)
 static int
 import_image (struct build *b, const char *captured, char **image_id, kiln_error **err)
 {
-  double t0 = now ();
+  double t0 = kiln_monotonic_seconds ();
   const struct kiln_driver *d = b->opts->import_driver;
   struct kiln_instance_spec spec = {.name = "import", .cancel = b->opts->cancel, .cloud = b->opts->cloud};
   /* Where it will land decides its name: ask the driver, launching nothing. */
@@ -701,7 +694,7 @@ run_stages (struct build *b, struct kiln_build_result *res, kiln_error **err)
   utc_stamp (started, sizeof started, false);
 
   /* Build: build and validate phases on an instance of the parent. */
-  double t0 = now ();
+  double t0 = kiln_monotonic_seconds ();
   if (boot (b, "build", p->parent_image, NULL, p->disk_size_bytes, err) < 0
       || run_components (b, "build", "build,validate", err) < 0 || check_cancel (b, err) < 0)
     {
@@ -720,7 +713,7 @@ run_stages (struct build *b, struct kiln_build_result *res, kiln_error **err)
 
   /* Capture: the build instance's disk as a standalone image (a file, or an
    * image in the cloud the driver works in). */
-  t0 = now ();
+  t0 = kiln_monotonic_seconds ();
   bool cloud = b->opts->driver->cloud_images;
   _cleanup_free_ char *captured = NULL;
   _cleanup_free_ char *image_region = NULL;
@@ -751,7 +744,7 @@ run_stages (struct build *b, struct kiln_build_result *res, kiln_error **err)
   stage_done (b, "capture", "success", t0, NULL);
 
   /* Test: test phases on a fresh instance of the new image. */
-  t0 = now ();
+  t0 = kiln_monotonic_seconds ();
   if (plan_has_phase (p, "test"))
     {
       if (boot (b, "test", captured, cloud ? NULL : "qcow2", 0, err) < 0 || run_components (b, "test", "test", err) < 0

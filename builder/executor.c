@@ -38,6 +38,7 @@
 #include "log.h"
 #include "template.h"
 #include "xalloc.h"
+#include "clock.h"
 
 #define MAX_REBOOTS_PER_STEP 16
 #define MAX_LOOP_ITERATIONS 100000
@@ -123,14 +124,6 @@ kiln_run_status_name (enum kiln_run_status s)
 }
 
 /* ---- time and logs -------------------------------------------------------- */
-
-static double
-now_seconds (void)
-{
-  struct timespec ts;
-  clock_gettime (CLOCK_MONOTONIC, &ts);
-  return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
-}
 
 /* RFC 3339 in UTC, as the logs of every run on every machine compare. */
 static void
@@ -571,7 +564,7 @@ run_attempt (struct step_env *env, json_t *values, size_t first, int attempt, st
 {
   struct kiln_executor *ex = env->dr->ex;
   const struct kiln_step *s = env->step;
-  double deadline = s->timeout_seconds > 0 ? now_seconds () + s->timeout_seconds : 0;
+  double deadline = s->timeout_seconds > 0 ? kiln_monotonic_seconds () + s->timeout_seconds : 0;
   size_t n_iter = values ? json_array_size (values) : 1;
   _cleanup_json_ json_t *failed_iterations = json_array ();
   int reboots = 0;
@@ -601,7 +594,7 @@ run_attempt (struct step_env *env, json_t *values, size_t first, int attempt, st
       int timeout = -1;
       if (deadline > 0)
         {
-          double left = deadline - now_seconds ();
+          double left = deadline - kiln_monotonic_seconds ();
           if (left <= 0)
             {
               set_failure (rep, "step timed out after %d s%s", s->timeout_seconds, values ? " (loop run)" : "");
@@ -643,7 +636,7 @@ run_attempt (struct step_env *env, json_t *values, size_t first, int attempt, st
           else
             set_failure (rep, "%s", o.failure ? o.failure : "failed");
           free (o.failure);
-          if (deadline > 0 && now_seconds () >= deadline && values)
+          if (deadline > 0 && kiln_monotonic_seconds () >= deadline && values)
             set_failure (rep, "step timed out after %d s (loop run)", s->timeout_seconds);
           rep->status = STEP_FAILED;
           return;
@@ -780,12 +773,12 @@ run_step (struct step_env *env, json_t *resume_pos, struct step_report *rep)
         }
       json_array_clear (rep->inputs);
       rep->attempts = attempt;
-      double t0 = now_seconds ();
+      double t0 = kiln_monotonic_seconds ();
       run_attempt (env, values, first, attempt, rep, merged, &last_inputs);
       first = 0;
       progress (ex, "  %s/%s (%s) attempt %d/%d: %s (%.2f s)%s%s", env->dr->c->phases[env->phase_index].name,
                 s->name, s->action->name, attempt, s->max_attempts, step_status_name (rep->status),
-                now_seconds () - t0, rep->status == STEP_FAILED ? ": " : "",
+                kiln_monotonic_seconds () - t0, rep->status == STEP_FAILED ? ": " : "",
                 rep->status == STEP_FAILED && rep->failure ? rep->failure : "");
       if (rep->status == STEP_SUCCESS)
         {

@@ -41,6 +41,7 @@
 
 #include "cleanup.h"
 #include "xalloc.h"
+#include "clock.h"
 
 extern char **environ;
 
@@ -61,14 +62,6 @@ struct child_failure {
   int stage;
   int errnum;
 };
-
-static int64_t
-now_ms (void)
-{
-  struct timespec ts;
-  clock_gettime (CLOCK_MONOTONIC, &ts);
-  return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void
 close_fd (int *fd)
@@ -364,7 +357,7 @@ pump (struct run_state *st, kiln_error **err)
   const struct kiln_process_spec *spec = st->spec;
   for (;;)
     {
-      int64_t now = now_ms ();
+      int64_t now = kiln_monotonic_ms ();
 
       if (!st->exited && child_has_exited (st->pid))
         {
@@ -595,7 +588,7 @@ kiln_process_run (const struct kiln_process_spec *spec, struct kiln_process_resu
     .err_fd = kiln_steal_fd (&err_read),
     .in_fd = kiln_steal_fd (&stdin_write),
     .pidfd = pidfd,
-    .deadline = spec->timeout_ms > 0 ? now_ms () + spec->timeout_ms : 0,
+    .deadline = spec->timeout_ms > 0 ? kiln_monotonic_ms () + spec->timeout_ms : 0,
   };
 
   struct sigpipe_guard guard;
@@ -696,7 +689,7 @@ kiln_process_wait_exit (pid_t pid, int timeout_ms, int *status)
   int dummy;
   if (status == NULL)
     status = &dummy;
-  int64_t deadline = timeout_ms > 0 ? now_ms () + timeout_ms : 0;
+  int64_t deadline = timeout_ms > 0 ? kiln_monotonic_ms () + timeout_ms : 0;
   _cleanup_close_ int pidfd = timeout_ms != 0 ? open_pidfd (pid) : -1;
   for (;;)
     {
@@ -707,7 +700,7 @@ kiln_process_wait_exit (pid_t pid, int timeout_ms, int *status)
         return -1;
       if (timeout_ms == 0)
         return 0;
-      int64_t now = now_ms ();
+      int64_t now = kiln_monotonic_ms ();
       if (timeout_ms > 0 && now >= deadline)
         return 0;
       /* Without a pidfd, look again every few milliseconds. */

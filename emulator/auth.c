@@ -69,13 +69,13 @@ is_hex64 (const char *s)
   return true;
 }
 
-static bool
-query_has (const struct emu_request *req, const char *name)
+const char *
+emu_request_query (const struct emu_request *req, const char *name)
 {
   for (size_t i = 0; i < req->n_query; i++)
     if (strcmp (req->query[i].name, name) == 0)
-      return true;
-  return false;
+      return req->query[i].value ? req->query[i].value : "";
+  return NULL;
 }
 
 enum emu_auth_failure
@@ -90,7 +90,7 @@ emu_auth_verify (struct kiln_emu *emu, const struct emu_request *req, time_t now
 
   const char *authorization = emu_request_header (req, "Authorization");
   bool sigv2 = authorization ? strncmp (authorization, "AWS ", 4) == 0
-                             : query_has (req, "AWSAccessKeyId") && query_has (req, "Signature");
+                             : emu_request_query (req, "AWSAccessKeyId") != NULL && emu_request_query (req, "Signature") != NULL;
   out->presigned = authorization == NULL;
   if (sigv2)
     return fail (message, EMU_AUTH_UNSUPPORTED, "The authorization mechanism you have provided is not supported. "
@@ -129,9 +129,8 @@ emu_auth_verify (struct kiln_emu *emu, const struct emu_request *req, time_t now
    * STS yet, so there is no session a token could name (a signed garbage
    * token was once accepted). */
   const char *token = emu_request_header (req, "X-Amz-Security-Token");
-  for (size_t i = 0; token == NULL && i < req->n_query; i++)
-    if (strcmp (req->query[i].name, "X-Amz-Security-Token") == 0)
-      token = req->query[i].value ? req->query[i].value : "";
+  if (token == NULL)
+    token = emu_request_query (req, "X-Amz-Security-Token");
   if (token)
     {
       result = fail (message, EMU_AUTH_UNKNOWN_KEY, "The security token included in the request is invalid "

@@ -75,5 +75,7 @@ void emu_auth_stream_free (struct emu_stream_auth *s);
 
 /* A header's value (case-insensitive name), or NULL. */
 const char *emu_request_header (const struct emu_request *req, const char *name);
+/* The value of query parameter name ("" when it has none), or NULL. */
+const char *emu_request_query (const struct emu_request *req, const char *name);
 
 #endif

@@ -17,6 +17,7 @@
 
 #include "log.h"
 #include "xalloc.h"
+#include "clock.h"
 
 enum conn_state {
   CONN_NEW,      /* accepted, its first head not complete */
@@ -44,14 +45,6 @@ struct emu_conn_guard {
   uint64_t cuts;
 };
 
-static int64_t
-now_ms (void)
-{
-  struct timespec ts;
-  clock_gettime (CLOCK_MONOTONIC, &ts);
-  return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static bool
 waiting_for_head (const struct emu_conn *c)
 {
@@ -65,7 +58,7 @@ set_state (struct emu_conn_guard *g, struct emu_conn *c, enum conn_state state)
   if (waiting_for_head (c))
     g->waiting--;
   c->state = state;
-  c->since_ms = now_ms ();
+  c->since_ms = kiln_monotonic_ms ();
   if (waiting_for_head (c))
     g->waiting++;
 }
@@ -90,7 +83,7 @@ guard_main (void *arg)
   pthread_mutex_lock (&g->lock);
   while (!g->quit)
     {
-      int64_t now = now_ms ();
+      int64_t now = kiln_monotonic_ms ();
       for (struct emu_conn *c = g->head; c; c = c->next)
         {
           int64_t deadline = c->state == CONN_IDLE ? g->limits.idle_deadline_ms
@@ -157,7 +150,7 @@ emu_conn_opened (struct emu_conn_guard *g, int fd)
   struct emu_conn *c = kiln_xcalloc (1, sizeof *c);
   c->fd = fd;
   c->state = CONN_NEW;
-  c->since_ms = now_ms ();
+  c->since_ms = kiln_monotonic_ms ();
   pthread_mutex_lock (&g->lock);
   /* Room for requests that complete: past the cap, the connection that has
    * waited longest for its head goes. */

@@ -172,15 +172,6 @@ find_handler (const char *operation)
 
 /* ---- decoding ---- */
 
-static const char *
-query_value (const struct emu_request *req, const char *name)
-{
-  for (size_t i = 0; i < req->n_query; i++)
-    if (strcmp (req->query[i].name, name) == 0)
-      return req->query[i].value ? req->query[i].value : "";
-  return NULL;
-}
-
 /* A whole decimal integer (optional '-'), or false. */
 static bool
 parse_integer (const char *s, long long *out)
@@ -343,7 +334,7 @@ decode_input (struct emu_call *c, const struct route *r, char *labels[], const c
               text = labels[k];
           break;
         case IN_QUERY:
-          text = query_value (c->req, m->wire);
+          text = emu_request_query (c->req, m->wire);
           break;
         case IN_HEADER:
           text = emu_request_header (c->req, m->wire);

@@ -61,19 +61,10 @@ static const char *const unimplemented[] = {
 
 /* ---- small helpers ---- */
 
-static const char *
-query_of (const struct emu_request *req, const char *name)
-{
-  for (size_t i = 0; i < req->n_query; i++)
-    if (strcmp (req->query[i].name, name) == 0)
-      return req->query[i].value ? req->query[i].value : "";
-  return NULL;
-}
-
 const char *
 s3_query (struct s3_call *s, const char *name)
 {
-  return query_of (s->req, name);
+  return emu_request_query (s->req, name);
 }
 
 const char *
@@ -228,7 +219,7 @@ emu_s3_error_reply (struct emu_call *c, struct emu_response *resp)
 bool
 emu_s3_unsigned_looks_like_s3 (const struct emu_request *req)
 {
-  if (emu_request_header (req, "X-Amz-Target") || query_of (req, "Action"))
+  if (emu_request_header (req, "X-Amz-Target") || emu_request_query (req, "Action"))
     return false;
   const char *type = emu_request_header (req, "Content-Type");
   if (strcmp (req->method, "POST") == 0 && type && strncasecmp (type, "application/x-www-form-urlencoded", 33) == 0)
@@ -541,7 +532,7 @@ emu_s3_is_object_write (const struct emu_request *head)
   if (key == NULL)
     return false;
   for (size_t i = 0; unimplemented[i]; i++)
-    if (query_of (head, unimplemented[i]))
+    if (emu_request_query (head, unimplemented[i]))
       return false;
   return true;
 }

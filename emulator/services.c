@@ -18,15 +18,6 @@ host_starts (const struct emu_request *req, const char *prefix)
 }
 
 static bool
-query_has (const struct emu_request *req, const char *name)
-{
-  for (size_t i = 0; i < req->n_query; i++)
-    if (strcmp (req->query[i].name, name) == 0)
-      return true;
-  return false;
-}
-
-static bool
 form_post (const struct emu_request *req)
 {
   const char *type = emu_request_header (req, "Content-Type");
@@ -47,7 +38,7 @@ ec2_claim (const struct emu_request *req)
 {
   if (host_starts (req, "ec2.") && !s3_host (req))
     return EMU_CLAIM_ENDPOINT;
-  return query_has (req, "Action") || form_post (req) ? EMU_CLAIM_SHAPE : EMU_CLAIM_NONE;
+  return emu_request_query (req, "Action") != NULL || form_post (req) ? EMU_CLAIM_SHAPE : EMU_CLAIM_NONE;
 }
 
 static enum emu_claim

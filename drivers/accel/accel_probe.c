@@ -34,6 +34,7 @@
 #include "log.h"
 #include "process.h"
 #include "xalloc.h"
+#include "clock.h"
 
 #define FIRMWARE_SIZE 65536
 #define PROBE_LOOPS 20000000u
@@ -85,14 +86,6 @@ make_firmware (unsigned char image[FIRMWARE_SIZE])
   image[0xFFF2] = (unsigned char) (rel >> 8);
 }
 
-static int64_t
-now_ms (void)
-{
-  struct timespec ts;
-  clock_gettime (CLOCK_MONOTONIC, &ts);
-  return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* QEMU's complaint: its first line that says "error", else its first line. */
 static void
 complaint (const char *text, char *out, size_t size)
@@ -131,9 +124,9 @@ run_attempt (const char *binary, enum kiln_accel accel, const char *firmware, in
   struct kiln_process_result res;
   _cleanup_error_ kiln_error *e = NULL;
   a->deadline_ms = deadline_ms;
-  int64_t t0 = now_ms ();
+  int64_t t0 = kiln_monotonic_ms ();
   int r = kiln_process_run (&spec, &res, &e);
-  a->ms = now_ms () - t0;
+  a->ms = kiln_monotonic_ms () - t0;
   if (r < 0)
     {
       a->outcome = KILN_ACCEL_PROBE_FAILED;
@@ -324,9 +317,9 @@ kiln_accel_resolve (enum kiln_accel_mode mode, const char *binary, const char *c
       bool cached = have_path && cache_read (path, key, &p);
       if (!cached)
         {
-          int64_t t0 = now_ms ();
+          int64_t t0 = kiln_monotonic_ms ();
           r = kiln_accel_probe_run (binary, &p, err);
-          kiln_log_debug ("accel: probed %s in %.2f s", binary, (double) (now_ms () - t0) / 1000.0);
+          kiln_log_debug ("accel: probed %s in %.2f s", binary, (double) (kiln_monotonic_ms () - t0) / 1000.0);
           if (r == 0 && have_path && p.tcg.outcome != KILN_ACCEL_PROBE_FAILED)
             cache_write (path, key, &p);
         }

@@ -21,16 +21,9 @@
 #include "log.h"
 #include "process.h"
 #include "xalloc.h"
+#include "clock.h"
 
 #define COPY_TIMEOUT_SECONDS 3600
-
-static double
-monotonic_seconds (void)
-{
-  struct timespec ts;
-  clock_gettime (CLOCK_MONOTONIC, &ts);
-  return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
-}
 
 /* One DescribeImages of image_id: its state, reason and name (each may be
  * NULL).  An id EC2 does not know yet is state NULL, not an error. */
@@ -309,7 +302,7 @@ kiln_ec2_image_distribute (const struct kiln_aws_config *cfg, const char *endpoi
   for (size_t i = 0; i < n && r == 0; i++)
     {
       struct kiln_image_distribution *t = &d[i];
-      started[i] = monotonic_seconds ();
+      started[i] = kiln_monotonic_seconds ();
       if (t->region == NULL || strcmp (t->region, src_region) == 0)
         {
           t->image_id = kiln_xstrdup (image_id);
@@ -351,7 +344,7 @@ kiln_ec2_image_distribute (const struct kiln_aws_config *cfg, const char *endpoi
         r = -1;
       if (r < 0)
         kiln_error_prefix (err, "region %s", kiln_aws_client_region (c));
-      t->seconds = monotonic_seconds () - started[i];
+      t->seconds = kiln_monotonic_seconds () - started[i];
     }
 
   if (r < 0)

@@ -47,6 +47,7 @@
 #include "digest.h"
 #include "fsutil.h"
 #include "xalloc.h"
+#include "clock.h"
 
 #define STR_(x) #x
 #define STR(x) STR_ (x)
@@ -143,14 +144,6 @@ scratch_of (const struct kiln_ssm_session *s)
   return s->scratch_dir && *s->scratch_dir ? s->scratch_dir : "/tmp";
 }
 
-
-static int64_t
-now_ms (void)
-{
-  struct timespec ts;
-  clock_gettime (CLOCK_MONOTONIC, &ts);
-  return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static bool
 cancel_raised (const struct kiln_ssm_session *s)
@@ -417,7 +410,7 @@ invoke (struct kiln_ssm_session *s, const char *script, const char *cwd, int exe
 
   long pause = s->poll_initial_ms > 0 ? s->poll_initial_ms : DEFAULT_POLL_INITIAL_MS;
   long pause_max = s->poll_max_ms > 0 ? s->poll_max_ms : DEFAULT_POLL_MAX_MS;
-  int64_t started = now_ms ();
+  int64_t started = kiln_monotonic_ms ();
   int64_t appear_deadline = started + INVOCATION_APPEAR_S * 1000LL;
   int64_t deadline = started + (int64_t) (DELIVERY_TIMEOUT_S + exec_timeout + POLL_SLACK_S) * 1000;
   _cleanup_json_ json_t *query = json_pack ("{s:s, s:s}", "CommandId", id, "InstanceId", s->instance_id);
@@ -435,7 +428,7 @@ invoke (struct kiln_ssm_session *s, const char *script, const char *cwd, int exe
       struct kiln_aws_error ae = {0};
       _cleanup_error_ kiln_error *e = NULL;
       int r = kiln_aws_json_call (s->ssm, "AmazonSSM.GetCommandInvocation", query, &got, &ae, &e);
-      bool not_yet = r < 0 && kiln_aws_error_is (&ae, "InvocationDoesNotExist") && now_ms () < appear_deadline;
+      bool not_yet = r < 0 && kiln_aws_error_is (&ae, "InvocationDoesNotExist") && kiln_monotonic_ms () < appear_deadline;
       kiln_aws_error_release (&ae);
       if (r < 0 && !not_yet)
         {
@@ -453,11 +446,11 @@ invoke (struct kiln_ssm_session *s, const char *script, const char *cwd, int exe
           kiln_buf_puts (&inv->err, json_str (got, "StandardErrorContent"));
           return 0;
         }
-      if (now_ms () > deadline)
+      if (kiln_monotonic_ms () > deadline)
         {
           cancel_command (s, inv->command_id);
           return kiln_error_set (err, KILN_ERR_TIMEOUT, 0, "command %s still %s after %lld s", inv->command_id,
-                                 *status ? status : "unknown", (long long) ((now_ms () - started) / 1000));
+                                 *status ? status : "unknown", (long long) ((kiln_monotonic_ms () - started) / 1000));
         }
     }
 }

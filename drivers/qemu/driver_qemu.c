@@ -55,6 +55,7 @@
 #include "qemu/qga.h"
 #include "qemu/qmp.h"
 #include "xalloc.h"
+#include "clock.h"
 
 #define QEMU_IMG "qemu-img"
 #define DEFAULT_VCPUS 2
@@ -134,7 +135,7 @@ timeout_ms_of (int seconds)
 static int
 left_ms (int64_t deadline)
 {
-  int64_t left = deadline - kiln_qemu_now_ms ();
+  int64_t left = deadline - kiln_monotonic_ms ();
   return left < 0 ? 0 : left > INT_MAX ? INT_MAX : (int) left;
 }
 
@@ -417,7 +418,7 @@ wait_for_agent (struct qemu_instance *q, int64_t deadline, int timeout_ms, int s
 {
   int attempt = SYNC_ATTEMPT_FIRST_MS;
   off_t seen = console_size (q);
-  int64_t progress_at = kiln_qemu_now_ms ();
+  int64_t progress_at = kiln_monotonic_ms ();
   for (;;)
     {
       int status = 0;
@@ -426,7 +427,7 @@ wait_for_agent (struct qemu_instance *q, int64_t deadline, int timeout_ms, int s
       if (q->cancel && *q->cancel)
         return kiln_error_set (err, KILN_ERR_CANCELLED, 0, "interrupted %s", while_doing);
       off_t size = console_size (q);
-      int64_t now = kiln_qemu_now_ms ();
+      int64_t now = kiln_monotonic_ms ();
       if (size != seen)
         {
           seen = size;
@@ -626,7 +627,7 @@ static int
 start_qemu (struct kiln_instance *inst, int timeout_ms, kiln_error **err)
 {
   struct qemu_instance *q = inst->priv;
-  int64_t started_at = kiln_qemu_now_ms ();
+  int64_t started_at = kiln_monotonic_ms ();
   int64_t deadline = started_at + timeout_ms;
   struct kiln_accel_choice choice;
   int r = boot_once (inst, deadline, timeout_ms, &choice, err);
@@ -661,7 +662,7 @@ start_qemu (struct kiln_instance *inst, int timeout_ms, kiln_error **err)
     }
   if (r != 0)
     return -1;
-  int64_t booted_at = kiln_qemu_now_ms ();
+  int64_t booted_at = kiln_monotonic_ms ();
   kiln_log_info ("qemu: %s: the guest agent answered %.1f s after start (%s)", inst->name,
                  (double) (booted_at - started_at) / 1000.0, kiln_accel_name (choice.accel));
   return make_scratch_dir (inst, err);
@@ -801,7 +802,7 @@ qemu_put_file (struct kiln_target *t, const char *local_path, const char *path, 
    * being replaced while it runs) sees the old file or the new one. */
   uint32_t r = 0;
   if (getrandom (&r, sizeof r, GRND_NONBLOCK) != (ssize_t) sizeof r)
-    r = (uint32_t) kiln_qemu_now_ms ();
+    r = (uint32_t) kiln_monotonic_ms ();
   _cleanup_free_ char *tmp = NULL;
   tmp = kiln_xasprintf ("%s.kiln-%08x", path, r);
   if (kiln_qga_file_put (q->qga, local_path, tmp, AGENT_CALL_TIMEOUT_MS, err) < 0)
@@ -878,7 +879,7 @@ qemu_reboot (struct kiln_target *t, enum kiln_reboot_outcome *outcome, kiln_erro
   if (require_running (q, err) < 0)
     return -1;
   int timeout_ms = q->boot_timeout_ms > 0 ? q->boot_timeout_ms : timeout_ms_of (0);
-  int64_t started_at = kiln_qemu_now_ms ();
+  int64_t started_at = kiln_monotonic_ms ();
   int64_t deadline = started_at + timeout_ms;
 
   /* Only a RESET after our request counts. */
@@ -901,11 +902,11 @@ qemu_reboot (struct kiln_target *t, enum kiln_reboot_outcome *outcome, kiln_erro
       return kiln_error_prefix (err, "reboot: the guest did not reset");
     }
   kiln_log_debug ("qemu: %s: guest reset %.1f s after the reboot request", inst->name,
-                  (double) (kiln_qemu_now_ms () - started_at) / 1000.0);
+                  (double) (kiln_monotonic_ms () - started_at) / 1000.0);
   kiln_qga_invalidate (q->qga);
   if (wait_for_agent (q, deadline, timeout_ms, 0, "after the reboot", err) != 0)
     return kiln_error_prefix (err, "reboot");
-  kiln_log_info ("qemu: %s: rebooted in %.1f s", inst->name, (double) (kiln_qemu_now_ms () - started_at) / 1000.0);
+  kiln_log_info ("qemu: %s: rebooted in %.1f s", inst->name, (double) (kiln_monotonic_ms () - started_at) / 1000.0);
   if (make_scratch_dir (inst, err) < 0)
     return kiln_error_prefix (err, "reboot");
   *outcome = KILN_REBOOT_DONE;
@@ -933,7 +934,7 @@ qemu_shutdown (struct kiln_instance *inst, int timeout_seconds, kiln_error **err
       return 0;
     }
   int timeout_ms = timeout_ms_of (timeout_seconds);
-  int64_t started_at = kiln_qemu_now_ms ();
+  int64_t started_at = kiln_monotonic_ms ();
 
   /* 1. Ask the guest through its agent; QEMU exits when the guest powers off. */
   _cleanup_error_ kiln_error *agent_err = NULL;
@@ -945,7 +946,7 @@ qemu_shutdown (struct kiln_instance *inst, int timeout_seconds, kiln_error **err
       unlink (q->pid_path);
       forget_connections (q);
       kiln_log_info ("qemu: %s: powered off in %.1f s", inst->name,
-                     (double) (kiln_qemu_now_ms () - started_at) / 1000.0);
+                     (double) (kiln_monotonic_ms () - started_at) / 1000.0);
       return 0;
     }
   if (agent_err)
@@ -1016,7 +1017,7 @@ qemu_capture (struct kiln_instance *inst, const struct kiln_capture_spec *spec, 
     }
   kiln_strv_push (&argv, q->overlay);
   kiln_strv_push (&argv, spec->output);
-  int64_t started_at = kiln_qemu_now_ms ();
+  int64_t started_at = kiln_monotonic_ms ();
   if (running && kiln_qmp_execute (q->qmp, "stop", NULL, NULL, QMP_TIMEOUT_MS, err) < 0)
     return kiln_error_prefix (err, "pause the guest to capture its disk");
   int r = run_tool (argv, NULL, err);
@@ -1036,7 +1037,7 @@ qemu_capture (struct kiln_instance *inst, const struct kiln_capture_spec *spec, 
   if (r < 0)
     return kiln_error_prefix (err, "convert '%s' to %s '%s'", q->overlay, format, spec->output);
   kiln_log_debug ("qemu: %s: captured as %s in %.1f s", inst->name, format,
-                  (double) (kiln_qemu_now_ms () - started_at) / 1000.0);
+                  (double) (kiln_monotonic_ms () - started_at) / 1000.0);
   return 0;
 }
 

@@ -39,6 +39,7 @@
 #include "qmp.h"
 #include "fsutil.h"
 #include "xalloc.h"
+#include "clock.h"
 
 #define POLL_FIRST_MS 10
 #define POLL_MAX_MS 200
@@ -68,7 +69,7 @@ remaining (int64_t deadline)
 {
   if (deadline == 0)
     return -1;
-  int64_t left = deadline - kiln_qemu_now_ms ();
+  int64_t left = deadline - kiln_monotonic_ms ();
   return left < 0 ? 0 : left > INT32_MAX ? INT32_MAX : (int) left;
 }
 
@@ -85,7 +86,7 @@ fresh_id (void)
 {
   uint64_t v = 0;
   if (getrandom (&v, sizeof v, GRND_NONBLOCK) != (ssize_t) sizeof v)
-    v = (uint64_t) kiln_qemu_now_ms () * 2654435761u ^ (uint64_t) getpid () << 20;
+    v = (uint64_t) kiln_monotonic_ms () * 2654435761u ^ (uint64_t) getpid () << 20;
   v &= SYNC_ID_MASK;
   return (json_int_t) (v ? v : 1);
 }
@@ -506,7 +507,7 @@ kiln_qga_exec (struct kiln_qga *g, const struct kiln_qga_exec_spec *spec, struct
   *res = (struct kiln_qga_exec_result){.exit_code = -1, .out = KILN_BUF_INIT, .err = KILN_BUF_INIT};
   if (start_process (g, spec, &res->pid, err) < 0)
     return -1;
-  int64_t deadline = spec->timeout_ms > 0 ? kiln_qemu_now_ms () + spec->timeout_ms : 0;
+  int64_t deadline = spec->timeout_ms > 0 ? kiln_monotonic_ms () + spec->timeout_ms : 0;
   bool exited = false;
   if (follow_process (g, res->pid, deadline, spec->call_timeout_ms, spec->cancel, &exited, res, err) < 0)
     return kiln_error_prefix (err, "follow guest process %lld ('%s')", (long long) res->pid, spec->path);

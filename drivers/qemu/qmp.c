@@ -29,6 +29,7 @@
 #include "cleanup.h"
 #include "log.h"
 #include "xalloc.h"
+#include "clock.h"
 
 #define READ_CHUNK 65536
 /* Connection attempts while the socket does not exist yet. */
@@ -38,17 +39,9 @@
 /* --- the line channel ----------------------------------------------------- */
 
 int64_t
-kiln_qemu_now_ms (void)
-{
-  struct timespec ts;
-  clock_gettime (CLOCK_MONOTONIC, &ts);
-  return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-int64_t
 kiln_qemu_deadline (int timeout_ms)
 {
-  return timeout_ms < 0 ? 0 : kiln_qemu_now_ms () + timeout_ms;
+  return timeout_ms < 0 ? 0 : kiln_monotonic_ms () + timeout_ms;
 }
 
 /* Milliseconds left until deadline for poll(): -1 without a deadline. */
@@ -57,7 +50,7 @@ remaining_ms (int64_t deadline)
 {
   if (deadline == 0)
     return -1;
-  int64_t left = deadline - kiln_qemu_now_ms ();
+  int64_t left = deadline - kiln_monotonic_ms ();
   if (left < 0)
     return 0;
   return left > INT32_MAX ? INT32_MAX : (int) left;
@@ -113,7 +106,7 @@ kiln_qemu_chan_connect (struct kiln_qemu_chan *c, const char *path, const char *
         }
       int saved = errno;
       bool not_yet = saved == ENOENT || saved == ECONNREFUSED;
-      if (!not_yet || (deadline && kiln_qemu_now_ms () + pause > deadline))
+      if (!not_yet || (deadline && kiln_monotonic_ms () + pause > deadline))
         return kiln_error_set (err, not_yet ? KILN_ERR_TIMEOUT : KILN_ERR_IO, saved, "connect to %s at '%s'", peer,
                                path);
       sleep_ms (pause);

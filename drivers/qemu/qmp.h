@@ -39,9 +39,8 @@ struct kiln_qemu_chan {
   size_t start;
 };
 
-/* Milliseconds on the monotonic clock; deadlines below are on this clock. */
-int64_t kiln_qemu_now_ms (void);
-/* now + timeout_ms, or 0 (no deadline) when timeout_ms < 0. */
+/* Deadlines below are on kiln_monotonic_ms's clock (clock.h).
+ * now + timeout_ms, or 0 (no deadline) when timeout_ms < 0. */
 int64_t kiln_qemu_deadline (int timeout_ms);
 
 /* Connects to the unix socket at path, retrying while it is missing or
