@@ -34,8 +34,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
 sys.path.insert(0, HERE)
-from tap_cases import run_cases  # noqa: E402
-from build_vm import Case  # noqa: E402
+from build_vm import Case, main_with  # noqa: E402
 
 STAND_IN = """#!/bin/sh
 # qemu-system-x86_64 as on a host with a broken KVM (see build_accel.py).
@@ -178,28 +177,5 @@ def case_no_kvm(c):
 CASES = {"fallback": case_fallback, "restart": case_restart, "no-kvm": case_no_kvm}
 
 
-def main():
-    kiln, image_name = os.path.abspath(sys.argv[1]), sys.argv[2]
-    names = sys.argv[3:] or list(CASES)
-    print("TAP version 13", flush=True)
-    if not shutil.which("qemu-system-x86_64"):
-        print("1..0 # SKIP qemu-system-x86_64 is not installed")
-        return 0
-    boot = subprocess.run([kiln, "image", "bootstrap", image_name], capture_output=True, text=True)
-    if boot.returncode != 0:
-        print(f"1..0 # SKIP could not bootstrap {image_name}: {boot.stderr[-500:]}")
-        return 1
-    image = boot.stdout.strip()
-
-    def run_one(name):
-        c = Case(kiln, image, image_name)
-        try:
-            return CASES[name](c)
-        finally:
-            c.close()
-
-    return run_cases(names, run_one)
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main_with(CASES))
