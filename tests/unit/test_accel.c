@@ -14,7 +14,6 @@
  * QEMU, a record made stale by a changed binary is not, and a fresh probe is
  * cached.  That part needs /dev/kvm to open (the cache is only consulted
  * then) and is skipped where it does not. */
-#include <dirent.h>
 #include <fcntl.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -29,30 +28,12 @@
 #include "buf.h"
 #include "cleanup.h"
 #include "fsutil.h"
+#include "golden_files.h"
 #include "process.h"
 #include "tap.h"
 #include "xalloc.h"
 
 static bool regenerate;
-
-static void
-print_diff (const char *got, const char *want)
-{
-  printf ("# got:\n");
-  for (const char *p = got; *p;)
-    {
-      size_t n = strcspn (p, "\n");
-      printf ("#   %.*s\n", (int) n, p);
-      p += n + (p[n] == '\n');
-    }
-  printf ("# want:\n");
-  for (const char *p = want; *p;)
-    {
-      size_t n = strcspn (p, "\n");
-      printf ("#   %.*s\n", (int) n, p);
-      p += n + (p[n] == '\n');
-    }
-}
 
 static bool
 golden_case (const char *dir, const char *name)
@@ -90,43 +71,20 @@ golden_case (const char *dir, const char *name)
       struct kiln_buf want = KILN_BUF_INIT;
       ok = kiln_read_file (out_path, &want, NULL) == 0 && strcmp (kiln_buf_str (&got), kiln_buf_str (&want)) == 0;
       if (!ok)
-        print_diff (kiln_buf_str (&got), kiln_buf_str (&want));
+        golden_print_diff (kiln_buf_str (&got), kiln_buf_str (&want));
       kiln_buf_release (&want);
     }
   kiln_buf_release (&got);
   return ok;
 }
 
-static int
-compare_names (const void *a, const void *b)
-{
-  return strcmp (*(char *const *) a, *(char *const *) b);
-}
-
 static void
 golden_cases (const char *dir)
 {
-  DIR *d = opendir (dir);
-  if (d == NULL)
-    {
-      tap_ok (false, "open %s", dir);
-      return;
-    }
-  _cleanup_strv_ char **names = NULL;
-  struct dirent *ent;
-  while ((ent = readdir (d)) != NULL)
-    {
-      size_t len = strlen (ent->d_name);
-      if (len > 5 && strcmp (ent->d_name + len - 5, ".json") == 0)
-        {
-          _cleanup_free_ char *stem = kiln_xstrndup (ent->d_name, len - 5);
-          kiln_strv_push (&names, stem);
-        }
-    }
-  closedir (d);
+  _cleanup_strv_ char **names = golden_stems (dir, ".json");
+  if (!tap_ok (names != NULL, "open %s", dir))
+    return;
   size_t n = kiln_strv_length (names);
-  if (n)
-    qsort (names, n, sizeof *names, compare_names);
   for (size_t i = 0; i < n; i++)
     tap_ok (golden_case (dir, names[i]), "decide: %s", names[i]);
   tap_ok (n >= 12, "at least twelve golden decisions (%zu)", n);

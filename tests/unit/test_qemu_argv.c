@@ -7,7 +7,6 @@
  * refuse has NAME.err instead, holding the error message.  With
  * QEMU_ARGV_REGENERATE=1 in the environment the .argv/.err files are written
  * from what the builder produces now (review the diff before committing). */
-#include <dirent.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +18,7 @@
 #include "buf.h"
 #include "cleanup.h"
 #include "fsutil.h"
+#include "golden_files.h"
 #include "process.h"
 #include "qemu/qemu_argv.h"
 #include "xalloc.h"
@@ -65,27 +65,6 @@ config_from_json (json_t *config, struct kiln_qemu_config *cfg)
   cfg->serial_log = string_field (config, "serial_log");
   cfg->network = json_is_true (json_object_get (config, "network"));
   return 0;
-}
-
-static void
-print_diff (const char *got, const char *want)
-{
-  printf ("# --- got:\n");
-  for (const char *p = got; *p;)
-    {
-      const char *e = strchr (p, '\n');
-      int l = e ? (int) (e - p) : (int) strlen (p);
-      printf ("#   %.*s\n", l, p);
-      p = e ? e + 1 : p + l;
-    }
-  printf ("# --- want:\n");
-  for (const char *p = want; *p;)
-    {
-      const char *e = strchr (p, '\n');
-      int l = e ? (int) (e - p) : (int) strlen (p);
-      printf ("#   %.*s\n", l, p);
-      p = e ? e + 1 : p + l;
-    }
 }
 
 static bool
@@ -139,25 +118,19 @@ run_case (const char *dir, const char *name, bool regenerate)
       if (kiln_read_file (expected_path, &want, &rerr) < 0)
         {
           printf ("# %s\n", kiln_error_message (rerr));
-          print_diff (kiln_buf_str (&got), "");
+          golden_print_diff (kiln_buf_str (&got), "");
           ok = false;
         }
       else
         {
           ok = strcmp (kiln_buf_str (&got), kiln_buf_str (&want)) == 0;
           if (!ok)
-            print_diff (kiln_buf_str (&got), kiln_buf_str (&want));
+            golden_print_diff (kiln_buf_str (&got), kiln_buf_str (&want));
         }
       kiln_buf_release (&want);
     }
   kiln_buf_release (&got);
   return ok;
-}
-
-static int
-compare_names (const void *a, const void *b)
-{
-  return strcmp (*(char *const *) a, *(char *const *) b);
 }
 
 int
@@ -172,27 +145,13 @@ main (int argc, char **argv)
   const char *regen = getenv ("QEMU_ARGV_REGENERATE");
   bool regenerate = regen && strcmp (regen, "1") == 0;
 
-  DIR *d = opendir (dir);
-  if (d == NULL)
+  _cleanup_strv_ char **names = golden_stems (dir, ".json");
+  if (names == NULL)
     {
       printf ("Bail out! cannot open %s\n", dir);
       return 1;
     }
-  _cleanup_strv_ char **names = NULL;
-  struct dirent *e;
-  while ((e = readdir (d)) != NULL)
-    {
-      size_t len = strlen (e->d_name);
-      if (len > 5 && strcmp (e->d_name + len - 5, ".json") == 0)
-        {
-          _cleanup_free_ char *stem = strndup (e->d_name, len - 5);
-          kiln_strv_push (&names, stem);
-        }
-    }
-  closedir (d);
   size_t n = kiln_strv_length (names);
-  if (n > 0)
-    qsort (names, n, sizeof *names, compare_names);
   for (size_t i = 0; i < n; i++)
     report (run_case (dir, names[i], regenerate), names[i]);
 
