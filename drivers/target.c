@@ -36,7 +36,16 @@ kiln_target_run (struct kiln_target *t, const struct kiln_target_command *cmd, s
 {
   if (t->ops->run == NULL)
     return unsupported (t, "run", err);
-  return t->ops->run (t, cmd, res, err);
+  if (t->ops->run (t, cmd, res, err) < 0)
+    return -1;
+  if (cmd->on_output && !t->ops->streams_output)
+    {
+      if (res->out.len)
+        cmd->on_output (cmd->opaque, 1, res->out.data, res->out.len);
+      if (res->err.len)
+        cmd->on_output (cmd->opaque, 2, res->err.data, res->err.len);
+    }
+  return 0;
 }
 
 int

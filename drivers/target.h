@@ -26,7 +26,8 @@ struct kiln_target_command {
   char *const *env;        /* extra "NAME=VALUE" entries, or NULL */
   const char *cwd;         /* working directory on the target, or NULL */
   int timeout_seconds;     /* <= 0: none */
-  /* Called with output as it arrives, when the target can stream (else once at the end). */
+  /* Called with output as it arrives, when the target can stream, else once
+   * per stream at the end (kiln_target_run does that for such targets). */
   void (*on_output) (void *opaque, int stream, const char *data, size_t len);
   void *opaque;
 };
@@ -57,6 +58,10 @@ enum kiln_reboot_outcome {
 
 struct kiln_target_ops {
   const char *name;
+  /* run calls cmd->on_output as output arrives (this host).  Otherwise the
+   * dispatcher hands on_output the whole stdout, then stderr, once run
+   * returns (a guest agent or SSM gives output only at the end). */
+  bool streams_output;
   /* Runs a command to completion.  Returns 0 when it ran (see result for its
    * status), -1 when it could not be run at all. */
   int (*run) (struct kiln_target *t, const struct kiln_target_command *cmd, struct kiln_target_result *res,

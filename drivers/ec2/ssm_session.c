@@ -792,14 +792,8 @@ kiln_ssm_run (struct kiln_ssm_session *s, const struct kiln_target_command *cmd,
                                  name);
         }
     }
-  /* SSM gives output only at the end: one call per stream. */
-  if (cmd->on_output)
-    {
-      if (res->out.len)
-        cmd->on_output (cmd->opaque, 1, res->out.data, res->out.len);
-      if (res->err.len)
-        cmd->on_output (cmd->opaque, 2, res->err.data, res->err.len);
-    }
+  /* SSM gives output only at the end: kiln_target_run hands it to
+   * cmd->on_output, once per stream. */
   return 0;
 }
 

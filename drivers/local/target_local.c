@@ -176,6 +176,7 @@ local_close (struct kiln_target *t)
 
 static const struct kiln_target_ops local_ops = {
   .name = "local",
+  .streams_output = true,
   .run = local_run,
   .put_file = local_put_file,
   .get_file = local_get_file,

@@ -751,14 +751,6 @@ qemu_run (struct kiln_target *t, const struct kiln_target_command *cmd, struct k
     kiln_buf_puts (&res->err, "\n[kiln: the guest agent kept only the first 16 MiB of stdout]\n");
   if (r.err_truncated)
     kiln_buf_puts (&res->err, "\n[kiln: the guest agent kept only the first 16 MiB of stderr]\n");
-  /* The agent gives output only at the end: one call per stream. */
-  if (cmd->on_output)
-    {
-      if (res->out.len)
-        cmd->on_output (cmd->opaque, 1, res->out.data, res->out.len);
-      if (res->err.len)
-        cmd->on_output (cmd->opaque, 2, res->err.data, res->err.len);
-    }
   return 0;
 }
 

@@ -373,6 +373,17 @@ on_output (void *opaque, int stream, const char *data, size_t len)
     }
 }
 
+/* The session as a target, so output reaches on_output the way the EC2
+ * driver's instances deliver it (kiln_target_run). */
+static int
+session_run (struct kiln_target *t, const struct kiln_target_command *cmd, struct kiln_target_result *res,
+             kiln_error **err)
+{
+  return kiln_ssm_run (t->priv, cmd, res, err);
+}
+
+static const struct kiln_target_ops session_ops = {.name = "ssm-session", .run = session_run};
+
 static void
 test_run_small (struct kiln_aws_client *ssm)
 {
@@ -404,7 +415,8 @@ test_run_small (struct kiln_aws_client *ssm)
   char *fail_argv[] = {"sh", "-c", "echo out; echo err >&2; exit 7", NULL};
   struct seen seen = {0};
   struct kiln_target_command cmd = {.argv = fail_argv, .timeout_seconds = 60, .on_output = on_output, .opaque = &seen};
-  ok = kiln_ssm_run (session, &cmd, &res, &e) == 0;
+  struct kiln_target as_target = {.ops = &session_ops, .priv = session};
+  ok = kiln_target_run (&as_target, &cmd, &res, &e) == 0;
   tap_ok (ok && res.exit_code == 7 && !res.timed_out && buf_is (&res.out, "out\n") && buf_is (&res.err, "err\n")
               && seen.calls[1] == 1 && seen.calls[2] == 1 && seen.bytes[1] == 4 && seen.bytes[2] == 4,
           "run: exit status 7 with stdout and stderr apart, on_output once per stream (%d, '%s', '%s')%s%s",
