@@ -170,41 +170,17 @@ struct emu_operation {
   emu_handler_fn fn;
 };
 
-/* Handler tables, one per service area, each ended by {NULL, NULL}. */
-extern const struct emu_operation emu_ec2_instance_ops[];
-extern const struct emu_operation emu_ec2_image_ops[];
-extern const struct emu_operation emu_ec2_snapshot_ops[];
-extern const struct emu_operation emu_ec2_tag_ops[];
-extern const struct emu_operation emu_ec2_keypair_ops[];
-extern const struct emu_operation emu_ec2_region_ops[];
-extern const struct emu_operation emu_ec2_import_ops[];
-extern const struct emu_operation emu_ec2_export_ops[];
-extern const struct emu_operation emu_ssm_command_ops[];
-extern const struct emu_operation emu_ssm_parameter_ops[];
+/* Each service's operations are tables of these, ended by {NULL, NULL}
+ * (ec2/ec2.h, ssm/ssm.h); its serve and error reply are in its header, and
+ * its entry in services.c. */
 
-/* ---- protocols ---- */
+/* ---- form encoding (EC2 Query; the core checks a query string with it) ---- */
 
-/* EC2 Query (ec2_protocol.c): decodes c->req's parameters, runs the operation
- * named by Action and encodes its XML reply or error into resp. */
-void emu_ec2_serve (struct emu_call *c, struct emu_response *resp);
-/* awsJson1_1 for SSM (ssm_protocol.c): the operation named by X-Amz-Target. */
-void emu_ssm_serve (struct emu_call *c, struct emu_response *resp);
-/* rest-json for the EBS direct APIs (ebs_protocol.c): the operation named by
- * method and path. */
-void emu_ebs_serve (struct emu_call *c, struct emu_response *resp);
-/* Pending EBS direct snapshots whose Timeout has passed go to error
- * (ebs_snapshots.c); run before every request, so what any API shows is
- * current. */
-void emu_ebs_expire (struct kiln_emu *emu, time_t now);
 /* Splits form-encoded text ('+' is a space) into c->params, failing the
  * call with MalformedQueryString on a pair without a name or a broken
  * %-escape; emu_params_free releases them. */
 int emu_form_parse (struct emu_call *c, const char *text, size_t len);
 void emu_params_free (struct emu_call *c);
-/* The error recorded on c (emu_fail) in each protocol's error shape. */
-void emu_ec2_error_reply (struct emu_call *c, struct emu_response *resp);
-void emu_ssm_error_reply (struct emu_call *c, struct emu_response *resp);
-void emu_ebs_error_reply (struct emu_call *c, struct emu_response *resp);
 
 /* ---- shared helpers (emulator.c) ---- */
 

@@ -7,7 +7,10 @@
 #include <string.h>
 #include <strings.h>
 
+#include "ebs.h"
+#include "ec2.h"
 #include "s3.h"
+#include "ssm.h"
 
 /* The Host header without its port, lower case compared. */
 static bool

@@ -14,6 +14,22 @@
 #include "aws_instance_types.h"
 #include "emulator.h"
 
+/* Handler tables, one per area, each ended by {NULL, NULL}. */
+extern const struct emu_operation emu_ec2_instance_ops[];
+extern const struct emu_operation emu_ec2_image_ops[];
+extern const struct emu_operation emu_ec2_snapshot_ops[];
+extern const struct emu_operation emu_ec2_tag_ops[];
+extern const struct emu_operation emu_ec2_keypair_ops[];
+extern const struct emu_operation emu_ec2_region_ops[];
+extern const struct emu_operation emu_ec2_import_ops[];
+extern const struct emu_operation emu_ec2_export_ops[];
+
+/* EC2 Query (ec2_protocol.c): decodes c->req's parameters, runs the operation
+ * named by Action and encodes its XML reply into resp; the error recorded on
+ * c (emu_fail) in EC2's shape. */
+void emu_ec2_serve (struct emu_call *c, struct emu_response *resp);
+void emu_ec2_error_reply (struct emu_call *c, struct emu_response *resp);
+
 /* The value of a parameter, or NULL. */
 const char *emu_param (struct emu_call *c, const char *name);
 const char *emu_paramf (struct emu_call *c, const char *fmt, ...) __attribute__ ((format (printf, 2, 3)));

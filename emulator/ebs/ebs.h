@@ -24,6 +24,15 @@
 
 #include "emulator.h"
 
+/* rest-json (ebs_protocol.c): the operation named by method and path; the
+ * error recorded on c in rest-json's shape. */
+void emu_ebs_serve (struct emu_call *c, struct emu_response *resp);
+void emu_ebs_error_reply (struct emu_call *c, struct emu_response *resp);
+/* Pending EBS direct snapshots whose Timeout has passed go to error
+ * (ebs_snapshots.c); the service table's tick, run before every request, so
+ * what any API shows is current. */
+void emu_ebs_expire (struct kiln_emu *emu, time_t now);
+
 #define EBS_BLOCK_SIZE 524288
 #define EBS_BLOCKS_PER_GIB 2048LL
 #define EBS_GIB (1024ULL * 1024 * 1024)

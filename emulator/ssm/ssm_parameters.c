@@ -33,7 +33,7 @@
  *
  * Pagination tokens are base64 of "<kind>:<last key returned>" (a name, or a
  * version for history), so a page boundary survives writes between calls. */
-#include "emulator.h"
+#include "ssm.h"
 
 #include <ctype.h>
 #include <regex.h>

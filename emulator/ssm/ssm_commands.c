@@ -11,7 +11,7 @@
  * plugin's Output).  A command sent with OutputS3BucketName gets the whole
  * stdout and stderr in that bucket too, written by vmhost.c as each
  * invocation ends (table invocation_outputs), with the URLs SSM gives. */
-#include "emulator.h"
+#include "ssm.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -2,7 +2,7 @@
  * X-Amz-Target: AmazonSSM.<Operation> and a JSON object body; the reply is a
  * JSON object, an error is {"__type": code, "message": text} with its HTTP
  * status.  Handlers read c->input and fill c->output. */
-#include "emulator.h"
+#include "ssm.h"
 
 #include <stdlib.h>
 #include <string.h>
