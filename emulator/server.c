@@ -5,10 +5,11 @@
  * line is taken from the URI log callback, which runs first and whose return
  * value becomes the connection's per-request context.
  *
- * Bodies are read whole into memory, up to EMU_MAX_BODY, except S3 object
- * data (PutObject, UploadPart: several GiB): when the request's head shows
- * one (emu_upload_begin), each piece is handed on as it arrives, decoded
- * and written to a temporary file (s3_upload.c), so memory stays bounded.
+ * Bodies are read whole into memory, up to EMU_MAX_BODY, except those a
+ * service takes as they arrive (S3 object data, PutObject and UploadPart:
+ * several GiB): when the request's head shows one (emu_service_streaming),
+ * each piece goes to that service's body_feed (S3 decodes it into a
+ * temporary file), so memory stays bounded.
  * A body cut short (the client went away before Content-Length) never
  * reaches kiln_emu_handle, and its file is removed when libmicrohttpd
  * reports the request finished.  A costly body is not read at all before
@@ -28,7 +29,7 @@
 #include "cleanup.h"
 #include "conn_guard.h"
 #include "log.h"
-#include "s3.h"
+#include "services.h"
 #include "xalloc.h"
 
 struct emu_server {
@@ -59,7 +60,8 @@ struct pending {
   size_t n_query;
   struct header_list headers;
   struct kiln_buf body;
-  struct emu_upload *upload;    /* S3 object data: streamed to a file, not body */
+  const struct emu_service *streamer; /* the service taking the body as it arrives, or NULL */
+  struct emu_upload *upload;    /* its stream (S3 object data), not body */
   bool started;     /* the access handler has seen the request once */
   bool too_large;
 };
@@ -195,7 +197,8 @@ request_completed (void *cls, struct MHD_Connection *con, void **con_cls, enum M
   kiln_sigv4_pairs_free (p->query, p->n_query);
   kiln_sigv4_pairs_free (p->headers.items, p->headers.n);
   body_release (&p->body);
-  emu_upload_free (p->upload);
+  if (p->streamer)
+    p->streamer->body_free (p->upload);
   free (p);
   *con_cls = NULL;
 }
@@ -298,7 +301,8 @@ access_handler (void *cls, struct MHD_Connection *con, const char *url, const ch
        * hash is refused at once (the connection then closes: its body was
        * not read).  A small body is read as it is, so an error reply keeps
        * a keep-alive connection open. */
-      if (emu_s3_is_object_write (&head) || declared > EARLY_CHECK_BYTES || (length == NULL && chunked))
+      p->streamer = emu_service_streaming (&head);
+      if (p->streamer || declared > EARLY_CHECK_BYTES || (length == NULL && chunked))
         {
           head.head_only = true;
           struct emu_response early;
@@ -313,7 +317,8 @@ access_handler (void *cls, struct MHD_Connection *con, const char *url, const ch
           emu_response_release (&early);
           head.head_only = false;
         }
-      p->upload = emu_upload_begin (s->emu, &head);
+      if (p->streamer)
+        p->upload = p->streamer->body_begin (s->emu, &head);
       if (p->upload == NULL && declared > EMU_MAX_BODY)
         return send_too_large (con); /* at once, not after reading it */
       else if (p->upload == NULL && declared > 0)
@@ -328,7 +333,7 @@ access_handler (void *cls, struct MHD_Connection *con, const char *url, const ch
     {
       if (p->upload)
         {
-          emu_upload_feed (p->upload, upload_data, *upload_data_size);
+          p->streamer->body_feed (p->upload, upload_data, *upload_data_size);
           *upload_data_size = 0;
           return MHD_YES;
         }
@@ -345,7 +350,7 @@ access_handler (void *cls, struct MHD_Connection *con, const char *url, const ch
   if (p->too_large)
     return send_too_large (con);
   if (p->upload)
-    emu_upload_finish (p->upload);
+    p->streamer->body_finish (p->upload);
 
   struct emu_request req = {
     .method = method,
@@ -363,7 +368,8 @@ access_handler (void *cls, struct MHD_Connection *con, const char *url, const ch
   kiln_emu_handle (s->emu, &req, &resp);
   /* Answered: an upload's file was published or is to go, before the
    * client sees the reply. */
-  emu_upload_free (p->upload);
+  if (p->upload)
+    p->streamer->body_free (p->upload);
   p->upload = NULL;
   kiln_log_debug ("emulator: %s %s -> %d", method, p->raw_uri, resp.status);
   enum MHD_Result ret = send_response (con, &resp);

@@ -71,7 +71,10 @@ s3_claim (const struct emu_request *req)
 {
   if (s3_host (req))
     return EMU_CLAIM_ENDPOINT;
-  return emu_s3_unsigned_looks_like_s3 (req) ? EMU_CLAIM_FALLBACK : EMU_CLAIM_NONE;
+  if (!emu_s3_unsigned_looks_like_s3 (req))
+    return EMU_CLAIM_NONE;
+  /* S3 alone makes clients say what they signed of the body. */
+  return emu_request_header (req, "X-Amz-Content-Sha256") ? EMU_CLAIM_SHAPE : EMU_CLAIM_FALLBACK;
 }
 
 static void
@@ -132,6 +135,11 @@ static const struct emu_service s3_service = {
   .error_reply = emu_s3_error_reply,
   .auth_error = emu_auth_error_s3,
   .request_id_header = "x-amz-request-id",
+  .body_streams = emu_s3_is_object_write,
+  .body_begin = emu_upload_begin,
+  .body_feed = emu_upload_feed,
+  .body_finish = emu_upload_finish,
+  .body_free = emu_upload_free,
 };
 
 const struct emu_service *const emu_services[] = {&ssm_service, &ec2_service, &ebs_service, &s3_service, NULL};
@@ -146,9 +154,14 @@ emu_service_route (const struct emu_request *req, const char *scope_service)
       if (claims[i] == EMU_CLAIM_ENDPOINT)
         return emu_services[i];
     }
+  const struct emu_service *scoped = NULL;
   for (size_t i = 0; scope_service && emu_services[i]; i++)
-    if (claims[i] > EMU_CLAIM_NONE && strcmp (emu_services[i]->name, scope_service) == 0)
-      return emu_services[i];
+    if (strcmp (emu_services[i]->name, scope_service) == 0)
+      {
+        if (claims[i] > EMU_CLAIM_NONE)
+          return emu_services[i];
+        scoped = emu_services[i];
+      }
   const struct emu_service *best = &ec2_service;
   enum emu_claim best_claim = EMU_CLAIM_NONE;
   for (size_t i = 0; emu_services[i]; i++)
@@ -157,5 +170,17 @@ emu_service_route (const struct emu_request *req, const char *scope_service)
         best = emu_services[i];
         best_claim = claims[i];
       }
+  /* A clear shape beats the scope; a mere fallback does not. */
+  if (best_claim < EMU_CLAIM_SHAPE && scoped)
+    return scoped;
   return best;
+}
+
+const struct emu_service *
+emu_service_streaming (const struct emu_request *head)
+{
+  for (size_t i = 0; emu_services[i]; i++)
+    if (emu_services[i]->body_streams && emu_services[i]->body_streams (head))
+      return emu_services[i];
+  return NULL;
 }

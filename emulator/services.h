@@ -7,8 +7,9 @@
  * request.  kiln_emu_handle (emulator.c) routes by the table alone: a
  * request goes to the service its endpoint (Host) names; failing that, to
  * the service its credential scope names if that service would take the
- * request's shape; failing that, to the service that claims its shape most
- * surely.  Only then is the scope checked against the service, so an EC2
+ * request's shape; failing that, to the service whose shape it clearly has;
+ * failing that, to the scope's service (nothing contradicts the client);
+ * and last to the service that claims it at all.  Only then is the scope checked against the service, so an EC2
  * request signed for ssm gets EC2's error, not SSM's. */
 #ifndef KILN_EMULATOR_SERVICES_H
 #define KILN_EMULATOR_SERVICES_H
@@ -41,6 +42,18 @@ struct emu_service {
   /* Optional: run before every authenticated request of any service, so
    * what any API shows is current (EBS snapshots past their Timeout). */
   void (*tick) (struct kiln_emu *emu, time_t now);
+  /* Optional: bodies taken as they arrive instead of in memory (S3 object
+   * data, up to 5 GiB).  body_streams says whether head's body is one (it
+   * is then authenticated from its head before a byte is read, as any
+   * costly body); body_begin starts taking it (never NULL when
+   * body_streams said yes), body_feed takes each piece, body_finish marks
+   * the end of a body that arrived whole, body_free releases it (removing
+   * what was not published).  The handler finds it in req->upload. */
+  bool (*body_streams) (const struct emu_request *head);
+  struct emu_upload *(*body_begin) (struct kiln_emu *emu, const struct emu_request *head);
+  void (*body_feed) (struct emu_upload *u, const void *data, size_t len);
+  void (*body_finish) (struct emu_upload *u);
+  void (*body_free) (struct emu_upload *u);
 };
 
 /* NULL-terminated, in the order ties are broken. */
@@ -50,5 +63,8 @@ extern const struct emu_service *const emu_services[];
  * (NULL when unsigned or unreadable).  Never NULL: EC2 takes what nothing
  * claims, as it answers unsigned requests on a bare endpoint. */
 const struct emu_service *emu_service_route (const struct emu_request *req, const char *scope_service);
+
+/* The service that takes head's body as it arrives, or NULL (in memory). */
+const struct emu_service *emu_service_streaming (const struct emu_request *head);
 
 #endif
