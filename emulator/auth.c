@@ -21,7 +21,6 @@
 
 #include "cleanup.h"
 #include "digest.h"
-#include "s3.h"
 #include "xalloc.h"
 
 #define STREAMING_UNSIGNED_TRAILER "STREAMING-UNSIGNED-PAYLOAD-TRAILER"
@@ -226,7 +225,8 @@ emu_auth_verify (struct kiln_emu *emu, const struct emu_request *req, time_t now
    * compares with its hash: not for a request that signed UNSIGNED-PAYLOAD
    * or a streaming form (EBS's PutSnapshotBlock sends 512 KiB that way). */
   char body_hash[KILN_SHA256_LEN * 2 + 1] = "";
-  const struct emu_upload *upload = req->upload;
+  /* A streamed body's object begins with its summary (emulator.h). */
+  const struct emu_streamed_body *upload = (const struct emu_streamed_body *) req->upload;
   const char *claimed = emu_request_header (req, "X-Amz-Content-Sha256");
   /* Only S3 and EBS direct let a client leave its payload unsigned; EC2 and
    * SSM sign what the body hashes to, whatever a header claims (a body

@@ -1,13 +1,7 @@
-/* emulator.c - kiln-emulator's front door: kiln_emu_handle() verifies a
- * request's signature, picks the service from the credential scope and hands
- * the call to that service's protocol; plus what every part shares (clock,
- * ids, accounts, error recording).
- *
- * Which error shape an unauthenticated request gets is decided before the
- * service is known: a request carrying X-Amz-Target speaks awsJson1_1, any
- * other speaks EC2 Query, except that a credential scope naming ebs gets
- * rest-json, one naming s3 (or none, on a request with no EC2 Action) S3's
- * XML. */
+/* emulator.c - what every part of kiln-emulator shares (emulator.h): the
+ * response object, error recording on a call, the clock, ids and the
+ * accounts.  It depends on no service and no other part of the core, so
+ * everything may depend on it (dispatch.c routes requests to services). */
 #include "emulator.h"
 
 #include <ctype.h>
@@ -18,11 +12,9 @@
 #include <string.h>
 #include <sys/random.h>
 
-#include "auth.h"
 #include "cleanup.h"
 #include "fsutil.h"
 #include "log.h"
-#include "services.h"
 #include "utf8.h"
 #include "xalloc.h"
 
@@ -74,71 +66,18 @@ emu_fail_internal (struct emu_call *c, kiln_error *err)
   return emu_fail (c, 500, "InternalError", "kiln-emulator: %s", kiln_error_message (err));
 }
 
-void
-kiln_emu_handle (struct kiln_emu *emu, const struct emu_request *req, struct emu_response *resp)
-{
-  memset (resp, 0, sizeof *resp);
-  struct emu_call c = {.emu = emu, .req = req, .now = emu_now (emu)};
-  emu_new_uuid (emu, c.request_id);
-
-  /* A query string that is not form encoding is refused as such before
-   * its signature (computed over bytes that mean nothing) is checked. */
-  struct emu_auth auth = {0};
-  _cleanup_free_ char *message = NULL;
-  bool query_ok = req->raw_query == NULL || emu_form_parse (&c, req->raw_query, strlen (req->raw_query)) == 0;
-  emu_params_free (&c);
-  enum emu_auth_failure kind = query_ok ? emu_auth_verify (emu, req, c.now, &auth, &message) : EMU_AUTH_OK;
-  /* The service is the request's (its endpoint, or its shape), not merely
-   * what its signature names (services.h); a scope for another service is
-   * then that service's signature error. */
-  const struct emu_service *service = emu_service_route (req, auth.service);
-  if (query_ok && kind == EMU_AUTH_OK && strcmp (auth.service, service->name) != 0)
-    {
-      free (message);
-      message = kiln_xasprintf ("Credential should be scoped to correct service: '%s', not '%s'.", service->name,
-                                auth.service);
-      kind = EMU_AUTH_BAD_SCOPE;
-    }
-  if (!query_ok)
-    kiln_log_debug ("emulator: %s %s refused: %s", req->method, req->path, c.error_message);
-  else if (kind != EMU_AUTH_OK)
-    {
-      int status;
-      const char *code;
-      service->auth_error (kind, auth.presigned, &status, &code);
-      emu_fail (&c, status, code, "%s", message);
-      kiln_log_debug ("emulator: %s %s refused: %s: %s", req->method, req->path, code, message);
-    }
-  else if (req->head_only)
-    {
-      /* The head passed what it can be checked for: the body may come. */
-      emu_auth_release (&auth);
-      return;
-    }
-  else
-    {
-      c.account = auth.account->id;
-      c.region = auth.region;
-      c.service = auth.service;
-      for (size_t i = 0; emu_services[i]; i++)
-        if (emu_services[i]->tick)
-          emu_services[i]->tick (emu, c.now);
-      service->serve (&c, resp);
-    }
-  if (c.error_code && resp->status == 0)
-    service->error_reply (&c, resp);
-  emu_response_add_header (resp, service->request_id_header, c.request_id);
-  free (c.error_code);
-  free (c.error_message);
-  emu_auth_release (&auth);
-}
-
 /* ---- clock and ids ---- */
 
 time_t
 emu_now (struct kiln_emu *emu)
 {
   return emu->fixed_now ? emu->fixed_now : time (NULL);
+}
+
+void
+emu_now_text (struct kiln_emu *emu, char out[24])
+{
+  snprintf (out, 24, "%lld", (long long) emu_now (emu));
 }
 
 static pthread_mutex_t seed_lock = PTHREAD_MUTEX_INITIALIZER;

@@ -1,13 +1,14 @@
 /* emulator.h - kiln-emulator's core: one request in, one response out.
  *
  * The HTTP server (server.c) turns what libmicrohttpd received into a
- * `struct emu_request` and hands it to kiln_emu_handle(), which is the whole
- * emulator as a function: SigV4 verification (auth.c) names the account,
- * region and service; the service's protocol (ec2_protocol.c: EC2 Query + XML;
- * ssm_protocol.c: awsJson1_1) decodes the operation's parameters and finds the
- * handler in the service's table; the handler reads and writes the state
- * store (store.c) and, for instances that really run, the VM host (vmhost.c).
- * Tests call kiln_emu_handle() directly with a fixed clock.
+ * `struct emu_request` and hands it to kiln_emu_handle() (dispatch.h), which
+ * is the whole emulator as a function: SigV4 verification (auth.c) names the
+ * account, region and service; the service from the table (services.h)
+ * decodes the operation's parameters and finds the handler in its table;
+ * the handler reads and writes the state store (store.c) and queues slow
+ * work (jobs.h), on instances that really run through the VM host
+ * (vmhost.c).  This header holds the types every part shares and the
+ * helpers emulator.c implements for all of them.
  *
  * Every handler sees a `struct emu_call`: who is calling (account, region),
  * the decoded input, and where the output goes.  A handler fails with
@@ -46,8 +47,7 @@ enum emu_instances_mode {
   EMU_INSTANCES_QEMU,       /* every instance is a QEMU guest (drivers/qemu) */
 };
 
-struct emu_vmhost;
-struct emu_tasks;
+struct emu_jobs;
 
 struct kiln_emu {
   struct emu_account *accounts;
@@ -63,12 +63,21 @@ struct kiln_emu {
 
   sqlite3 *db;
   pthread_mutex_t db_lock;  /* one connection, serialized */
-  struct emu_vmhost *vmhost;
-  struct emu_tasks *tasks;  /* VM import/export tasks' worker (ec2_import.c) */
+  struct emu_jobs *jobs;    /* background work's queues (jobs.c) */
   bool s3_ready;            /* S3's data directories made, leftovers removed (s3_data.c) */
 };
 
 struct emu_upload;
+
+/* What authentication needs of a body a service took as it arrived
+ * (services.h, body_* slots).  A service's upload object begins with one
+ * (its first member), so the core reads it without knowing the service. */
+struct emu_streamed_body {
+  char raw_sha256[65];       /* hex SHA-256 of the raw body when the request
+                              * signed one, else "" */
+  bool aws_chunked;          /* Content-Encoding has aws-chunked */
+  bool signatures_ok;        /* signed chunks: every chunk (and trailer) so far checked */
+};
 
 /* A request as received.  Path and query are decoded; header names keep the
  * case they were sent in. */
@@ -110,12 +119,6 @@ struct emu_response {
 
 void emu_response_release (struct emu_response *r);
 void emu_response_add_header (struct emu_response *r, const char *name, const char *value);
-
-/* The whole emulator: never fails, every problem is an AWS-shaped error
- * response.  Thread-safe.  For a req->head_only request it only
- * authenticates: resp->status stays 0 when the body may come, else resp is
- * the refusal to send at once. */
-void kiln_emu_handle (struct kiln_emu *emu, const struct emu_request *req, struct emu_response *resp);
 
 /* ---- one call to an operation ---- */
 
@@ -185,6 +188,8 @@ void emu_params_free (struct emu_call *c);
 /* ---- shared helpers (emulator.c) ---- */
 
 time_t emu_now (struct kiln_emu *emu);
+/* emu_now as decimal seconds, the form the store keeps times in. */
+void emu_now_text (struct kiln_emu *emu, char out[24]);
 /* "i-0123456789abcdef0": prefix, '-', 17 lowercase hex digits; malloc'd. */
 char *emu_new_id (struct kiln_emu *emu, const char *prefix);
 /* A random UUID (request ids, command ids) into out[37]. */

@@ -19,16 +19,15 @@
 #include <unistd.h>
 
 #include "cleanup.h"
+#include "dispatch.h"
 #include "ec2.h"
 #include "emulator.h"
 #include "fsutil.h"
 #include "log.h"
-#include "s3.h"
 #include "server.h"
 #include "store.h"
 #include "accel/accel.h"
 #include "process.h"
-#include "vmhost.h"
 #include "xalloc.h"
 #include "xml_doc.h"
 
@@ -230,7 +229,6 @@ serve (int argc, char **argv)
   struct emu_server *server = NULL;
   _cleanup_free_ char *url = NULL;
   int r = 1;
-  bool vmhost_started = false;
   if (emu_accounts_load (&emu, accounts, &err) < 0)
     goto out;
   if (state_dir)
@@ -246,12 +244,10 @@ serve (int argc, char **argv)
         goto out;
       emu.own_data_dir = true;
     }
-  /* S3's leftovers from a killed emulator (unfinished bodies, data files
-   * no row names) go before the first request. */
-  if (emu_store_open (&emu, &err) < 0 || (emu.state_dir && s3_data_ready (&emu, &err) < 0)
-      || emu_vmhost_init (&emu, &err) < 0)
+  /* The VM host's instances, then each service's work an earlier run left
+   * (and S3's leftovers from a killed emulator), before the first request. */
+  if (emu_store_open (&emu, &err) < 0 || emu_start (&emu, &err) < 0)
     goto out;
-  vmhost_started = true;
   if (emu_server_start (&emu, listen, threads, &server, &url, &err) < 0)
     goto out;
   printf ("kiln-emulator: listening on %s (instances: %s%s%s, state: %s)\n", url,
@@ -268,8 +264,7 @@ serve (int argc, char **argv)
 
 out:
   emu_server_stop (server);
-  if (vmhost_started)
-    emu_vmhost_shutdown (&emu);
+  emu_stop (&emu);
   if (r != 0)
     fprintf (stderr, "kiln-emulator: %s\n", kiln_error_message (err));
   emu_release (&emu);

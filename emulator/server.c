@@ -28,6 +28,7 @@
 
 #include "cleanup.h"
 #include "conn_guard.h"
+#include "dispatch.h"
 #include "log.h"
 #include "services.h"
 #include "xalloc.h"

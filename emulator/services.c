@@ -107,6 +107,8 @@ static const struct emu_service ssm_service = {
   .error_reply = emu_ssm_error_reply,
   .auth_error = json_auth_error,
   .request_id_header = "x-amzn-RequestId",
+  .start = ssm_start,
+  .instance_ended = ssm_instance_ended,
 };
 
 static const struct emu_service ec2_service = {
@@ -116,6 +118,7 @@ static const struct emu_service ec2_service = {
   .error_reply = emu_ec2_error_reply,
   .auth_error = query_auth_error,
   .request_id_header = "x-amzn-requestid",
+  .start = ec2_start,
 };
 
 static const struct emu_service ebs_service = {
@@ -140,6 +143,8 @@ static const struct emu_service s3_service = {
   .body_feed = emu_upload_feed,
   .body_finish = emu_upload_finish,
   .body_free = emu_upload_free,
+  .start = s3_start,
+  .store_object = s3_object_store_data,
 };
 
 const struct emu_service *const emu_services[] = {&ssm_service, &ec2_service, &ebs_service, &s3_service, NULL};
@@ -183,4 +188,30 @@ emu_service_streaming (const struct emu_request *head)
     if (emu_services[i]->body_streams && emu_services[i]->body_streams (head))
       return emu_services[i];
   return NULL;
+}
+
+const struct emu_service *
+emu_service_find (const char *name)
+{
+  for (size_t i = 0; emu_services[i]; i++)
+    if (strcmp (emu_services[i]->name, name) == 0)
+      return emu_services[i];
+  return NULL;
+}
+
+int
+emu_services_start (struct kiln_emu *emu, kiln_error **err)
+{
+  for (size_t i = 0; emu_services[i]; i++)
+    if (emu_services[i]->start && emu_services[i]->start (emu, err) < 0)
+      return kiln_error_prefix (err, "start %s", emu_services[i]->name);
+  return 0;
+}
+
+void
+emu_services_instance_ended (struct kiln_emu *emu, const char *instance_id)
+{
+  for (size_t i = 0; emu_services[i]; i++)
+    if (emu_services[i]->instance_ended)
+      emu_services[i]->instance_ended (emu, instance_id);
 }

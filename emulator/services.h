@@ -4,7 +4,7 @@
  * Each service fills one struct by field name: how it claims a request, how
  * it serves one, the shape of its errors (authentication failures included)
  * and its request id, and an optional tick run before every authenticated
- * request.  kiln_emu_handle (emulator.c) routes by the table alone: a
+ * request.  kiln_emu_handle (dispatch.c) routes by the table alone: a
  * request goes to the service its endpoint (Host) names; failing that, to
  * the service its credential scope names if that service would take the
  * request's shape; failing that, to the service whose shape it clearly has;
@@ -54,6 +54,22 @@ struct emu_service {
   void (*body_feed) (struct emu_upload *u, const void *data, size_t len);
   void (*body_finish) (struct emu_upload *u);
   void (*body_free) (struct emu_upload *u);
+  /* Optional: run once at start, after the store opened and the VM host
+   * brought its instances in line, before the first request: the service
+   * recovers work an earlier run left (queues it again, or fails it with a
+   * reason) and sweeps its leftovers.  A failure stops the emulator. */
+  int (*start) (struct kiln_emu *emu, kiln_error **err);
+  /* Optional: an instance was terminated; what the service had for it that
+   * can no longer happen ends now (SSM: invocations Undeliverable). */
+  void (*instance_ended) (struct kiln_emu *emu, const char *instance_id);
+  /* Optional, object stores (S3): stores len bytes as object bucket/key
+   * of account in region, as PutObject would; 0 stored, 1 refused (*why:
+   * the bucket "does not exist", is another account's ...), -1 on error.
+   * Other services use it to write where the API says they write (SSM's
+   * command output in OutputS3BucketName). */
+  int (*store_object) (struct kiln_emu *emu, const char *account, const char *region, const char *bucket,
+                       const char *key, const void *data, size_t len, const char *content_type, time_t now,
+                       const char **why, kiln_error **err);
 };
 
 /* NULL-terminated, in the order ties are broken. */
@@ -63,6 +79,13 @@ extern const struct emu_service *const emu_services[];
  * (NULL when unsigned or unreadable).  Never NULL: EC2 takes what nothing
  * claims, as it answers unsigned requests on a bare endpoint. */
 const struct emu_service *emu_service_route (const struct emu_request *req, const char *scope_service);
+
+/* The service called name ("s3"), or NULL. */
+const struct emu_service *emu_service_find (const char *name);
+/* Every service's start slot, in table order; stops at the first failure. */
+int emu_services_start (struct kiln_emu *emu, kiln_error **err);
+/* Every service's instance_ended slot. */
+void emu_services_instance_ended (struct kiln_emu *emu, const char *instance_id);
 
 /* The service that takes head's body as it arrives, or NULL (in memory). */
 const struct emu_service *emu_service_streaming (const struct emu_request *head);

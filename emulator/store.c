@@ -286,6 +286,14 @@ emu_db_exec_args (struct kiln_emu *emu, kiln_error **err, const char *sql, size_
   return r;
 }
 
+void
+emu_db_exec_logged_args (struct kiln_emu *emu, const char *what, const char *sql, size_t n, const char *const *args)
+{
+  _cleanup_error_ kiln_error *err = NULL;
+  if (emu_db_exec_args (emu, &err, sql, n, args) < 0)
+    kiln_log_warn ("emulator: %s: %s", what, kiln_error_message (err));
+}
+
 json_t *
 emu_db_query_args (struct kiln_emu *emu, kiln_error **err, const char *sql, size_t n, const char *const *args)
 {

@@ -37,6 +37,13 @@ json_t *emu_db_query_args (struct kiln_emu *emu, kiln_error **err, const char *s
 #define emu_db_exec0(emu, err, sql) emu_db_exec_args ((emu), (err), (sql), 0, NULL)
 #define emu_db_query0(emu, err, sql) emu_db_query_args ((emu), (err), (sql), 0, NULL)
 
+/* For background work, which has nobody to report to but the log: runs
+ * sql and logs a failure as "emulator: WHAT: why" (returns nothing). */
+void emu_db_exec_logged_args (struct kiln_emu *emu, const char *what, const char *sql, size_t n,
+                              const char *const *args);
+#define emu_db_update(emu, what, sql, ...) \
+  emu_db_exec_logged_args ((emu), (what), (sql), EMU_DB_ARGS (__VA_ARGS__))
+
 /* The first row of a query (a new reference), NULL when there is none (*err
  * untouched) or on error (*err set). */
 json_t *emu_db_query_one_args (struct kiln_emu *emu, kiln_error **err, const char *sql, size_t n,

@@ -165,18 +165,28 @@ struct emu_snapshot_spec {
 int emu_image_insert (struct kiln_emu *emu, const struct emu_image_spec *s, kiln_error **err);
 int emu_snapshot_insert (struct kiln_emu *emu, const struct emu_snapshot_spec *s, kiln_error **err);
 
+/* ---- CreateImage's capture (ec2_capture.c) ---- */
+
+/* Queues the capture of the instance's disk into snapshot_id's disk file on
+ * the instance's job queue; the snapshot ends completed and the image
+ * available, or both failed.  Unless no_reboot, a running guest is shut
+ * down first and started again after, as CreateImage does. */
+void ec2_capture_queue (struct kiln_emu *emu, const char *instance_id, const char *image_id,
+                        const char *snapshot_id, bool no_reboot);
+/* EC2's start slot (services.h): captures an earlier run left under way
+ * fail, and VM import/export tasks are recovered (emu_tasks_recover). */
+int ec2_start (struct kiln_emu *emu, kiln_error **err);
+
 /* ---- VM import/export tasks (ec2_import.c, ec2_export.c) ---- */
 
 /* ImportSnapshot, ImportImage and ExportImage make a row of
- * conversion_tasks each and queue it; one worker thread (ec2_import.c)
- * runs the queued tasks in order through qemu-img and writes their
- * outcome.  emu_tasks_init starts the worker and brings tasks an earlier
- * run left behind to a clear state (active ones run again from the start,
- * deleting ones become deleted); emu_tasks_shutdown interrupts the running
- * task (it stays active, for the next start) and joins the worker.  Both are
- * called by the VM host's init and shutdown. */
-int emu_tasks_init (struct kiln_emu *emu, kiln_error **err);
-void emu_tasks_shutdown (struct kiln_emu *emu);
+ * conversion_tasks each and queue it; the tasks run one at a time in order
+ * (ec2_import.c's task table, on one job queue) through qemu-img and write
+ * their outcome.  emu_tasks_recover (EC2's start slot) brings tasks an
+ * earlier run left behind to a clear state: active ones run again from the
+ * start, deleting ones become deleted.  A task interrupted by shutdown
+ * stays active, for the next start. */
+int emu_tasks_recover (struct kiln_emu *emu, kiln_error **err);
 void emu_task_queue (struct kiln_emu *emu, const char *task_id);
 
 /* For the task kinds' runners, in the worker thread. */

@@ -570,7 +570,7 @@ op_create_image (struct emu_call *c)
   if (finish_transaction (c, r) < 0)
     return -1;
 
-  emu_vmhost_capture (c->emu, instance_id, image_id, snapshot_id, no_reboot);
+  ec2_capture_queue (c->emu, instance_id, image_id, snapshot_id, no_reboot);
   emu_xml_text (c, "imageId", image_id);
   return 0;
 }

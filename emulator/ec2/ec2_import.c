@@ -1,8 +1,8 @@
 /* ec2_import.c - VM Import/Export's import half: ImportSnapshot,
  * ImportImage, DescribeImportSnapshotTasks, DescribeImportImageTasks and
  * CancelImportTask, plus what every VM import/export task shares (ec2.h):
- * the conversion_tasks rows, their Describe listing, and the one worker
- * thread that runs queued tasks in order.
+ * the conversion_tasks rows, their Describe listing, and the task table
+ * that runs them, in order, on one job queue (jobs.h).
  *
  * A task is a row of conversion_tasks.  The call that makes it answers at
  * once with the task "active" (statusMessage "pending"); the worker then
@@ -43,6 +43,7 @@
 #include "process.h"
 #include "s3.h"
 #include "store.h"
+#include "jobs.h"
 #include "vmhost.h"
 #include "xalloc.h"
 
@@ -84,21 +85,9 @@ import_format_find (const char *api)
 
 /* ---- the worker ---- */
 
-struct task_node {
-  char *id;
-  struct task_node *next;
-};
-
-struct emu_tasks {
-  struct kiln_emu *emu;
-  pthread_t thread;
-  pthread_mutex_t lock;           /* guards the queue, running, quit */
-  pthread_cond_t cond;
-  struct task_node *head, *tail;
-  char *running;                  /* the task the worker runs, or NULL */
-  volatile sig_atomic_t cancel;   /* stops the running task's qemu-img */
-  bool quit;                      /* emulator shutdown */
-};
+/* Tasks run one at a time, in the order they were made, on one job queue
+ * (jobs.h); instance ids never take this name. */
+#define TASK_QUEUE "vm-tasks"
 
 static void
 task_warn (const char *what, kiln_error *err)
@@ -510,10 +499,23 @@ task_end_deleted (struct kiln_emu *emu, const char *id, const char *message)
     task_warn ("end task", err);
 }
 
+/* The task table: what runs a task of each kind.  A runner returns 0 when
+ * the task completed, else -1 with *err (KILN_ERR_INVALID: the caller's
+ * problem, a ClientError; KILN_ERR_CANCELLED: cancelled). */
+static const struct task_kind {
+  const char *kind;
+  int (*run) (struct kiln_emu *emu, json_t *task, volatile sig_atomic_t *cancel, kiln_error **err);
+} task_kinds[] = {
+  {"import-snapshot", import_run},
+  {"import-image", import_run},
+  {"export-image", emu_export_run},
+};
+
 static void
-run_task (struct emu_tasks *t, const char *id)
+run_task (struct emu_worker *w, const struct emu_job *job)
 {
-  struct kiln_emu *emu = t->emu;
+  struct kiln_emu *emu = w->emu;
+  const char *id = job->arg[0];
   _cleanup_error_ kiln_error *err = NULL;
   _cleanup_json_ json_t *task = emu_db_query_one (emu, &err, "SELECT * FROM conversion_tasks WHERE id = ?", id);
   if (task == NULL)
@@ -531,14 +533,14 @@ run_task (struct emu_tasks *t, const char *id)
   if (strcmp (state, "active") != 0)
     return;
   const char *kind = emu_row_str (task, "kind");
-  int r = strcmp (kind, "export-image") == 0 ? emu_export_run (emu, task, &t->cancel, &err)
-                                             : import_run (emu, task, &t->cancel, &err);
+  const struct task_kind *k = NULL;
+  for (size_t i = 0; i < sizeof task_kinds / sizeof task_kinds[0] && k == NULL; i++)
+    if (strcmp (task_kinds[i].kind, kind) == 0)
+      k = &task_kinds[i];
+  int r = k ? k->run (emu, task, &w->cancel, &err) : kiln_fail (&err, "task %s has an unknown kind '%s'", id, kind);
   if (r == 0)
     return;
-  pthread_mutex_lock (&t->lock);
-  bool quitting = t->quit;
-  pthread_mutex_unlock (&t->lock);
-  if (quitting && err && err->code == KILN_ERR_CANCELLED)
+  if (emu_worker_quitting (w) && err && err->code == KILN_ERR_CANCELLED)
     {
       /* Shutdown: the task stays active and runs again at the next start. */
       kiln_log_info ("emulator: %s interrupted by shutdown; it runs again at the next start", id);
@@ -552,91 +554,31 @@ run_task (struct emu_tasks *t, const char *id)
   task_end_deleted (emu, id, message);
 }
 
-static void *
-worker (void *opaque)
-{
-  struct emu_tasks *t = opaque;
-  for (;;)
-    {
-      pthread_mutex_lock (&t->lock);
-      while (t->head == NULL && !t->quit)
-        pthread_cond_wait (&t->cond, &t->lock);
-      if (t->quit)
-        {
-          pthread_mutex_unlock (&t->lock);
-          return NULL;
-        }
-      struct task_node *node = t->head;
-      t->head = node->next;
-      if (t->head == NULL)
-        t->tail = NULL;
-      t->running = node->id;
-      t->cancel = 0;
-      pthread_mutex_unlock (&t->lock);
-
-      run_task (t, node->id);
-
-      pthread_mutex_lock (&t->lock);
-      t->running = NULL;
-      pthread_mutex_unlock (&t->lock);
-      free (node->id);
-      free (node);
-    }
-}
+static const struct emu_job_kind task_job = {.name = "vm-task", .run = run_task};
 
 void
 emu_task_queue (struct kiln_emu *emu, const char *task_id)
 {
-  struct emu_tasks *t = emu->tasks;
-  if (t == NULL)
-    return;
-  struct task_node *node = kiln_xcalloc (1, sizeof *node);
-  node->id = kiln_xstrdup (task_id);
-  pthread_mutex_lock (&t->lock);
-  if (t->tail)
-    t->tail->next = node;
-  else
-    t->head = node;
-  t->tail = node;
-  pthread_cond_signal (&t->cond);
-  pthread_mutex_unlock (&t->lock);
+  emu_jobs_queue (emu, TASK_QUEUE, &task_job, task_id, NULL, false);
 }
 
-/* Interrupts the task if the worker is running it. */
+/* Interrupts the task if it is running. */
 static void
 task_interrupt (struct kiln_emu *emu, const char *task_id)
 {
-  struct emu_tasks *t = emu->tasks;
-  if (t == NULL)
-    return;
-  pthread_mutex_lock (&t->lock);
-  if (t->running && strcmp (t->running, task_id) == 0)
-    t->cancel = 1;
-  pthread_mutex_unlock (&t->lock);
+  emu_jobs_cancel_running (emu, TASK_QUEUE, &task_job, task_id);
 }
 
 int
-emu_tasks_init (struct kiln_emu *emu, kiln_error **err)
+emu_tasks_recover (struct kiln_emu *emu, kiln_error **err)
 {
-  _cleanup_json_ json_t *active = NULL;
   if (emu_db_exec0 (emu, err, "UPDATE conversion_tasks SET state = 'deleted', progress = NULL WHERE state = "
                     "'deleting'") < 0)
     return -1;
-  active = emu_db_query0 (emu, err, "SELECT id FROM conversion_tasks WHERE state = 'active' ORDER BY seq");
+  _cleanup_json_ json_t *active = emu_db_query0 (emu, err, "SELECT id FROM conversion_tasks WHERE state = 'active' "
+                                                 "ORDER BY seq");
   if (active == NULL)
     return -1;
-  struct emu_tasks *t = kiln_xcalloc (1, sizeof *t);
-  t->emu = emu;
-  pthread_mutex_init (&t->lock, NULL);
-  pthread_cond_init (&t->cond, NULL);
-  if (pthread_create (&t->thread, NULL, worker, t) != 0)
-    {
-      pthread_mutex_destroy (&t->lock);
-      pthread_cond_destroy (&t->cond);
-      free (t);
-      return kiln_fail_errno (err, errno, "start the VM import/export worker");
-    }
-  emu->tasks = t;
   size_t i;
   json_t *row;
   json_array_foreach (active, i, row)
@@ -647,32 +589,6 @@ emu_tasks_init (struct kiln_emu *emu, kiln_error **err)
       emu_task_queue (emu, id);
     }
   return 0;
-}
-
-void
-emu_tasks_shutdown (struct kiln_emu *emu)
-{
-  struct emu_tasks *t = emu->tasks;
-  if (t == NULL)
-    return;
-  pthread_mutex_lock (&t->lock);
-  t->quit = true;
-  t->cancel = 1;
-  pthread_cond_broadcast (&t->cond);
-  pthread_mutex_unlock (&t->lock);
-  pthread_join (t->thread, NULL);
-  struct task_node *n = t->head;
-  while (n)
-    {
-      struct task_node *next = n->next;
-      free (n->id);
-      free (n);
-      n = next;
-    }
-  pthread_mutex_destroy (&t->lock);
-  pthread_cond_destroy (&t->cond);
-  free (t);
-  emu->tasks = NULL;
 }
 
 /* ---- making tasks (shared with ec2_export.c) ---- */

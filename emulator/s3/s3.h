@@ -103,6 +103,10 @@ char *s3_checksum_base64 (enum s3_algorithm alg, const void *data, size_t len);
 /* Makes DATA_DIR/s3/{data,tmp}; the first time in this process, removes
  * what a previous run left in tmp. */
 int s3_data_ready (struct kiln_emu *emu, kiln_error **err);
+/* S3's start slot (services.h): with a state directory, s3_data_ready
+ * before the first request, so a killed emulator's leftovers (unfinished
+ * bodies, data files no row names) go at once. */
+int s3_start (struct kiln_emu *emu, kiln_error **err);
 /* A new empty temporary file under DATA_DIR/s3/tmp: its descriptor, its
  * malloc'd path in *path. */
 int s3_data_temp (struct kiln_emu *emu, char **path, kiln_error **err);
@@ -128,15 +132,15 @@ struct emu_stream_auth;
  * read the outcome; the temporary file is removed by emu_upload_free
  * unless a handler published it. */
 struct emu_upload {
+  /* First: what auth.c reads of any streamed body (emulator.h). */
+  struct emu_streamed_body streamed;
   struct kiln_emu *emu;
   char *tmp_path;            /* NULL once published or when never made */
   int fd;
 
   /* What the request said about its body. */
-  bool aws_chunked;          /* Content-Encoding has aws-chunked */
   bool signed_chunks;        /* STREAMING-AWS4-HMAC-SHA256-PAYLOAD[-TRAILER] */
   bool signed_trailer;       /* ...-TRAILER: the trailer is signed too */
-  bool signatures_ok;        /* signed chunks: every chunk (and trailer) so far checked */
   bool has_length;           /* Content-Length or x-amz-decoded-content-length given */
   uint64_t declared_length;  /* decoded length the request announced */
   char *trailer_name;        /* x-amz-trailer, lowercase, or NULL */
@@ -150,8 +154,6 @@ struct emu_upload {
   unsigned char checksum[S3_CHECKSUM_MAX];
   size_t checksum_len;
   char *trailer_value;       /* the checksum the trailer carried (base64) */
-  char raw_sha256[65];       /* hex SHA-256 of the raw body when the request
-                              * signed one, else "" */
   /* The first problem met: S3 code, HTTP status, message; NULL when none. */
   char *error_code;
   int error_status;

@@ -127,6 +127,12 @@ s3_data_ready (struct kiln_emu *emu, kiln_error **err)
 }
 
 int
+s3_start (struct kiln_emu *emu, kiln_error **err)
+{
+  return emu->state_dir ? s3_data_ready (emu, err) : 0;
+}
+
+int
 s3_data_temp (struct kiln_emu *emu, char **path, kiln_error **err)
 {
   if (s3_data_ready (emu, err) < 0)

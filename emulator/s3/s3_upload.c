@@ -26,6 +26,7 @@
 #include "s3.h"
 
 #include <ctype.h>
+#include <stddef.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -40,6 +41,9 @@
 #include "fsutil.h"
 #include "store.h"
 #include "xalloc.h"
+
+/* auth.c reads req->upload as the summary it begins with. */
+_Static_assert (offsetof (struct emu_upload, streamed) == 0, "an upload begins with its emu_streamed_body");
 
 /* Object data is written in pieces this big. */
 #define WRITE_BEHIND (256 * 1024)
@@ -219,13 +223,13 @@ emu_upload_begin (struct kiln_emu *emu, const struct emu_request *head)
 
   const char *claim = emu_request_header (head, "X-Amz-Content-Sha256");
   const char *encoding = emu_request_header (head, "Content-Encoding");
-  u->aws_chunked = (encoding && has_token (encoding, "aws-chunked"))
+  u->streamed.aws_chunked = (encoding && has_token (encoding, "aws-chunked"))
                    || (claim && strncmp (claim, "STREAMING-", 10) == 0);
   u->signed_chunks = claim && strncmp (claim, KILN_SIGV4_STREAMING_PAYLOAD, strlen (KILN_SIGV4_STREAMING_PAYLOAD)) == 0;
   u->signed_trailer = u->signed_chunks && strcmp (claim, KILN_SIGV4_STREAMING_PAYLOAD "-TRAILER") == 0;
   if (claim && strlen (claim) == 64 && strspn (claim, "0123456789abcdefABCDEF") == 64)
     u->raw_ctx = digest_new (EVP_sha256 ());
-  u->state = u->aws_chunked ? ST_LINE : ST_PLAIN;
+  u->state = u->streamed.aws_chunked ? ST_LINE : ST_PLAIN;
   const char *trailer = emu_request_header (head, "x-amz-trailer");
   if (trailer && *trailer)
     {
@@ -234,12 +238,12 @@ emu_upload_begin (struct kiln_emu *emu, const struct emu_request *head)
         *p = (char) tolower ((unsigned char) *p);
     }
 
-  const char *length = emu_request_header (head, u->aws_chunked ? "x-amz-decoded-content-length" : "Content-Length");
+  const char *length = emu_request_header (head, u->streamed.aws_chunked ? "x-amz-decoded-content-length" : "Content-Length");
   if (length)
     {
       if (!parse_u64 (length, 10, &u->declared_length))
         upload_fail (u, 400, "InvalidArgument", "%s '%s' is not a number of bytes.",
-                     u->aws_chunked ? "x-amz-decoded-content-length" : "Content-Length", length);
+                     u->streamed.aws_chunked ? "x-amz-decoded-content-length" : "Content-Length", length);
       u->has_length = true;
     }
   if (u->has_length && u->declared_length > S3_MAX_PUT_SIZE)
@@ -251,7 +255,7 @@ emu_upload_begin (struct kiln_emu *emu, const struct emu_request *head)
   if (u->signed_chunks)
     {
       u->stream_auth = emu_auth_stream_begin (emu, head);
-      u->signatures_ok = u->stream_auth != NULL;
+      u->streamed.signatures_ok = u->stream_auth != NULL;
       u->chunk_ctx = digest_new (EVP_sha256 ());
     }
   if (u->state != ST_FAILED)
@@ -315,7 +319,7 @@ check_chunk_signature (struct emu_upload *u)
     abort ();
   if (u->stream_auth == NULL || !emu_auth_stream_chunk (u->stream_auth, hex, u->chunk_signature))
     {
-      u->signatures_ok = false;
+      u->streamed.signatures_ok = false;
       upload_fail (u, 403, "SignatureDoesNotMatch", "The chunk signature we calculated does not match the "
                    "signature you provided (chunk ending at byte %llu of the object).",
                    (unsigned long long) u->size);
@@ -383,7 +387,7 @@ trailer_line (struct emu_upload *u, char *line)
           kiln_sha256_hex (kiln_buf_str (&u->trailers), u->trailers.len, hex);
           if (u->stream_auth == NULL || !emu_auth_stream_trailer (u->stream_auth, hex, u->chunk_signature))
             {
-              u->signatures_ok = false;
+              u->streamed.signatures_ok = false;
               upload_fail (u, 403, "SignatureDoesNotMatch", "The trailer signature we calculated does not match "
                            "the signature you provided.");
               return;
@@ -529,7 +533,7 @@ void
 emu_upload_finish (struct emu_upload *u)
 {
   if (u->raw_ctx)
-    digest_hex (u->raw_ctx, u->raw_sha256);
+    digest_hex (u->raw_ctx, u->streamed.raw_sha256);
   if (u->state != ST_FAILED)
     flush_pending (u);
   if (u->state != ST_FAILED && u->state != ST_PLAIN && u->state != ST_DONE)
@@ -541,7 +545,7 @@ emu_upload_finish (struct emu_upload *u)
   if (u->state != ST_FAILED && u->has_length && u->size != u->declared_length)
     upload_fail (u, 400, "IncompleteBody", "You did not provide the number of bytes specified by the %s HTTP "
                  "header (%llu announced, %llu received).",
-                 u->aws_chunked ? "x-amz-decoded-content-length" : "Content-Length",
+                 u->streamed.aws_chunked ? "x-amz-decoded-content-length" : "Content-Length",
                  (unsigned long long) u->declared_length, (unsigned long long) u->size);
   if (u->state != ST_FAILED && u->trailer_name && u->trailer_value == NULL)
     upload_fail (u, 400, "MalformedTrailerError", "x-amz-trailer announced %s but the body's trailer did not "
@@ -584,7 +588,7 @@ emu_upload_from_memory (struct kiln_emu *emu, const struct emu_request *req)
   if (u == NULL)
     return NULL;
   /* The body's length is known here whatever the headers say. */
-  if (!u->aws_chunked && !u->has_length)
+  if (!u->streamed.aws_chunked && !u->has_length)
     {
       u->has_length = true;
       u->declared_length = req->body_len;

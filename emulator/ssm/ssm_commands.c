@@ -443,7 +443,7 @@ send_command (struct emu_call *c)
   if (emu_db_end (c->emu, true, &err) < 0)
     return emu_fail_internal (c, err);
   json_array_foreach (unique, i, id)
-    emu_vmhost_run_command (c->emu, command_id, json_string_value (id));
+    ssm_run_queue (c->emu, command_id, json_string_value (id));
 
   _cleanup_json_ json_t *row = emu_db_query_one (c->emu, &err, "SELECT * FROM commands WHERE id = ?", command_id);
   _cleanup_json_ json_t *pending = json_array ();
@@ -789,7 +789,7 @@ cancel_command (struct emu_call *c)
                            "'Cancelling' WHERE command_id = ? AND instance_id = ? AND status = 'InProgress'",
                            command_id, instance) < 0)
             return emu_fail_internal (c, err);
-          emu_vmhost_cancel_command (c->emu, command_id, instance);
+          ssm_run_cancel (c->emu, command_id, instance);
         }
     }
   return 0;

@@ -14,11 +14,12 @@
 #include <string.h>
 #include <strings.h>
 
+#include "dispatch.h"
 #include "emulator.h"
 #include "fsutil.h"
 #include "request_text.h"
 #include "store.h"
-#include "vmhost.h"
+#include "jobs.h"
 
 #define FIXED_NOW 1767225600 /* 2026-01-01T00:00:00Z */
 
@@ -33,7 +34,7 @@ emulator (void)
     {
       kiln_error *err = NULL;
       if (emu_accounts_load (&emu, NULL, &err) < 0 || kiln_make_temp_dir ("kiln-fuzz-emu", &emu.data_dir, &err) < 0
-          || emu_store_open (&emu, &err) < 0 || emu_vmhost_init (&emu, &err) < 0)
+          || emu_store_open (&emu, &err) < 0 || emu_start (&emu, &err) < 0)
         abort ();
       ready = true;
     }
@@ -75,7 +76,7 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
   request_text_view (&r, &req);
   struct emu_response resp;
   kiln_emu_handle (emu, &req, &resp);
-  emu_vmhost_wait_idle (emu);
+  emu_jobs_wait_idle (emu);
   emu_response_release (&resp);
   request_text_release (&r);
   return 0;

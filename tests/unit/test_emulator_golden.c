@@ -27,6 +27,7 @@
 #include "buf.h"
 #include "cleanup.h"
 #include "digest.h"
+#include "dispatch.h"
 #include "ec2.h"
 #include "process.h"
 #include "emulator.h"
@@ -35,7 +36,7 @@
 #include "sigv4.h"
 #include "store.h"
 #include "tap.h"
-#include "vmhost.h"
+#include "jobs.h"
 #include "xalloc.h"
 
 #define FIXED_NOW 1767225600 /* 2026-01-01T00:00:00Z */
@@ -49,7 +50,7 @@ run_one (struct kiln_emu *emu, struct request_text *r, struct kiln_buf *out)
   request_text_view (r, &req);
   struct emu_response resp;
   kiln_emu_handle (emu, &req, &resp);
-  emu_vmhost_wait_idle (emu);
+  emu_jobs_wait_idle (emu);
   kiln_buf_printf (out, "HTTP %d\nContent-Type: %s\n\n%s%s", resp.status, resp.content_type ? resp.content_type : "",
                    kiln_buf_str (&resp.body),
                    resp.body.len && resp.body.data[resp.body.len - 1] == '\n' ? "" : "\n");
@@ -97,7 +98,7 @@ run_case (const char *dir, const char *name)
 
   struct kiln_emu emu = {.instances = EMU_INSTANCES_MOCK, .fixed_now = FIXED_NOW, .id_seed = 1};
   bool ok = emu_accounts_load (&emu, NULL, &err) == 0 && kiln_make_temp_dir ("kiln-emu-golden", &emu.data_dir, &err) == 0
-            && emu_store_open (&emu, &err) == 0 && emu_vmhost_init (&emu, &err) == 0;
+            && emu_store_open (&emu, &err) == 0 && emu_start (&emu, &err) == 0;
   if (!ok)
     {
       kiln_buf_release (&text);
@@ -135,7 +136,7 @@ run_case (const char *dir, const char *name)
       p = sep ? sep + 4 : NULL;
     }
 
-  emu_vmhost_shutdown (&emu);
+  emu_stop (&emu);
   emu_store_close (&emu);
   kiln_remove_tree (emu.data_dir, NULL);
   free (emu.data_dir);
