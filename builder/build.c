@@ -787,6 +787,8 @@ kiln_build_run (const struct kiln_plan *plan, const struct kiln_build_opts *opts
                 kiln_error **err)
 {
   memset (res, 0, sizeof *res);
+  if (kiln_build_check (plan, opts, err) < 0)
+    return -1;
   struct build b = {.plan = plan, .opts = opts, .stages = json_array ()};
   int r = -1;
   image_builder_date (b.build_date, sizeof b.build_date);

@@ -34,6 +34,7 @@ struct kiln_build_opts {
   const struct kiln_driver *driver;
   const char *output_dir;
   enum kiln_image_format format;
+  bool format_chosen;        /* format was asked for (cloud drivers refuse it) */
   bool keep_on_failure;
   int vcpus;                 /* 0: driver default */
   uint64_t memory_mib;       /* 0: driver default */
@@ -68,6 +69,17 @@ struct kiln_build_result {
   char *logs_dir;            /* the executor logs of this build */
   char *kept;                /* what keep_on_failure kept, for the user */
 };
+
+/* Whether opts make sense for plan on opts->driver (build_options.c), before
+ * anything is started: a parent image the driver can launch (a disk image
+ * file for local drivers, an image id or SSM parameter for cloud ones),
+ * local-only options (--accel, --cpu, --boot-stall-timeout, --no-network,
+ * --format) not given to a cloud driver, cloud settings (endpoint, region,
+ * profile, instance type) not given to a local build that imports nowhere.
+ * 0, or -1 with *err: KILN_ERR_INVALID for options that contradict each
+ * other (a usage error), KILN_ERR_UNSUPPORTED for a parent the driver
+ * cannot launch.  kiln_build_run checks the same first. */
+int kiln_build_check (const struct kiln_plan *plan, const struct kiln_build_opts *opts, kiln_error **err);
 
 /* Returns 0 when the build succeeded and was published; -1 otherwise, with
  * err naming the stage, component, step and the step's output. */

@@ -182,25 +182,12 @@ kiln_cmd_build (int argc, char **argv)
       return KILN_EXIT_USAGE;
     }
   const struct kiln_driver *import_driver = NULL;
-  if (import_name)
+  if (import_name && (import_driver = kiln_driver_find (import_name)) == NULL)
     {
-      import_driver = kiln_driver_find (import_name);
-      if (import_driver == NULL || !import_driver->cloud_images || driver->cloud_images)
-        {
-          fprintf (stderr, "kiln build: --import takes a cloud driver (ec2) and applies to local builds%s%s%s\n",
-                   import_driver ? "" : " (unknown driver '", import_driver ? "" : import_name,
-                   import_driver ? "" : "')");
-          return KILN_EXIT_USAGE;
-        }
-    }
-  enum kiln_accel_mode accel_mode;
-  if ((accel || cpu || boot_stall) && driver->cloud_images)
-    {
-      fprintf (stderr, "kiln build: --accel, --cpu and --boot-stall-timeout apply to local hypervisor drivers, "
-               "not to %s\n",
-               driver->name);
+      fprintf (stderr, "kiln build: --import takes a cloud driver (ec2): unknown driver '%s'\n", import_name);
       return KILN_EXIT_USAGE;
     }
+  enum kiln_accel_mode accel_mode;
   if (!driver->cloud_images && kiln_accel_mode_parse (accel, &accel_mode, &e) < 0)
     {
       fprintf (stderr, "kiln build: %s\n", kiln_error_message (e));
@@ -233,36 +220,6 @@ kiln_cmd_build (int argc, char **argv)
       printf ("%s\n", text);
       return KILN_EXIT_OK;
     }
-  const char *refusal = NULL;
-  if (!driver->cloud_images && !plan->parent_is_file)
-    refusal = "is not a disk image file, which the driver needs";
-  else if (driver->cloud_images && plan->parent_is_file)
-    refusal = "is a disk image file; the driver launches images in its cloud (ami-... or ssm:/parameter)";
-  if (refusal)
-    {
-      fprintf (stderr, "kiln build: parentImage '%s' %s (driver %s)\n", plan->parent_image, refusal, driver->name);
-      return KILN_EXIT_FAILED;
-    }
-  if (driver->cloud_images && !network)
-    {
-      fprintf (stderr, "kiln build: --no-network does not apply to the %s driver: its instances have their "
-               "cloud's network\n", driver->name);
-      return KILN_EXIT_USAGE;
-    }
-  if (driver->cloud_images && format_given)
-    {
-      fprintf (stderr, "kiln build: --format does not apply to the %s driver: its image is made in the cloud\n",
-               driver->name);
-      return KILN_EXIT_USAGE;
-    }
-  if (!driver->cloud_images && import_driver == NULL
-      && (cloud.endpoint_url || cloud.region || cloud.profile || cloud.instance_type))
-    {
-      fprintf (stderr, "kiln build: --endpoint-url, --region, --profile and --instance-type apply to cloud drivers "
-               "(ec2), not to %s (unless --import names one)\n", driver->name);
-      return KILN_EXIT_USAGE;
-    }
-
   /* Image Builder's configurations: what they say, unless a flag said it. */
   _cleanup_ (kiln_infrastructure_free) struct kiln_infrastructure *infra = NULL;
   _cleanup_ (kiln_distribution_free) struct kiln_distribution_config *dist = NULL;
@@ -292,6 +249,7 @@ kiln_cmd_build (int argc, char **argv)
     .driver = driver,
     .output_dir = output,
     .format = fmt,
+    .format_chosen = format_given,
     .keep_on_failure = keep,
     .vcpus = (int) vcpus,
     .memory_mib = (uint64_t) memory,
@@ -302,11 +260,22 @@ kiln_cmd_build (int argc, char **argv)
     .boot_stall_seconds = (int) boot_stall,
     .progress = stderr,
     .cancel = &kiln_cli_cancel,
-    .cloud = driver->cloud_images || import_driver ? &cloud : NULL,
+    /* Cloud settings given to a local build that imports nowhere reach
+     * kiln_build_check, which refuses them. */
+    .cloud = driver->cloud_images || import_driver || cloud.endpoint_url || cloud.region || cloud.profile
+                 || cloud.instance_type ? &cloud : NULL,
     .import_driver = import_driver,
     .infrastructure = infra,
     .distribution = dist,
   };
+  /* What the options say against the plan and the driver: a
+   * contradiction is a usage error, a parent the driver cannot launch a
+   * failure. */
+  if (kiln_build_check (plan, &bo, &e) < 0)
+    {
+      fprintf (stderr, "kiln build: %s\n", kiln_error_message (e));
+      return e->code == KILN_ERR_INVALID ? KILN_EXIT_USAGE : KILN_EXIT_FAILED;
+    }
   struct kiln_build_result res;
   int r = kiln_build_run (plan, &bo, &res, &e);
   int status = KILN_EXIT_OK;
