@@ -35,15 +35,6 @@ emu_auth_release (struct emu_auth *a)
   memset (a, 0, sizeof *a);
 }
 
-const char *
-emu_request_header (const struct emu_request *req, const char *name)
-{
-  for (size_t i = 0; i < req->n_headers; i++)
-    if (strcasecmp (req->headers[i].name, name) == 0)
-      return req->headers[i].value;
-  return NULL;
-}
-
 static enum emu_auth_failure
 fail (char **message, enum emu_auth_failure kind, const char *fmt, ...) __attribute__ ((format (printf, 3, 4)));
 
@@ -66,15 +57,6 @@ is_hex64 (const char *s)
     if (kiln_hex_digit_value (*p) < 0)
       return false;
   return true;
-}
-
-const char *
-emu_request_query (const struct emu_request *req, const char *name)
-{
-  for (size_t i = 0; i < req->n_query; i++)
-    if (strcmp (req->query[i].name, name) == 0)
-      return req->query[i].value ? req->query[i].value : "";
-  return NULL;
 }
 
 enum emu_auth_failure

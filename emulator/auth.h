@@ -73,9 +73,5 @@ bool emu_auth_stream_chunk (struct emu_stream_auth *s, const char *chunk_sha256_
 bool emu_auth_stream_trailer (struct emu_stream_auth *s, const char *trailer_sha256_hex, const char *claimed);
 void emu_auth_stream_free (struct emu_stream_auth *s);
 
-/* A header's value (case-insensitive name), or NULL. */
-const char *emu_request_header (const struct emu_request *req, const char *name);
-/* The value of query parameter name ("" when it has none), or NULL. */
-const char *emu_request_query (const struct emu_request *req, const char *name);
 
 #endif

@@ -183,7 +183,16 @@ struct emu_operation {
  * call with MalformedQueryString on a pair without a name or a broken
  * %-escape; emu_params_free releases them. */
 int emu_form_parse (struct emu_call *c, const char *text, size_t len);
+/* Appends a parameter (name and value malloc'd, owned by the call). */
+void emu_params_add (struct emu_call *c, char *name, char *value);
 void emu_params_free (struct emu_call *c);
+
+/* ---- the request (request.c) ---- */
+
+/* A header's value (case-insensitive name), or NULL. */
+const char *emu_request_header (const struct emu_request *req, const char *name);
+/* The value of query parameter name ("" when it has none), or NULL. */
+const char *emu_request_query (const struct emu_request *req, const char *name);
 
 /* ---- shared helpers (emulator.c) ---- */
 

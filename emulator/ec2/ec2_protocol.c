@@ -474,73 +474,6 @@ ec2_find (const char *action)
   return NULL;
 }
 
-/* Whether every '%' in s[0..len) starts a %XX escape. */
-static bool
-escapes_valid (const char *s, size_t len)
-{
-  for (size_t i = 0; i < len; i++)
-    if (s[i] == '%'
-        && (i + 2 >= len || kiln_hex_digit_value (s[i + 1]) < 0 || kiln_hex_digit_value (s[i + 2]) < 0))
-      return false;
-  return true;
-}
-
-static void
-add_param (struct emu_call *c, char *name, char *value)
-{
-  c->params = realloc (c->params, (c->n_params + 1) * sizeof *c->params);
-  if (c->params == NULL)
-    abort ();
-  c->params[c->n_params++] = (struct emu_param){name, value};
-}
-
-/* Splits an application/x-www-form-urlencoded body ('+' is a space) into
- * the call's parameters.  A pair without a name or with a broken escape is
- * a malformed query string, as EC2 calls it. */
-int
-emu_form_parse (struct emu_call *c, const char *body, size_t len)
-{
-  size_t i = 0;
-  while (i < len)
-    {
-      size_t end = i;
-      while (end < len && body[end] != '&')
-        end++;
-      if (end > i)
-        {
-          const char *eq = memchr (body + i, '=', end - i);
-          size_t name_len = eq ? (size_t) (eq - (body + i)) : end - i;
-          if (name_len == 0)
-            return emu_fail (c, 400, "MalformedQueryString", "The query string contains a parameter with no name "
-                             "at byte %zu.", i);
-          if (!escapes_valid (body + i, end - i))
-            return emu_fail (c, 400, "MalformedQueryString", "The query string contains an invalid %%-escape in "
-                             "'%.*s'.", (int) (end - i > 64 ? 64 : end - i), body + i);
-          size_t nlen, vlen;
-          char *name = kiln_sigv4_uri_decode (body + i, name_len, true, &nlen);
-          char *value = eq ? kiln_sigv4_uri_decode (eq + 1, (size_t) (body + end - eq - 1), true, &vlen)
-                           : kiln_xstrdup ("");
-          if (strlen (name) != nlen || (eq && strlen (value) != vlen))
-            {
-              free (name);
-              free (value);
-              return emu_fail (c, 400, "MalformedQueryString", "The query string contains a NUL byte.");
-            }
-          if (!kiln_utf8_valid (name) || !kiln_utf8_valid (value))
-            {
-              int r = emu_fail (c, 400, "MalformedQueryString", "The query string parameter '%s' is not valid "
-                                "UTF-8.", name);
-              free (name);
-              free (value);
-              return r;
-            }
-          add_param (c, name, value);
-        }
-      i = end + 1;
-    }
-  return 0;
-}
-
 /* Rewrites a parameter name's list indices to canonical decimal in place:
  * "Filter.01.Value.007" becomes "Filter.1.Value.7" (and "Owner.00" becomes
  * "Owner.0", which no list accepts).  AWS's Query protocol reads a member
@@ -584,7 +517,7 @@ decode_params (struct emu_call *c)
     }
   else
     for (size_t i = 0; i < req->n_query; i++)
-      add_param (c, kiln_xstrdup (req->query[i].name),
+      emu_params_add (c, kiln_xstrdup (req->query[i].name),
                  kiln_xstrdup (req->query[i].value ? req->query[i].value : ""));
   if (req->body_len > 0)
     {
@@ -607,19 +540,6 @@ decode_params (struct emu_call *c)
       return emu_fail (c, 400, "MalformedQueryString", "The parameter '%s' is given more than once.",
                        c->params[i].name);
   return 0;
-}
-
-void
-emu_params_free (struct emu_call *c)
-{
-  for (size_t i = 0; i < c->n_params; i++)
-    {
-      free (c->params[i].name);
-      free (c->params[i].value);
-    }
-  free (c->params);
-  c->params = NULL;
-  c->n_params = 0;
 }
 
 void
