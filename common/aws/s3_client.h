@@ -18,8 +18,8 @@
  * carry S3's <Code> and <Message>; a missing object or bucket is
  * KILN_ERR_NOT_FOUND, other S3 errors KILN_ERR_REMOTE.  Credentials never
  * appear in messages. */
-#ifndef KILN_COMMON_S3_CLIENT_H
-#define KILN_COMMON_S3_CLIENT_H
+#ifndef KILN_COMMON_AWS_S3_CLIENT_H
+#define KILN_COMMON_AWS_S3_CLIENT_H
 
 #include <signal.h>
 #include <stdbool.h>
