@@ -15,6 +15,11 @@
 #include <libxml/tree.h>
 #include <libxml/xmlwriter.h>
 
+#include "cleanup.h"
+
+/* _cleanup_ (xmlFreeDoc) xmlDoc *doc = NULL; */
+KILN_DEFINE_CLEANUP (xmlDoc, xmlFreeDoc)
+
 /* Initialises libxml2 (once; later calls do nothing).  Parsing does it too,
  * but libxml2 would rather be initialised before threads parse. */
 void kiln_xml_init (void);

@@ -1,6 +1,6 @@
 /* auth.c - SigV4 verification policy for kiln-emulator (auth.h).
  *
- * common/sigv4.c recomputes signatures; this file decides what a valid
+ * common/aws/sigv4.c recomputes signatures; this file decides what a valid
  * request is here: a known access key, a region and service kiln-emulator
  * serves, a date within EMU_CLOCK_SKEW_SECONDS of the server's clock (header
  * form) or a presigned URL not yet expired, and a payload hash that matches

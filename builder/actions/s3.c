@@ -2,7 +2,7 @@
  *
  * Transfers run on the machine running kiln, with the credentials, region and
  * endpoint the AWS tools would use there (environment, ~/.aws files,
- * AWS_ENDPOINT_URL...; see common/aws_config.h); files then move to and from
+ * AWS_ENDPOINT_URL...; see common/aws/aws_config.h); files then move to and from
  * the target through its put/get operations.  A guest therefore needs neither
  * network access nor AWS credentials.
  *

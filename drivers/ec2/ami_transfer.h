@@ -2,7 +2,7 @@
  * import_image and export_image slots.
  *
  * Import: the disk goes into a new snapshot by one of two methods:
- *   ebs  the EBS direct APIs (common/ebs_direct.h), raw and qcow2 read in
+ *   ebs  the EBS direct APIs (common/aws/ebs_direct.h), raw and qcow2 read in
  *        place, optionally incremental over a parent snapshot or image;
  *   s3   staged in an S3 bucket (a streamOptimized VMDK unless it is
  *        already VMDK, VHD or VHDX), ImportSnapshot, the task waited for,

@@ -8,7 +8,7 @@
  *   body
  *
  * A request may carry "X-Kiln-Sign: ACCESS_KEY SECRET REGION SERVICE", which
- * request_text_sign replaces with a real SigV4 signature (common/sigv4.c)
+ * request_text_sign replaces with a real SigV4 signature (common/aws/sigv4.c)
  * at the request's X-Amz-Date (added at `now` when absent), over the body's
  * hash, or UNSIGNED-PAYLOAD when x-amz-content-sha256 says that: the files
  * stay readable, a case can sign with the wrong secret, region or date on

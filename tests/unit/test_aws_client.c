@@ -1,4 +1,4 @@
-/* test_aws_client.c - the AWS client (common/aws_client.c): requests it
+/* test_aws_client.c - the AWS client (common/aws/aws_client.c): requests it
  * builds, replies it reads, its retry policy, and real calls to kiln-emulator.
  *
  * Usage: test_aws_client DATA_DIR [KILN_EMULATOR].  DATA_DIR is

@@ -1,17 +1,16 @@
-/* s3_client.c - GetObject, PutObject, HeadObject and ListObjectsV2 (see
+/* s3_client.c - S3's operations over aws_client's rest-xml protocol (see
  * s3_client.h).
  *
- * Every operation goes through s3_call(), which builds the URL (path or
- * virtual-host style), the signed header set, signs with SigV4 at the current
- * time, performs the request and turns an S3 error document into a kiln_error.
- * Transient failures (a transport error, 500, 502, 503 SlowDown, 504) are
- * retried a few times with growing pauses; each attempt is signed afresh.
- *
- * S3's XML replies are read with a small scanner instead of an XML library
- * (common/ does not link libxml2).  That is sound for the elements read here
- * because S3 escapes '<' and '&' inside text, so "<Key>" can only be markup;
- * entities are decoded, and ListObjectsV2 is asked for encoding-type=url so
- * keys with characters XML 1.0 cannot carry survive too. */
+ * The client is an aws_client for service "s3" (display name "S3", so
+ * messages read "S3 GetObject s3://b/k: ..."): signing, the x-amz-content-
+ * sha256 header, retries with backoff, error documents and the transport are
+ * all aws_client's.  What is S3's own stays here: path or virtual-host
+ * addressing, a region defaulting to us-east-1, no overall time limit unless
+ * one is asked for, bodies streamed from files with their real SHA-256,
+ * ListObjectsV2's pages and multipart upload.  Replies are read with libxml2
+ * (through aws_client and xml_doc.h), matching elements by local name so
+ * S3's namespace does not matter; ListObjectsV2 is asked for
+ * encoding-type=url so keys with characters XML 1.0 cannot carry survive. */
 #include "s3_client.h"
 
 #include <ctype.h>
@@ -20,178 +19,62 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "aws_client.h"
 #include "buf.h"
 #include "cleanup.h"
 #include "digest.h"
-#include "http_client.h"
 #include "log.h"
-#include "sigv4.h"
 #include "xalloc.h"
+#include "xml_doc.h"
 
-#define MAX_ATTEMPTS 3
+/* S3's retries: fewer than EC2's, the first pauses short. */
+#define S3_MAX_ATTEMPTS 3
+#define S3_BASE_DELAY_MS 200L
 #define MAX_LIST_PAGES 1000000
 
 struct kiln_s3_client {
-  struct kiln_aws_credentials creds;
-  char *region;
-  char *endpoint;          /* "http://127.0.0.1:9000" */
-  char *scheme;            /* "http" */
-  char *authority;         /* "127.0.0.1:9000" */
-  char *base_path;         /* "" or "/prefix" from the endpoint URL */
+  struct kiln_aws_client *aws;   /* service "s3" */
   bool path_style;
   char *expected_owner;
-  bool insecure;
-  long timeout;
 };
 
-
-
-/* ---- XML ---- */
-
-static void
-put_utf8 (struct kiln_buf *b, unsigned long cp)
-{
-  char u[4];
-  size_t n;
-  if (cp < 0x80)
-    u[0] = (char) cp, n = 1;
-  else if (cp < 0x800)
-    u[0] = (char) (0xC0 | (cp >> 6)), u[1] = (char) (0x80 | (cp & 0x3F)), n = 2;
-  else if (cp < 0x10000)
-    u[0] = (char) (0xE0 | (cp >> 12)), u[1] = (char) (0x80 | ((cp >> 6) & 0x3F)),
-    u[2] = (char) (0x80 | (cp & 0x3F)), n = 3;
-  else
-    u[0] = (char) (0xF0 | (cp >> 18)), u[1] = (char) (0x80 | ((cp >> 12) & 0x3F)),
-    u[2] = (char) (0x80 | ((cp >> 6) & 0x3F)), u[3] = (char) (0x80 | (cp & 0x3F)), n = 4;
-  kiln_buf_append (b, u, n);
-}
+/* ---- XML pieces ---- */
 
 int
 kiln_s3_xml_unescape (const char *s, size_t len, char **out)
 {
-  static const struct {
-    const char *name;
-    char c;
-  } named[] = {{"amp", '&'}, {"lt", '<'}, {"gt", '>'}, {"quot", '"'}, {"apos", '\''}};
-  struct kiln_buf b = KILN_BUF_INIT;
-  kiln_buf_append (&b, "", 0);
-  for (size_t i = 0; i < len; i++)
-    {
-      if (s[i] != '&')
-        {
-          kiln_buf_append (&b, &s[i], 1);
-          continue;
-        }
-      const char *semi = memchr (s + i, ';', len - i);
-      if (semi == NULL || semi - (s + i) > 12)
-        goto bad;
-      const char *ref = s + i + 1;
-      size_t rl = (size_t) (semi - ref);
-      bool done = false;
-      for (size_t k = 0; k < sizeof named / sizeof named[0] && !done; k++)
-        if (rl == strlen (named[k].name) && memcmp (ref, named[k].name, rl) == 0)
-          {
-            kiln_buf_append (&b, &named[k].c, 1);
-            done = true;
-          }
-      if (!done)
-        {
-          if (rl < 2 || ref[0] != '#')
-            goto bad;
-          bool hex = ref[1] == 'x' || ref[1] == 'X';
-          const char *d = ref + (hex ? 2 : 1);
-          size_t dl = rl - (hex ? 2 : 1);
-          if (dl == 0 || dl > 8)
-            goto bad;
-          unsigned long cp = 0;
-          for (size_t k = 0; k < dl; k++)
-            {
-              int v;
-              char ch = d[k];
-              if (ch >= '0' && ch <= '9')
-                v = ch - '0';
-              else if (hex && ch >= 'a' && ch <= 'f')
-                v = ch - 'a' + 10;
-              else if (hex && ch >= 'A' && ch <= 'F')
-                v = ch - 'A' + 10;
-              else
-                goto bad;
-              cp = cp * (hex ? 16 : 10) + (unsigned long) v;
-            }
-          if (cp == 0 || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-            goto bad;
-          put_utf8 (&b, cp);
-        }
-      i = (size_t) (semi - s);
-    }
-  *out = kiln_buf_steal (&b);
-  return 0;
-bad:
-  kiln_buf_release (&b);
   *out = NULL;
-  return -1;
-}
-
-/* Finds the first <tag>...</tag> (or an empty <tag/>) in [start, end).  On
- * success sets the content span and *after (just past the element). */
-static bool
-xml_find (const char *start, const char *end, const char *tag, const char **content, size_t *len,
-          const char **after)
-{
-  char open[64], close[64], empty[64];
-  snprintf (open, sizeof open, "<%s>", tag);
-  snprintf (close, sizeof close, "</%s>", tag);
-  snprintf (empty, sizeof empty, "<%s/>", tag);
-  if (start == NULL || end <= start)
-    return false;
-  const char *o = memmem (start, (size_t) (end - start), open, strlen (open));
-  const char *e = memmem (start, (size_t) (end - start), empty, strlen (empty));
-  if (e && (o == NULL || e < o))
-    {
-      *content = e;
-      *len = 0;
-      if (after)
-        *after = e + strlen (empty);
-      return true;
-    }
-  if (o == NULL)
-    return false;
-  const char *body = o + strlen (open);
-  const char *c = memmem (body, (size_t) (end - body), close, strlen (close));
-  if (c == NULL)
-    return false;
-  *content = body;
-  *len = (size_t) (c - body);
-  if (after)
-    *after = c + strlen (close);
-  return true;
-}
-
-/* The unescaped text of the first <tag> in [start, end), or NULL. */
-static char *
-xml_text (const char *start, const char *end, const char *tag)
-{
-  const char *content;
-  size_t len;
-  char *r = NULL;
-  if (!xml_find (start, end, tag, &content, &len, NULL))
-    return NULL;
-  if (kiln_s3_xml_unescape (content, len, &r) < 0)
-    return NULL;
-  return r;
+  struct kiln_buf b = KILN_BUF_INIT;
+  kiln_buf_puts (&b, "<t>");
+  kiln_buf_append (&b, s, len);
+  kiln_buf_puts (&b, "</t>");
+  xmlDoc *doc = kiln_xml_parse_untrusted (b.data, b.len, "s3-text.xml");
+  kiln_buf_release (&b);
+  xmlNode *root = kiln_aws_xml_root (doc);
+  /* Text only: markup in s is not text to decode. */
+  bool text = root != NULL;
+  for (xmlNode *n = root ? root->children : NULL; n; n = n->next)
+    text &= n->type == XML_TEXT_NODE;
+  if (text)
+    *out = kiln_aws_xml_text (root, NULL);
+  if (doc)
+    xmlFreeDoc (doc);
+  return *out ? 0 : -1;
 }
 
 void
 kiln_s3_parse_error (const char *xml, char **code, char **message)
 {
-  const char *end = xml ? xml + strlen (xml) : NULL;
-  *code = xml ? xml_text (xml, end, "Code") : NULL;
-  *message = xml ? xml_text (xml, end, "Message") : NULL;
+  struct kiln_aws_error e = {0};
+  if (xml)
+    kiln_aws_parse_ec2_error (xml, strlen (xml), &e);
+  *code = e.code;
+  *message = e.message;
+  e.code = e.message = NULL;
+  kiln_aws_error_release (&e);
 }
 
 /* ---- client ---- */
@@ -201,40 +84,9 @@ kiln_s3_client_free (struct kiln_s3_client *c)
 {
   if (c == NULL)
     return;
-  kiln_aws_credentials_release (&c->creds);
-  free (c->region);
-  free (c->endpoint);
-  free (c->scheme);
-  free (c->authority);
-  free (c->base_path);
+  kiln_aws_client_free (c->aws);
   free (c->expected_owner);
   free (c);
-}
-
-/* Fills c from the configuration: credentials, region, endpoint parts. */
-static int
-client_setup (struct kiln_s3_client *c, const struct kiln_s3_options *opts, const struct kiln_aws_config *cfg,
-              struct kiln_aws_endpoint *ep, kiln_error **err)
-{
-  if (kiln_aws_config_credentials (cfg, &c->creds, err) < 0)
-    return -1;
-  /* S3 needs a region only for the signing scope and the default endpoint;
-   * with none configured, use us-east-1 as the AWS CLI does for S3 rather
-   * than fail (emulators accept any region). */
-  const char *region = opts->region && *opts->region ? opts->region : kiln_aws_config_region (cfg);
-  c->region = kiln_xstrdup (region ? region : "us-east-1");
-  if (kiln_aws_config_endpoint (cfg, "s3", opts->endpoint_url, c->region, ep, err) < 0)
-    return -1;
-  c->endpoint = kiln_xstrdup (ep->url);
-  if (kiln_aws_endpoint_split (ep, &c->scheme, &c->authority, &c->base_path, err) < 0)
-    return -1;
-  c->path_style = ep->custom || opts->force_path_style;
-  c->expected_owner = opts->expected_bucket_owner && *opts->expected_bucket_owner
-                          ? kiln_xstrdup (opts->expected_bucket_owner)
-                          : NULL;
-  c->insecure = opts->insecure;
-  c->timeout = opts->timeout_seconds;
-  return 0;
 }
 
 int
@@ -246,16 +98,31 @@ kiln_s3_client_new (const struct kiln_s3_options *opts, struct kiln_s3_client **
   struct kiln_aws_config *loaded = NULL;
   if (opts->config == NULL && kiln_aws_config_load (opts->env, opts->profile, &loaded, err) < 0)
     return kiln_error_prefix (err, "S3");
-  struct kiln_s3_client *c = kiln_xcalloc (1, sizeof *c);
-  struct kiln_aws_endpoint ep = {0};
-  int r = client_setup (c, opts, opts->config ? opts->config : loaded, &ep, err);
-  kiln_aws_endpoint_release (&ep);
+  const struct kiln_aws_config *cfg = opts->config ? opts->config : loaded;
+  /* S3 needs a region only for the signing scope and the default endpoint;
+   * with none configured, use us-east-1 as the AWS CLI does for S3 rather
+   * than fail (emulators accept any region). */
+  const char *region = opts->region && *opts->region ? opts->region : kiln_aws_config_region (cfg);
+  struct kiln_aws_client_options ao = {
+    .endpoint_url = opts->endpoint_url,
+    .region = region && *region ? region : "us-east-1",
+    .retry = {.max_attempts = S3_MAX_ATTEMPTS, .base_delay_ms = S3_BASE_DELAY_MS},
+    /* Objects may be large: no limit unless the caller sets one. */
+    .timeout_seconds = opts->timeout_seconds > 0 ? opts->timeout_seconds : -1,
+    .insecure = opts->insecure,
+    .display_name = "S3",
+  };
+  struct kiln_aws_client *aws = NULL;
+  int r = kiln_aws_client_new (cfg, "s3", &ao, &aws, err);
   kiln_aws_config_free (loaded);
   if (r < 0)
-    {
-      kiln_s3_client_free (c);
-      return kiln_error_prefix (err, "S3");
-    }
+    return -1;
+  struct kiln_s3_client *c = kiln_xcalloc (1, sizeof *c);
+  c->aws = aws;
+  c->path_style = kiln_aws_client_endpoint_custom (aws) || opts->force_path_style;
+  c->expected_owner = opts->expected_bucket_owner && *opts->expected_bucket_owner
+                          ? kiln_xstrdup (opts->expected_bucket_owner)
+                          : NULL;
   *out = c;
   return 0;
 }
@@ -263,7 +130,7 @@ kiln_s3_client_new (const struct kiln_s3_options *opts, struct kiln_s3_client **
 const char *
 kiln_s3_client_endpoint (const struct kiln_s3_client *c)
 {
-  return c->endpoint;
+  return kiln_aws_client_endpoint (c->aws);
 }
 
 bool
@@ -280,169 +147,51 @@ struct s3_call {
   const char *key;                       /* NULL for bucket-level requests */
   const struct kiln_sigv4_pair *query;
   size_t n_query;
-  const char *payload_hash;              /* NULL: empty body */
+  const char *payload_hash;              /* NULL: the hash of body */
   const char *content_type;
   FILE *body_file;                       /* rewound to 0 for each attempt */
   const void *body;                      /* or body_len bytes from memory */
-  uint64_t body_len;
+  size_t body_len;
   const char *response_path;
 };
 
-static bool
-retryable_status (long s)
-{
-  return s == 500 || s == 502 || s == 503 || s == 504;
-}
-
-/* Builds, signs and performs one attempt. */
+/* Sends call through the rest-xml protocol: the bucket in the path (path
+ * style, or a bucket name with a '.', which would break the TLS wildcard
+ * certificate) or in the host name.  doc as kiln_aws_rest_xml_call's. */
 static int
-s3_attempt (struct kiln_s3_client *c, const struct s3_call *call, struct kiln_http_response *resp,
-            kiln_error **err)
+s3_call (struct kiln_s3_client *c, const struct s3_call *call, struct kiln_http_response *resp, xmlDoc **doc,
+         kiln_error **err)
 {
   bool path_style = c->path_style || strchr (call->bucket, '.') != NULL;
-  _cleanup_free_ char *host = NULL, *raw_path = NULL;
+  const char *key = call->key ? call->key : "";
+  _cleanup_free_ char *host = NULL, *path = NULL, *resource = NULL;
   if (path_style)
-    {
-      host = kiln_xstrdup (c->authority);
-      raw_path = kiln_xasprintf ("%s/%s%s%s", c->base_path, call->bucket, call->key ? "/" : "",
-                                 call->key ? call->key : "");
-    }
+    path = kiln_xasprintf ("/%s%s%s", call->bucket, call->key ? "/" : "", key);
   else
     {
-      host = kiln_xasprintf ("%s.%s", call->bucket, c->authority);
-      raw_path = kiln_xasprintf ("%s/%s", c->base_path, call->key ? call->key : "");
+      host = kiln_xasprintf ("%s.%s", call->bucket, kiln_aws_client_authority (c->aws));
+      path = kiln_xasprintf ("/%s", key);
     }
-
-  char amz_date[KILN_SIGV4_AMZ_DATE_LEN + 1];
-  kiln_sigv4_format_amz_date (time (NULL), amz_date);
-  const char *payload_hash = call->payload_hash ? call->payload_hash : KILN_SIGV4_EMPTY_SHA256;
-
-  struct kiln_sigv4_pair h[8];
-  size_t nh = 0;
-  h[nh++] = (struct kiln_sigv4_pair){"host", host};
-  h[nh++] = (struct kiln_sigv4_pair){"x-amz-date", amz_date};
-  h[nh++] = (struct kiln_sigv4_pair){"x-amz-content-sha256", payload_hash};
-  if (c->creds.session_token)
-    h[nh++] = (struct kiln_sigv4_pair){"x-amz-security-token", c->creds.session_token};
-  if (c->expected_owner)
-    h[nh++] = (struct kiln_sigv4_pair){"x-amz-expected-bucket-owner", c->expected_owner};
-  if (call->content_type)
-    h[nh++] = (struct kiln_sigv4_pair){"content-type", call->content_type};
-
-  struct kiln_sigv4_request sreq = {
+  resource = kiln_xasprintf ("s3://%s/%s", call->bucket, key);
+  const struct kiln_sigv4_pair owner[] = {{"x-amz-expected-bucket-owner", c->expected_owner}};
+  struct kiln_aws_rest_request req = {
+    .operation = call->op,
     .method = call->method,
-    .path = raw_path,
+    .path = path,
     .query = call->query,
     .n_query = call->n_query,
-    .headers = h,
-    .n_headers = nh,
-    .payload_hash = payload_hash,
-    .flags = kiln_sigv4_service_flags ("s3"),
-  };
-  struct kiln_sigv4_signer signer = {
-    .access_key_id = c->creds.access_key_id,
-    .secret_access_key = c->creds.secret_access_key,
-    .session_token = c->creds.session_token,
-    .amz_date = amz_date,
-    .region = c->region,
-    .service = "s3",
-  };
-  struct kiln_sigv4_result sig = {0};
-  if (kiln_sigv4_sign (&sreq, &signer, &sig, err) < 0)
-    return -1;
-
-  _cleanup_free_ char *enc_path = kiln_sigv4_uri_encode (raw_path, true);
-  _cleanup_free_ char *url = NULL;
-  url = kiln_xasprintf ("%s://%s%s%s%s", c->scheme, host, enc_path, *sig.query_string ? "?" : "", sig.query_string);
-
-  /* The same headers, as sent, plus the Authorization. */
-  char *lines[10] = {0};
-  size_t nl = 0;
-  for (size_t i = 0; i < nh; i++)
-    lines[nl++] = kiln_xasprintf ("%s: %s", h[i].name, h[i].value);
-  lines[nl++] = kiln_xasprintf ("Authorization: %s", sig.authorization);
-  lines[nl] = NULL;
-
-  if (call->body_file && fseeko (call->body_file, 0, SEEK_SET) != 0)
-    {
-      int e = errno;
-      for (size_t i = 0; i < nl; i++)
-        free (lines[i]);
-      kiln_sigv4_result_release (&sig);
-      return kiln_fail_errno (err, e, "rewind the upload");
-    }
-  struct kiln_http_request hreq = {
-    .method = call->method,
-    .url = url,
-    .headers = (const char *const *) lines,
+    .headers = c->expected_owner ? owner : NULL,
+    .n_headers = c->expected_owner ? 1 : 0,
+    .content_type = call->content_type,
     .body = call->body,
-    .body_file = call->body_file,
     .body_len = call->body_len,
+    .body_file = call->body_file,
+    .payload_hash = call->payload_hash,
+    .host = host,
+    .resource = resource,
     .response_path = call->response_path,
-    .timeout_seconds = c->timeout,
-    .insecure = c->insecure,
   };
-  int r = kiln_http_perform (&hreq, resp, err);
-  for (size_t i = 0; i < nl; i++)
-    {
-      /* The Authorization line and token header are credentials-derived. */
-      explicit_bzero (lines[i], strlen (lines[i]));
-      free (lines[i]);
-    }
-  kiln_sigv4_result_release (&sig);
-  return r;
-}
-
-/* "s3://bucket/key" for messages. */
-static char *
-object_name (const struct s3_call *call)
-{
-  char *r = NULL;
-  r = kiln_xasprintf ("s3://%s/%s", call->bucket, call->key ? call->key : "");
-  return r;
-}
-
-static int
-s3_call (struct kiln_s3_client *c, const struct s3_call *call, struct kiln_http_response *resp, kiln_error **err)
-{
-  _cleanup_free_ char *name = object_name (call);
-  for (int attempt = 1;; attempt++)
-    {
-      kiln_error *e = NULL;
-      kiln_http_response_release (resp);
-      int r = s3_attempt (c, call, resp, &e);
-      bool transient = r < 0 ? (e && (e->code == KILN_ERR_IO || e->code == KILN_ERR_TIMEOUT))
-                             : retryable_status (resp->status);
-      if (transient && attempt < MAX_ATTEMPTS)
-        {
-          kiln_error_free (e);
-          struct timespec ts = {0, 200L * 1000 * 1000 * attempt};
-          nanosleep (&ts, NULL);
-          continue;
-        }
-      if (r < 0)
-        {
-          kiln_error_move (err, &e);
-          return kiln_error_prefix (err, "S3 %s %s", call->op, name);
-        }
-      break;
-    }
-  if (resp->status >= 200 && resp->status < 300)
-    return 0;
-
-  _cleanup_free_ char *code = NULL, *message = NULL;
-  kiln_s3_parse_error (kiln_buf_str (&resp->body), &code, &message);
-  int kind = KILN_ERR_REMOTE;
-  if (resp->status == 404 || (code && (strcmp (code, "NoSuchKey") == 0 || strcmp (code, "NoSuchBucket") == 0)))
-    kind = KILN_ERR_NOT_FOUND;
-  if (code)
-    return kiln_error_set (err, kind, 0, "S3 %s %s: %s%s%s (HTTP %ld)", call->op, name, code, message ? ": " : "",
-                           message ? message : "", resp->status);
-  return kiln_error_set (err, kind, 0, "S3 %s %s: %s (HTTP %ld)", call->op, name,
-                         resp->status == 404   ? "not found"
-                         : resp->status == 403 ? "access denied"
-                                               : "request failed",
-                         resp->status);
+  return kiln_aws_rest_xml_call (c->aws, &req, resp, doc, NULL, err);
 }
 
 static int
@@ -464,7 +213,7 @@ kiln_s3_get_object (struct kiln_s3_client *c, const char *bucket, const char *ke
   struct s3_call call = {.op = "GetObject", .method = "GET", .bucket = bucket, .key = key,
                          .response_path = dest_path};
   struct kiln_http_response resp = {0};
-  int r = s3_call (c, &call, &resp, err);
+  int r = s3_call (c, &call, &resp, NULL, err);
   kiln_http_response_release (&resp);
   return r;
 }
@@ -500,10 +249,10 @@ kiln_s3_put_object (struct kiln_s3_client *c, const char *bucket, const char *ke
     .payload_hash = hash,
     .content_type = content_type ? content_type : "application/octet-stream",
     .body_file = f,
-    .body_len = (uint64_t) st.st_size,
+    .body_len = (size_t) st.st_size,
   };
   struct kiln_http_response resp = {0};
-  int r = s3_call (c, &call, &resp, err);
+  int r = s3_call (c, &call, &resp, NULL, err);
   kiln_http_response_release (&resp);
   return r;
 }
@@ -542,7 +291,7 @@ kiln_s3_head_object (struct kiln_s3_client *c, const char *bucket, const char *k
     return -1;
   struct s3_call call = {.op = "HeadObject", .method = "HEAD", .bucket = bucket, .key = key};
   struct kiln_http_response resp = {0};
-  int r = s3_call (c, &call, &resp, err);
+  int r = s3_call (c, &call, &resp, NULL, err);
   if (r == 0)
     {
       const char *len = kiln_http_response_header (&resp, "content-length");
@@ -579,24 +328,19 @@ kiln_s3_listing_release (struct kiln_s3_listing *l)
 
 /* Appends the <Contents> entries of one ListObjectsV2 page. */
 static int
-parse_list_page (const char *xml, struct kiln_s3_listing *out, bool *truncated, char **token, const char *what,
+parse_list_page (xmlDoc *doc, struct kiln_s3_listing *out, bool *truncated, char **token, const char *what,
                  kiln_error **err)
 {
-  const char *end = xml + strlen (xml);
-  const char *content;
-  size_t len;
-  if (strstr (xml, "<ListBucketResult") == NULL)
+  xmlNode *root = kiln_aws_xml_root (doc);
+  if (root == NULL || xmlStrcmp (root->name, BAD_CAST "ListBucketResult") != 0)
     return kiln_error_set (err, KILN_ERR_REMOTE, 0, "S3 ListObjectsV2 %s: the reply is not a ListBucketResult", what);
-  _cleanup_free_ char *enc = xml_text (xml, end, "EncodingType");
+  _cleanup_free_ char *enc = kiln_aws_xml_text (root, "EncodingType");
   bool url_encoded = enc && strcmp (enc, "url") == 0;
 
-  const char *p = xml;
-  const char *after;
-  while (xml_find (p, end, "Contents", &content, &len, &after))
+  for (xmlNode *entry = kiln_aws_xml_child (root, "Contents"); entry; entry = kiln_aws_xml_next (entry))
     {
-      const char *cend = content + len;
-      _cleanup_free_ char *key = xml_text (content, cend, "Key");
-      _cleanup_free_ char *size = xml_text (content, cend, "Size");
+      _cleanup_free_ char *key = kiln_aws_xml_text (entry, "Key");
+      _cleanup_free_ char *size = kiln_aws_xml_text (entry, "Size");
       if (key == NULL)
         return kiln_error_set (err, KILN_ERR_REMOTE, 0, "S3 ListObjectsV2 %s: an entry without a valid <Key>", what);
       struct kiln_s3_object o = {0};
@@ -606,18 +350,17 @@ parse_list_page (const char *xml, struct kiln_s3_listing *out, bool *truncated, 
           free (o.key);
           return kiln_error_set (err, KILN_ERR_REMOTE, 0, "S3 ListObjectsV2 %s: bad <Size> for an entry", what);
         }
-      o.info.etag = xml_text (content, cend, "ETag");
-      o.info.last_modified = xml_text (content, cend, "LastModified");
+      o.info.etag = kiln_aws_xml_text (entry, "ETag");
+      o.info.last_modified = kiln_aws_xml_text (entry, "LastModified");
       struct kiln_s3_object *v = realloc (out->objects, (out->n + 1) * sizeof *v);
       if (v == NULL)
         abort ();
       out->objects = v;
       out->objects[out->n++] = o;
-      p = after;
     }
-  _cleanup_free_ char *trunc = xml_text (xml, end, "IsTruncated");
+  _cleanup_free_ char *trunc = kiln_aws_xml_text (root, "IsTruncated");
   *truncated = trunc && strcmp (trunc, "true") == 0;
-  *token = xml_text (xml, end, "NextContinuationToken");
+  *token = kiln_aws_xml_text (root, "NextContinuationToken");
   return 0;
 }
 
@@ -643,11 +386,12 @@ kiln_s3_list_objects (struct kiln_s3_client *c, const char *bucket, const char *
         q[nq++] = (struct kiln_sigv4_pair){"continuation-token", token};
       struct s3_call call = {.op = "ListObjectsV2", .method = "GET", .bucket = bucket, .query = q, .n_query = nq};
       struct kiln_http_response resp = {0};
-      int r = s3_call (c, &call, &resp, err);
+      _cleanup_ (xmlFreeDoc) xmlDoc *doc = NULL;
+      int r = s3_call (c, &call, &resp, &doc, err);
       bool truncated = false;
       char *next = NULL;
       if (r == 0)
-        r = parse_list_page (kiln_buf_str (&resp.body), out, &truncated, &next, what, err);
+        r = parse_list_page (doc, out, &truncated, &next, what, err);
       kiln_http_response_release (&resp);
       if (r == 0 && truncated && (next == NULL || *next == '\0' || (token && strcmp (next, token) == 0)))
         r = kiln_error_set (err, KILN_ERR_REMOTE, 0,
@@ -676,7 +420,7 @@ kiln_s3_delete_object (struct kiln_s3_client *c, const char *bucket, const char 
     return -1;
   struct s3_call call = {.op = "DeleteObject", .method = "DELETE", .bucket = bucket, .key = key};
   struct kiln_http_response resp = {0};
-  int r = s3_call (c, &call, &resp, err);
+  int r = s3_call (c, &call, &resp, NULL, err);
   kiln_http_response_release (&resp);
   return r;
 }
@@ -684,15 +428,11 @@ kiln_s3_delete_object (struct kiln_s3_client *c, const char *bucket, const char 
 /* Sends one request whose body is body (len bytes, signed with its hash). */
 static int
 s3_call_body (struct kiln_s3_client *c, struct s3_call *call, const void *body, size_t len,
-              struct kiln_http_response *resp, kiln_error **err)
+              struct kiln_http_response *resp, xmlDoc **doc, kiln_error **err)
 {
-  char hash[KILN_DIGEST_HEX_MAX];
-  if (kiln_digest_buffer_hex ("SHA256", body, len, hash, err) < 0)
-    return -1;
-  call->payload_hash = hash;
   call->body = body;
   call->body_len = len;
-  return s3_call (c, call, resp, err);
+  return s3_call (c, call, resp, doc, err);
 }
 
 static void
@@ -703,7 +443,7 @@ multipart_abort (struct kiln_s3_client *c, const char *bucket, const char *key, 
                          .query = q, .n_query = 1};
   struct kiln_http_response resp = {0};
   _cleanup_error_ kiln_error *e = NULL;
-  if (s3_call (c, &call, &resp, &e) < 0)
+  if (s3_call (c, &call, &resp, NULL, &e) < 0)
     kiln_log_warn ("%s (its parts stay in the bucket until a lifecycle rule or an abort removes them)",
                    kiln_error_message (e));
   kiln_http_response_release (&resp);
@@ -761,14 +501,13 @@ multipart_upload (struct kiln_s3_client *c, const char *bucket, const char *key,
   struct s3_call create = {.op = "CreateMultipartUpload", .method = "POST", .bucket = bucket, .key = key,
                            .query = create_q, .n_query = 1, .content_type = "application/octet-stream"};
   struct kiln_http_response resp = {0};
-  if (s3_call (c, &create, &resp, err) < 0)
-    {
-      kiln_http_response_release (&resp);
-      return -1;
-    }
-  const char *xml = kiln_buf_str (&resp.body);
-  _cleanup_free_ char *upload_id = xml_text (xml, xml + strlen (xml), "UploadId");
+  xmlDoc *created = NULL;
+  int r = s3_call (c, &create, &resp, &created, err);
   kiln_http_response_release (&resp);
+  if (r < 0)
+    return -1;
+  _cleanup_free_ char *upload_id = kiln_aws_xml_text (kiln_aws_xml_root (created), "UploadId");
+  xmlFreeDoc (created);
   if (upload_id == NULL || *upload_id == '\0')
     return kiln_error_set (err, KILN_ERR_REMOTE, 0, "S3 CreateMultipartUpload s3://%s/%s: no UploadId in the reply",
                            bucket, key);
@@ -778,7 +517,6 @@ multipart_upload (struct kiln_s3_client *c, const char *bucket, const char *key,
   _cleanup_free_ void *buf = malloc ((size_t) part_size);
   if (etags == NULL || buf == NULL)
     abort ();
-  int r = 0;
   uint64_t done = 0;
   for (size_t i = 0; i < n_parts && r == 0; i++)
     {
@@ -796,7 +534,7 @@ multipart_upload (struct kiln_s3_client *c, const char *bucket, const char *key,
       const struct kiln_sigv4_pair q[] = {{"partNumber", number}, {"uploadId", upload_id}};
       struct s3_call part = {.op = "UploadPart", .method = "PUT", .bucket = bucket, .key = key, .query = q,
                              .n_query = 2};
-      r = s3_call_body (c, &part, buf, len, &resp, err);
+      r = s3_call_body (c, &part, buf, len, &resp, NULL, err);
       const char *etag = r == 0 ? kiln_http_response_header (&resp, "etag") : NULL;
       if (r == 0 && (etag == NULL || *etag == '\0'))
         r = kiln_error_set (err, KILN_ERR_REMOTE, 0, "S3 UploadPart s3://%s/%s part %zu: no ETag in the reply",
@@ -814,17 +552,18 @@ multipart_upload (struct kiln_s3_client *c, const char *bucket, const char *key,
       const struct kiln_sigv4_pair q[] = {{"uploadId", upload_id}};
       struct s3_call complete = {.op = "CompleteMultipartUpload", .method = "POST", .bucket = bucket, .key = key,
                                  .query = q, .n_query = 1, .content_type = "application/xml"};
-      r = s3_call_body (c, &complete, body, strlen (body), &resp, err);
+      _cleanup_ (xmlFreeDoc) xmlDoc *reply = NULL;
+      r = s3_call_body (c, &complete, body, strlen (body), &resp, &reply, err);
+      kiln_http_response_release (&resp);
       /* S3 may answer 200 and still put an error in the body. */
-      const char *reply = kiln_buf_str (&resp.body);
-      if (r == 0 && strstr (reply, "<Error>") != NULL)
+      xmlNode *root = kiln_aws_xml_root (reply);
+      if (r == 0 && xmlStrcmp (root->name, BAD_CAST "Error") == 0)
         {
-          _cleanup_free_ char *code = NULL, *message = NULL;
-          kiln_s3_parse_error (reply, &code, &message);
+          _cleanup_free_ char *code = kiln_aws_xml_text (root, "Code");
+          _cleanup_free_ char *message = kiln_aws_xml_text (root, "Message");
           r = kiln_error_set (err, KILN_ERR_REMOTE, 0, "S3 CompleteMultipartUpload s3://%s/%s: %s%s%s", bucket,
                               key, code ? code : "error", message ? ": " : "", message ? message : "");
         }
-      kiln_http_response_release (&resp);
     }
   if (r < 0)
     multipart_abort (c, bucket, key, upload_id);

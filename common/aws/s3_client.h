@@ -1,10 +1,12 @@
-/* s3_client.h - the few S3 operations kiln needs, over http_client, sigv4 and
- * aws_config.
+/* s3_client.h - the few S3 operations kiln needs, on aws_client's rest-xml
+ * protocol.
  *
  * GetObject into a local file, PutObject from a local file (single request,
- * up to 5 GiB, payload signed with the file's real SHA-256), HeadObject and
- * ListObjectsV2 (every page).  Requests are signed with SigV4 (header form);
- * credentials, region and endpoint come from aws_config (service id "s3").
+ * up to 5 GiB, streamed, payload signed with the file's real SHA-256),
+ * HeadObject, ListObjectsV2 (every page), DeleteObject and multipart upload.
+ * Signing (SigV4, header form), retries (3 attempts, backoff with jitter) and
+ * the transport are aws_client's; credentials, region and endpoint come from
+ * aws_config (service id "s3"), the region defaulting to us-east-1.
  *
  * Addressing: path style (https://endpoint/bucket/key) whenever the endpoint is
  * configured rather than AWS's own (an emulator, MinIO), when force_path_style
@@ -16,8 +18,8 @@
  * carry S3's <Code> and <Message>; a missing object or bucket is
  * KILN_ERR_NOT_FOUND, other S3 errors KILN_ERR_REMOTE.  Credentials never
  * appear in messages. */
-#ifndef KILN_COMMON_S3_CLIENT_H
-#define KILN_COMMON_S3_CLIENT_H
+#ifndef KILN_COMMON_AWS_S3_CLIENT_H
+#define KILN_COMMON_AWS_S3_CLIENT_H
 
 #include <signal.h>
 #include <stdbool.h>
@@ -126,11 +128,13 @@ int kiln_s3_parse_uri (const char *uri, char **bucket, char **key, kiln_error **
 
 /* ---- Pieces exposed for tests ---- */
 
-/* Decodes the five XML entities and numeric character references (&#65;
- * &#x41;) into a malloc'd string; -1 on a malformed or unknown reference. */
+/* Decodes XML text as libxml2 reads it from S3's replies: the five XML
+ * entities and numeric character references (&#65; &#x41;), into a malloc'd
+ * string; -1 on a malformed or unknown reference, or markup. */
 int kiln_s3_xml_unescape (const char *s, size_t len, char **out);
 
-/* Reads S3's error document: *code and *message (malloc'd, NULL when absent). */
+/* Reads S3's error document (kiln_aws_parse_ec2_error): *code and *message
+ * (malloc'd, NULL when absent). */
 void kiln_s3_parse_error (const char *xml, char **code, char **message);
 
 #endif

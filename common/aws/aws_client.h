@@ -1,7 +1,8 @@
 /* aws_client.h - one client for every AWS API kiln calls: EC2 (query
- * protocol, XML replies) and awsJson1_1 services such as SSM.
+ * protocol, XML replies), awsJson1_1 services such as SSM, rest-json (EBS
+ * direct, Image Builder) and rest-xml (S3, through s3_client.h).
  *
- * A client is made for one service id ("ec2", "ssm", later "ebs", "s3",
+ * A client is made for one service id ("ec2", "ssm", "ebs", "s3",
  * "imagebuilder") from a loaded kiln_aws_config: credentials as the SDKs find
  * them, the region (an explicit --region wins) and the endpoint through
  * kiln_aws_config_endpoint (an explicit --endpoint-url, then
@@ -13,24 +14,30 @@
  * client.
  *
  * Calls:
- *   kiln_aws_ec2_call   Action=X&Version=2016-11-15&<params> POSTed
- *                       form-encoded, the reply parsed into an xmlDoc;
- *   kiln_aws_json_call  POST / with X-Amz-Target and an
- *                       application/x-amz-json-1.1 body, the reply a json_t.
- * Both sign with SigV4 (Authorization header, payload hash of the body) and
- * retry throttling, 5xx replies and transport failures with exponential
- * backoff and full jitter, signing each attempt afresh (a new X-Amz-Date).
- * Other client errors are never retried.
+ *   kiln_aws_ec2_call       Action=X&Version=2016-11-15&<params> POSTed
+ *                           form-encoded, the reply parsed into an xmlDoc;
+ *   kiln_aws_json_call      POST / with X-Amz-Target and an
+ *                           application/x-amz-json-1.1 body, the reply a json_t;
+ *   kiln_aws_rest_call      METHOD path?query with headers, errors as JSON;
+ *   kiln_aws_rest_xml_call  the same with S3's XML errors and replies.
+ * All sign with SigV4 (Authorization header, payload hash of the body, sent
+ * as X-Amz-Content-SHA256 by the REST protocols) and retry throttling, 5xx
+ * replies and transport failures with exponential backoff and full jitter,
+ * signing each attempt afresh (a new X-Amz-Date).  Other client errors are
+ * never retried.  XML, here as everywhere in kiln, is read by libxml2
+ * through xml_doc.h.
  *
  * Errors.  A failed call fills the kiln_error with a message naming the
  * service, the operation, AWS's code and message:
  *   "ec2 RunInstances: InvalidAMIID.NotFound: The image id '[ami-1]' does not exist"
+ * (rest-xml adds the resource and the HTTP status, as S3's users expect:
+ *   "S3 GetObject s3://b/k: NoSuchKey: The specified key does not exist. (HTTP 404)")
  * and, when the caller asks, a struct kiln_aws_error with the parts (HTTP
  * status, code, message, request id, attempts) so a driver can branch on
  * codes such as IncorrectInstanceState without parsing messages.  kiln_error
  * codes: KILN_ERR_NOT_FOUND for codes naming something missing (*NotFound*,
- * InvocationDoesNotExist) or a bare HTTP 404, KILN_ERR_REMOTE for other AWS
- * errors and unreadable replies, the transport's own code (KILN_ERR_IO,
+ * NoSuch*, InvocationDoesNotExist) or HTTP 404, KILN_ERR_REMOTE for other
+ * AWS errors and unreadable replies, the transport's own code (KILN_ERR_IO,
  * KILN_ERR_TIMEOUT) when no reply came, KILN_ERR_INVALID for bad arguments.
  *
  * Secrets.  The secret key, session token (sent as X-Amz-Security-Token),
@@ -43,6 +50,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <time.h>
 
 #include <jansson.h>
@@ -94,6 +102,8 @@ struct kiln_aws_client_options {
   long timeout_seconds;
   bool insecure;                  /* ignore TLS certificate errors */
   const struct kiln_aws_hooks *hooks; /* copied; NULL: the real world */
+  /* What messages call the service ("S3"); NULL: the service id. */
+  const char *display_name;
 };
 
 struct kiln_aws_client;
@@ -113,6 +123,11 @@ const char *kiln_aws_client_region (const struct kiln_aws_client *c);   /* "us-e
 const char *kiln_aws_client_endpoint (const struct kiln_aws_client *c); /* "http://127.0.0.1:4566" */
 /* The name requests are signed for (the credential scope's service). */
 const char *kiln_aws_client_signing_name (const struct kiln_aws_client *c);
+/* The endpoint's host[:port] ("127.0.0.1:4566"), the Host header's default. */
+const char *kiln_aws_client_authority (const struct kiln_aws_client *c);
+/* True when the endpoint was configured (an emulator, a private endpoint)
+ * rather than AWS's own (kiln_aws_endpoint's custom). */
+bool kiln_aws_client_endpoint_custom (const struct kiln_aws_client *c);
 
 /* ---- Errors ---- */
 
@@ -238,8 +253,9 @@ char *kiln_aws_xml_text (xmlNode *node, const char *path);
  * key/value children), malloc'd, or NULL. */
 char *kiln_aws_xml_tag (xmlNode *node, const char *key);
 
-/* Reads EC2's error document (<Response><Errors><Error><Code>, <Message>,
- * <RequestID>) into e's code, message and request_id (NULL when absent);
+/* Reads an XML error document, EC2's (<Response><Errors><Error><Code>,
+ * <Message>, <RequestID>), other query services' (<ErrorResponse><Error>) or
+ * S3's (<Error><Code>) into e's code, message and request_id (NULL when absent);
  * http_status and attempts are left alone.  Returns 0 when a code was found. */
 int kiln_aws_parse_ec2_error (const char *body, size_t len, struct kiln_aws_error *e);
 /* Reads an awsJson1_1 error: __type (any "prefix#" stripped, or the
@@ -248,17 +264,17 @@ int kiln_aws_parse_ec2_error (const char *body, size_t len, struct kiln_aws_erro
  * found. */
 int kiln_aws_parse_json_error (const struct kiln_http_response *resp, struct kiln_aws_error *e);
 
-/* ---- REST (rest-json: EBS direct, Image Builder) ----
+/* ---- REST (rest-json: EBS direct, Image Builder; rest-xml: S3) ----
  *
  * One request to METHOD path?query with the given headers and body; the
- * reply, whatever its body (JSON or binary), is the caller's in *resp
+ * reply, whatever its body (JSON, XML or binary), is the caller's in *resp
  * (release it with kiln_http_response_release).  Errors, retries and their
  * messages as the other protocols; a rest-json error's Reason field is
  * added to the message.  unsigned_payload signs UNSIGNED-PAYLOAD instead of
  * the body's hash (what EBS's PutSnapshotBlock expects). */
 struct kiln_aws_rest_request {
   const char *operation;                 /* for messages: "PutSnapshotBlock" */
-  const char *method;                    /* "GET", "PUT", "POST", ... */
+  const char *method;                    /* "GET", "PUT", "POST", "HEAD", ... */
   const char *path;                      /* decoded, below the endpoint's path: "/snapshots/snap-1/blocks/0" */
   const struct kiln_sigv4_pair *query;   /* decoded names and values */
   size_t n_query;
@@ -266,11 +282,28 @@ struct kiln_aws_rest_request {
   size_t n_headers;
   const char *content_type;              /* NULL: none */
   const void *body;
-  size_t body_len;
+  size_t body_len;                       /* of body or body_file */
   bool unsigned_payload;
+  /* Streams body_len bytes from the file instead of body, from offset 0 on
+   * every attempt; payload_hash must then be given (or unsigned_payload). */
+  FILE *body_file;
+  const char *payload_hash;              /* the body's SHA-256 in hex, when known; NULL: computed */
+  const char *host;                      /* Host and the URL's authority; NULL: the endpoint's */
+  const char *resource;                  /* named in messages after the operation: "s3://b/k" */
+  const char *response_path;             /* a 2xx body is written there (http_client.h) */
 };
 
 int kiln_aws_rest_call (struct kiln_aws_client *c, const struct kiln_aws_rest_request *req,
                         struct kiln_http_response *resp, struct kiln_aws_error *aws_err, kiln_error **err);
+
+/* The rest-xml protocol (S3's): as kiln_aws_rest_call, but an error reply is
+ * <Error><Code>..</Code><Message>..</Message></Error> (or no body at all, as
+ * for HEAD: then the status speaks, "not found (HTTP 404)"), and messages
+ * end with the HTTP status.  When doc is non-NULL the 2xx reply is parsed
+ * into *doc (free with xmlFreeDoc), a body that is not XML being an error.
+ * aws_err as for kiln_aws_ec2_call. */
+int kiln_aws_rest_xml_call (struct kiln_aws_client *c, const struct kiln_aws_rest_request *req,
+                            struct kiln_http_response *resp, xmlDoc **doc, struct kiln_aws_error *aws_err,
+                            kiln_error **err);
 
 #endif

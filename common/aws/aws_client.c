@@ -1,14 +1,16 @@
-/* aws_client.c - the AWS API client: EC2 query and awsJson1_1 calls, signed,
- * retried and decoded (see aws_client.h).
+/* aws_client.c - the AWS API client: EC2 query, awsJson1_1, rest-json and
+ * rest-xml calls, signed, retried and decoded (see aws_client.h).
  *
  * Every call goes through aws_send(), which runs the retry loop around
  * aws_attempt().  An attempt builds the header set, signs it with SigV4 at the
- * hooks' clock, performs the exchange through the hooks' transport and wipes
- * the credential-bearing header lines.  The loop classifies what came back —
- * a transport failure, a 2xx, or an error reply decoded by the protocol's
- * parser — and either pauses (full jitter) and tries again or turns it into a
- * kiln_error plus a struct kiln_aws_error.  The two public calls only encode
- * their request and decode the 2xx reply.
+ * hooks' clock, performs the exchange through the hooks' transport (a body
+ * from memory or streamed from a file rewound first, a reply to memory or a
+ * file) and wipes the credential-bearing header lines.  The loop classifies
+ * what came back — a transport failure, a 2xx, or an error reply decoded by
+ * the protocol's parser — and either pauses (full jitter) and tries again or
+ * turns it into a kiln_error plus a struct kiln_aws_error.  The public calls
+ * only encode their request and decode the 2xx reply; s3_client.c is S3's
+ * operations on kiln_aws_rest_xml_call, with no transport of its own.
  *
  * XML is read with libxml2 (network access and DTD loading off, entity
  * expansion left to the predefined entities), once the library's global state
@@ -63,6 +65,7 @@ static const struct service_info known_services[] = {
 
 struct kiln_aws_client {
   char *service;             /* "ec2" */
+  char *display_name;        /* "ec2", or what the options say ("S3") */
   char *signing_name;        /* "ec2" */
   const char *json_target_prefix; /* static, or NULL */
   char *region;
@@ -70,6 +73,7 @@ struct kiln_aws_client {
   char *scheme;              /* "http" */
   char *authority;           /* "127.0.0.1:4566": the Host header */
   char *base_path;           /* decoded path from the endpoint URL: "" or "/prefix" */
+  bool endpoint_custom;      /* configured, not AWS's own */
   struct kiln_aws_credentials creds;
   struct kiln_aws_retry_policy retry; /* defaults applied */
   long timeout_seconds;      /* per attempt; 0: none */
@@ -125,6 +129,7 @@ kiln_aws_client_free (struct kiln_aws_client *c)
     return;
   kiln_aws_credentials_release (&c->creds);
   free (c->service);
+  free (c->display_name);
   free (c->signing_name);
   free (c->region);
   free (c->endpoint);
@@ -162,6 +167,7 @@ kiln_aws_client_new (const struct kiln_aws_config *cfg, const char *service_id,
   int ret = -1;
   const struct service_info *info = find_service (service_id);
   c->service = kiln_xstrdup (service_id);
+  c->display_name = kiln_xstrdup (opts->display_name ? opts->display_name : service_id);
   c->signing_name = kiln_xstrdup (info ? info->signing_name : service_id);
   c->json_target_prefix = info ? info->json_target_prefix : NULL;
 
@@ -171,24 +177,25 @@ kiln_aws_client_new (const struct kiln_aws_config *cfg, const char *service_id,
       kiln_fail_invalid (err,
                          "%s: no region configured (give --region, set AWS_REGION or AWS_DEFAULT_REGION, "
                          "or set region in profile '%s')",
-                         service_id, kiln_aws_config_profile (cfg));
+                         c->display_name, kiln_aws_config_profile (cfg));
       goto out;
     }
   c->region = kiln_xstrdup (region);
   if (kiln_aws_config_credentials (cfg, &c->creds, err) < 0)
     {
-      kiln_error_prefix (err, "%s", service_id);
+      kiln_error_prefix (err, "%s", c->display_name);
       goto out;
     }
   if (kiln_aws_config_endpoint (cfg, service_id, opts->endpoint_url, c->region, &ep, err) < 0)
     {
-      kiln_error_prefix (err, "%s", service_id);
+      kiln_error_prefix (err, "%s", c->display_name);
       goto out;
     }
   c->endpoint = kiln_xstrdup (ep.url);
+  c->endpoint_custom = ep.custom;
   if (kiln_aws_endpoint_split (&ep, &c->scheme, &c->authority, &c->base_path, err) < 0)
     {
-      kiln_error_prefix (err, "%s", service_id);
+      kiln_error_prefix (err, "%s", c->display_name);
       goto out;
     }
 
@@ -243,6 +250,18 @@ const char *
 kiln_aws_client_signing_name (const struct kiln_aws_client *c)
 {
   return c->signing_name;
+}
+
+const char *
+kiln_aws_client_authority (const struct kiln_aws_client *c)
+{
+  return c->authority;
+}
+
+bool
+kiln_aws_client_endpoint_custom (const struct kiln_aws_client *c)
+{
+  return c->endpoint_custom;
 }
 
 /* ---- errors ---- */
@@ -415,15 +434,17 @@ enum wire_protocol {
   PROTOCOL_EC2_QUERY,
   PROTOCOL_JSON_1_1,
   PROTOCOL_REST,             /* rest-json: errors as awsJson's */
+  PROTOCOL_REST_XML,         /* S3: <Error><Code> errors, or none (HEAD) */
 };
 
 struct aws_request {
   enum wire_protocol protocol;
   const char *operation;     /* for messages: "RunInstances" */
+  const char *resource;      /* for messages, after the operation; or NULL */
   const char *content_type;  /* or NULL: no Content-Type */
   const char *target;        /* X-Amz-Target, or NULL */
-  const char *body;
-  size_t body_len;
+  const void *body;
+  size_t body_len;           /* of body or body_file */
   /* REST protocols; the others POST to the endpoint's path. */
   const char *method;        /* NULL: POST */
   const char *path;          /* decoded, below the endpoint's base path; NULL: "/" */
@@ -432,7 +453,17 @@ struct aws_request {
   const struct kiln_sigv4_pair *headers; /* more headers, signed */
   size_t n_headers;
   bool unsigned_payload;
+  FILE *body_file;           /* rewound for each attempt */
+  const char *payload_hash;  /* or NULL: the SHA-256 of body */
+  const char *host;          /* NULL: the endpoint's authority */
+  const char *response_path;
 };
+
+static bool
+rest_protocol (enum wire_protocol p)
+{
+  return p == PROTOCOL_REST || p == PROTOCOL_REST_XML;
+}
 
 static void
 wipe_free (char *s)
@@ -452,10 +483,14 @@ aws_attempt (struct kiln_aws_client *c, const struct aws_request *r, struct kiln
   char amz_date[KILN_SIGV4_AMZ_DATE_LEN + 1];
   kiln_sigv4_format_amz_date (c->hooks.now (c->hooks.opaque), amz_date);
   char payload_hash[KILN_SHA256_LEN * 2 + 1];
-  if (r->unsigned_payload)
-    snprintf (payload_hash, sizeof payload_hash, "%s", KILN_SIGV4_UNSIGNED_PAYLOAD);
+  if (r->unsigned_payload || r->payload_hash)
+    snprintf (payload_hash, sizeof payload_hash, "%s",
+              r->unsigned_payload ? KILN_SIGV4_UNSIGNED_PAYLOAD : r->payload_hash);
   else
     kiln_sha256_hex (r->body, r->body_len, payload_hash);
+  if (r->body_file && fseeko (r->body_file, 0, SEEK_SET) != 0)
+    return kiln_fail_errno (err, errno, "rewind the request body");
+  const char *host = r->host ? r->host : c->authority;
   _cleanup_free_ char *path = NULL;
   path = kiln_xasprintf ("%s%s", c->base_path, r->path ? r->path : "/");
   const char *method = r->method ? r->method : "POST";
@@ -466,8 +501,8 @@ aws_attempt (struct kiln_aws_client *c, const struct aws_request *r, struct kiln
   size_t nh = 0;
   if (r->content_type)
     h[nh++] = (struct kiln_sigv4_pair){"Content-Type", r->content_type};
-  h[nh++] = (struct kiln_sigv4_pair){"Host", c->authority};
-  if (r->protocol == PROTOCOL_REST)
+  h[nh++] = (struct kiln_sigv4_pair){"Host", host};
+  if (rest_protocol (r->protocol))
     h[nh++] = (struct kiln_sigv4_pair){"X-Amz-Content-SHA256", payload_hash};
   for (size_t i = 0; i < r->n_headers; i++)
     h[nh++] = r->headers[i];
@@ -501,7 +536,7 @@ aws_attempt (struct kiln_aws_client *c, const struct aws_request *r, struct kiln
 
   _cleanup_free_ char *enc_path = kiln_sigv4_uri_encode (path, true);
   struct kiln_buf url = KILN_BUF_INIT;
-  kiln_buf_printf (&url, "%s://%s%s", c->scheme, c->authority, enc_path);
+  kiln_buf_printf (&url, "%s://%s%s", c->scheme, host, enc_path);
   for (size_t i = 0; i < r->n_query; i++)
     {
       kiln_buf_puts (&url, i == 0 ? "?" : "&");
@@ -522,8 +557,10 @@ aws_attempt (struct kiln_aws_client *c, const struct aws_request *r, struct kiln
     .method = method,
     .url = kiln_buf_str (&url),
     .headers = (const char *const *) lines,
-    .body = r->body,
+    .body = r->body_file ? NULL : r->body,
+    .body_file = r->body_file,
     .body_len = r->body_len,
+    .response_path = r->response_path,
     .timeout_seconds = c->timeout_seconds,
     .insecure = c->insecure,
   };
@@ -545,22 +582,73 @@ transport_retryable (const kiln_error *e)
   return e && (e->code == KILN_ERR_IO || e->code == KILN_ERR_TIMEOUT);
 }
 
+/* What messages call the request: "ec2 RunInstances", "S3 GetObject s3://b/k". */
+static char *
+request_label (const struct kiln_aws_client *c, const struct aws_request *r)
+{
+  return kiln_xasprintf ("%s %s%s%s", c->display_name, r->operation, r->resource ? " " : "",
+                         r->resource ? r->resource : "");
+}
+
 static void
-pause_before_retry (struct kiln_aws_client *c, const struct aws_request *r, int attempt, const char *why)
+pause_before_retry (struct kiln_aws_client *c, const char *label, int attempt, const char *why)
 {
   long ms = kiln_aws_retry_delay_ms (&c->retry, attempt, c->hooks.random (c->hooks.opaque));
-  kiln_log_info ("%s %s: %s; attempt %d of %d in %ld ms", c->service, r->operation, why, attempt + 1,
-                 c->retry.max_attempts, ms);
+  kiln_log_info ("%s: %s; attempt %d of %d in %ld ms", label, why, attempt + 1, c->retry.max_attempts, ms);
   c->hooks.sleep_ms (ms, c->hooks.opaque);
 }
 
 static int
 error_kind (long http_status, const char *code)
 {
-  if (code ? (strstr (code, "NotFound") != NULL || strcmp (code, "InvocationDoesNotExist") == 0)
-           : http_status == 404)
+  if (http_status == 404)
+    return KILN_ERR_NOT_FOUND;
+  if (code
+      && (strstr (code, "NotFound") != NULL || strncmp (code, "NoSuch", 6) == 0
+          || strcmp (code, "InvocationDoesNotExist") == 0))
     return KILN_ERR_NOT_FOUND;
   return KILN_ERR_REMOTE;
+}
+
+/* Reads the error reply as r's protocol spells it into ae. */
+static void
+parse_error_reply (const struct aws_request *r, const struct kiln_http_response *resp, struct kiln_aws_error *ae)
+{
+  if (r->protocol == PROTOCOL_EC2_QUERY || r->protocol == PROTOCOL_REST_XML)
+    kiln_aws_parse_ec2_error (resp->body.data, resp->body.len, ae);
+  else
+    kiln_aws_parse_json_error (resp, ae);
+  const char *rid;
+  if (r->protocol == PROTOCOL_REST_XML && ae->request_id == NULL
+      && (rid = kiln_http_response_header (resp, "x-amz-request-id")))
+    ae->request_id = kiln_xstrdup (rid);
+}
+
+/* The kiln_error for an error reply that will not be retried. */
+static int
+fail_with_reply (const struct aws_request *r, const char *label, const struct kiln_aws_error *ae,
+                 kiln_error **err)
+{
+  char gave_up[48] = "";
+  if (ae->attempts > 1)
+    snprintf (gave_up, sizeof gave_up, " (gave up after %d attempts)", ae->attempts);
+  /* rest-xml (S3) messages end with the status; a HEAD error has no body,
+   * so the status is all there is to say. */
+  char status[32] = "";
+  if (r->protocol == PROTOCOL_REST_XML)
+    snprintf (status, sizeof status, " (HTTP %ld)", ae->http_status);
+  int kind = error_kind (ae->http_status, ae->code);
+  if (ae->code)
+    return kiln_error_set (err, kind, 0, "%s: %s%s%s%s%s", label, ae->code, ae->message && *ae->message ? ": " : "",
+                           ae->message ? ae->message : "", status, gave_up);
+  if (r->protocol == PROTOCOL_REST_XML)
+    return kiln_error_set (err, kind, 0, "%s: %s%s%s", label,
+                           ae->http_status == 404   ? "not found"
+                           : ae->http_status == 403 ? "access denied"
+                                                    : "request failed",
+                           status, gave_up);
+  return kiln_error_set (err, kind, 0, "%s: HTTP %ld without an AWS error in the reply%s", label, ae->http_status,
+                         gave_up);
 }
 
 /* Sends r until it succeeds, fails for good or runs out of attempts.  0 with
@@ -569,6 +657,7 @@ static int
 aws_send (struct kiln_aws_client *c, const struct aws_request *r, struct kiln_http_response *resp,
           struct kiln_aws_error *ae, kiln_error **err)
 {
+  _cleanup_free_ char *label = request_label (c, r);
   for (int attempt = 1;; attempt++)
     {
       _cleanup_error_ kiln_error *e = NULL;
@@ -580,41 +669,29 @@ aws_send (struct kiln_aws_client *c, const struct aws_request *r, struct kiln_ht
         {
           if (transport_retryable (e) && !last)
             {
-              pause_before_retry (c, r, attempt, kiln_error_message (e));
+              pause_before_retry (c, label, attempt, kiln_error_message (e));
               continue;
             }
           int code = e ? e->code : KILN_ERR_FAILED;
           if (attempt > 1)
-            return kiln_error_set (err, code, 0, "%s %s: %s (gave up after %d attempts)", c->service, r->operation,
-                                   kiln_error_message (e), attempt);
+            return kiln_error_set (err, code, 0, "%s: %s (gave up after %d attempts)", label, kiln_error_message (e),
+                                   attempt);
           kiln_error_move (err, &e);
-          return kiln_error_prefix (err, "%s %s", c->service, r->operation);
+          return kiln_error_prefix (err, "%s", label);
         }
       ae->http_status = resp->status;
       if (resp->status >= 200 && resp->status < 300)
         return 0;
 
-      if (r->protocol == PROTOCOL_EC2_QUERY)
-        kiln_aws_parse_ec2_error (resp->body.data, resp->body.len, ae);
-      else
-        kiln_aws_parse_json_error (resp, ae);
+      parse_error_reply (r, resp, ae);
       if (kiln_aws_retryable (resp->status, ae->code) && !last)
         {
           char why[160];
           snprintf (why, sizeof why, "%s (HTTP %ld)", ae->code ? ae->code : "server error", resp->status);
-          pause_before_retry (c, r, attempt, why);
+          pause_before_retry (c, label, attempt, why);
           continue;
         }
-
-      char gave_up[48] = "";
-      if (attempt > 1)
-        snprintf (gave_up, sizeof gave_up, " (gave up after %d attempts)", attempt);
-      int kind = error_kind (resp->status, ae->code);
-      if (ae->code)
-        return kiln_error_set (err, kind, 0, "%s %s: %s%s%s%s", c->service, r->operation, ae->code,
-                               ae->message && *ae->message ? ": " : "", ae->message ? ae->message : "", gave_up);
-      return kiln_error_set (err, kind, 0, "%s %s: HTTP %ld without an AWS error in the reply%s", c->service,
-                             r->operation, resp->status, gave_up);
+      return fail_with_reply (r, label, ae, err);
     }
 }
 
@@ -738,6 +815,22 @@ kiln_aws_ec2_form_body (const char *action, const struct kiln_aws_params *params
   return kiln_buf_steal (&b);
 }
 
+/* Parses a 2xx reply into *doc; a body that is not XML is an error. */
+static int
+parse_xml_reply (const struct kiln_aws_client *c, const struct aws_request *r, const struct kiln_http_response *resp,
+                 xmlDoc **doc, kiln_error **err)
+{
+  *doc = kiln_xml_parse_untrusted (resp->body.data, resp->body.len, "aws-reply.xml");
+  if (*doc && kiln_aws_xml_root (*doc))
+    return 0;
+  if (*doc)
+    xmlFreeDoc (*doc);
+  *doc = NULL;
+  _cleanup_free_ char *label = request_label (c, r);
+  return kiln_error_set (err, KILN_ERR_REMOTE, 0, "%s: the reply (HTTP %ld, %zu bytes) is not XML", label,
+                         resp->status, resp->body.len);
+}
+
 static bool
 valid_operation_name (const char *s)
 {
@@ -758,7 +851,7 @@ kiln_aws_ec2_call (struct kiln_aws_client *c, const char *action, const struct k
   if (!valid_operation_name (action))
     {
       give_aws_error (aws_err, &ae);
-      return kiln_fail_invalid (err, "%s: '%s' is not an action name", c->service, action ? action : "");
+      return kiln_fail_invalid (err, "%s: '%s' is not an action name", c->display_name, action ? action : "");
     }
   _cleanup_free_ char *body = kiln_aws_ec2_form_body (action, params);
   struct aws_request r = {
@@ -771,21 +864,11 @@ kiln_aws_ec2_call (struct kiln_aws_client *c, const char *action, const struct k
   struct kiln_http_response resp = {0};
   int ret = aws_send (c, &r, &resp, &ae, err);
   if (ret == 0)
+    ret = parse_xml_reply (c, &r, &resp, doc, err);
+  if (ret == 0)
     {
-      *doc = kiln_xml_parse_untrusted (resp.body.data, resp.body.len, "aws-reply.xml");
-      if (*doc == NULL || kiln_aws_xml_root (*doc) == NULL)
-        {
-          if (*doc)
-            xmlFreeDoc (*doc);
-          *doc = NULL;
-          ret = kiln_error_set (err, KILN_ERR_REMOTE, 0, "%s %s: the reply (HTTP %ld, %zu bytes) is not XML",
-                                c->service, action, resp.status, resp.body.len);
-        }
-      else
-        {
-          free (ae.request_id);
-          ae.request_id = kiln_aws_xml_text (kiln_aws_xml_root (*doc), "requestId");
-        }
+      free (ae.request_id);
+      ae.request_id = kiln_aws_xml_text (kiln_aws_xml_root (*doc), "requestId");
     }
   kiln_http_response_release (&resp);
   give_aws_error (aws_err, &ae);
@@ -803,7 +886,7 @@ kiln_aws_json_call (struct kiln_aws_client *c, const char *target, json_t *input
   if (!valid_operation_name (target) || target[strlen (target) - 1] == '.')
     {
       give_aws_error (aws_err, &ae);
-      return kiln_fail_invalid (err, "%s: '%s' is not an operation name", c->service, target ? target : "");
+      return kiln_fail_invalid (err, "%s: '%s' is not an operation name", c->display_name, target ? target : "");
     }
   _cleanup_free_ char *full_target = NULL;
   if (strchr (target, '.') == NULL)
@@ -811,7 +894,7 @@ kiln_aws_json_call (struct kiln_aws_client *c, const char *target, json_t *input
       if (c->json_target_prefix == NULL)
         {
           give_aws_error (aws_err, &ae);
-          return kiln_fail_invalid (err, "%s %s: the X-Amz-Target needs a prefix (\"Prefix.%s\")", c->service,
+          return kiln_fail_invalid (err, "%s %s: the X-Amz-Target needs a prefix (\"Prefix.%s\")", c->display_name,
                                     target, target);
         }
       full_target = kiln_xasprintf ("%s.%s", c->json_target_prefix, target);
@@ -823,14 +906,14 @@ kiln_aws_json_call (struct kiln_aws_client *c, const char *target, json_t *input
   if (input && !json_is_object (input))
     {
       give_aws_error (aws_err, &ae);
-      return kiln_fail_invalid (err, "%s %s: the input must be a JSON object", c->service, operation);
+      return kiln_fail_invalid (err, "%s %s: the input must be a JSON object", c->display_name, operation);
     }
   /* jansson keeps keys in insertion order, so the body is deterministic. */
   _cleanup_free_ char *body = input ? json_dumps (input, JSON_COMPACT) : kiln_xstrdup ("{}");
   if (body == NULL)
     {
       give_aws_error (aws_err, &ae);
-      return kiln_fail_invalid (err, "%s %s: the input cannot be encoded as JSON", c->service, operation);
+      return kiln_fail_invalid (err, "%s %s: the input cannot be encoded as JSON", c->display_name, operation);
     }
   struct aws_request r = {
     .protocol = PROTOCOL_JSON_1_1,
@@ -854,7 +937,7 @@ kiln_aws_json_call (struct kiln_aws_client *c, const char *target, json_t *input
         {
           json_decref (out);
           ret = kiln_error_set (err, KILN_ERR_REMOTE, 0, "%s %s: the reply (HTTP %ld, %zu bytes) is not a JSON object",
-                                c->service, operation, resp.status, resp.body.len);
+                                c->display_name, operation, resp.status, resp.body.len);
         }
       else
         *output = out;
@@ -963,23 +1046,24 @@ kiln_aws_xml_tag (xmlNode *node, const char *key)
   return NULL;
 }
 
-/* ---- REST (rest-json) ---- */
+/* ---- REST (rest-json, rest-xml) ---- */
 
-int
-kiln_aws_rest_call (struct kiln_aws_client *c, const struct kiln_aws_rest_request *req,
-                    struct kiln_http_response *resp, struct kiln_aws_error *aws_err, kiln_error **err)
+/* Checks req, makes it the request r for protocol and sends it (aws_send). */
+static int
+rest_send (struct kiln_aws_client *c, const struct kiln_aws_rest_request *req, enum wire_protocol protocol,
+           struct aws_request *r, struct kiln_http_response *resp, struct kiln_aws_error *ae, kiln_error **err)
 {
   memset (resp, 0, sizeof *resp);
-  struct kiln_aws_error ae = {0};
   if (req->path == NULL || req->path[0] != '/' || req->method == NULL || req->operation == NULL)
-    {
-      give_aws_error (aws_err, &ae);
-      return kiln_fail_invalid (err, "%s: a REST call needs an operation, a method and a path starting with '/'",
-                                c->service);
-    }
-  struct aws_request r = {
-    .protocol = PROTOCOL_REST,
+    return kiln_fail_invalid (err, "%s: a REST call needs an operation, a method and a path starting with '/'",
+                              c->display_name);
+  if (req->body_file && req->payload_hash == NULL && !req->unsigned_payload)
+    return kiln_fail_invalid (err, "%s %s: a body streamed from a file needs its payload hash", c->display_name,
+                              req->operation);
+  *r = (struct aws_request){
+    .protocol = protocol,
     .operation = req->operation,
+    .resource = req->resource,
     .content_type = req->content_type,
     .body = req->body,
     .body_len = req->body_len,
@@ -990,8 +1074,21 @@ kiln_aws_rest_call (struct kiln_aws_client *c, const struct kiln_aws_rest_reques
     .headers = req->headers,
     .n_headers = req->n_headers,
     .unsigned_payload = req->unsigned_payload,
+    .body_file = req->body_file,
+    .payload_hash = req->payload_hash,
+    .host = req->host,
+    .response_path = req->response_path,
   };
-  int ret = aws_send (c, &r, resp, &ae, err);
+  return aws_send (c, r, resp, ae, err);
+}
+
+int
+kiln_aws_rest_call (struct kiln_aws_client *c, const struct kiln_aws_rest_request *req,
+                    struct kiln_http_response *resp, struct kiln_aws_error *aws_err, kiln_error **err)
+{
+  struct kiln_aws_error ae = {0};
+  struct aws_request r;
+  int ret = rest_send (c, req, PROTOCOL_REST, &r, resp, &ae, err);
   if (ret < 0 && ae.code && resp->body.len > 0)
     {
       /* rest-json errors may say why in a Reason field (EBS direct). */
@@ -1004,6 +1101,28 @@ kiln_aws_rest_call (struct kiln_aws_client *c, const struct kiln_aws_rest_reques
           free ((*err)->message);
           (*err)->message = m;
         }
+    }
+  give_aws_error (aws_err, &ae);
+  return ret;
+}
+
+int
+kiln_aws_rest_xml_call (struct kiln_aws_client *c, const struct kiln_aws_rest_request *req,
+                        struct kiln_http_response *resp, xmlDoc **doc, struct kiln_aws_error *aws_err,
+                        kiln_error **err)
+{
+  if (doc)
+    *doc = NULL;
+  struct kiln_aws_error ae = {0};
+  struct aws_request r;
+  int ret = rest_send (c, req, PROTOCOL_REST_XML, &r, resp, &ae, err);
+  if (ret == 0)
+    {
+      const char *rid = kiln_http_response_header (resp, "x-amz-request-id");
+      if (rid)
+        ae.request_id = kiln_xstrdup (rid);
+      if (doc)
+        ret = parse_xml_reply (c, &r, resp, doc, err);
     }
   give_aws_error (aws_err, &ae);
   return ret;

@@ -28,8 +28,8 @@
  *
  * Secrets: nothing here logs, and no error message contains a secret key, a
  * session token or a signature. */
-#ifndef KILN_COMMON_SIGV4_H
-#define KILN_COMMON_SIGV4_H
+#ifndef KILN_COMMON_AWS_SIGV4_H
+#define KILN_COMMON_AWS_SIGV4_H
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -21,8 +21,8 @@
  * Neither waits for the snapshot to become `completed` nor deletes it when
  * something fails: both are EC2 calls (DescribeSnapshots, DeleteSnapshot),
  * the caller's. */
-#ifndef KILN_COMMON_EBS_DIRECT_H
-#define KILN_COMMON_EBS_DIRECT_H
+#ifndef KILN_COMMON_AWS_EBS_DIRECT_H
+#define KILN_COMMON_AWS_EBS_DIRECT_H
 
 #include <signal.h>
 #include <stdint.h>
