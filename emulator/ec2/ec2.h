@@ -144,6 +144,11 @@ struct emu_describe_ids {
 
 #define EMU_DESCRIBE_ID_LISTS 2
 
+/* <element>the row's column</element> ("" when null). */
+struct emu_describe_text {
+  const char *element, *column;
+};
+
 struct emu_describe_kind {
   /* Ids: rows named by any id of any list are selected (the union), and
    * every id must name a row (not_found).  With ids_exclude_paging (the
@@ -181,11 +186,14 @@ struct emu_describe_kind {
    * the reply; page_min 0: the call does not page. */
   long long page_min;
 
-  /* The reply: <set><item>write</item>...</set>.  With group_column, rows
+  /* The reply: <set><item>texts write</item>...</set>, texts (ended by
+   * {NULL}) the item's first elements, each a column's text, write (may be
+   * NULL) the rest.  With group_column, rows
    * are grouped by that column in order of first appearance, each group
    * <item>group_head<group_set><item>write</item>...</group_set></item>
    * (DescribeInstances' reservations). */
   const char *set;
+  const struct emu_describe_text *texts;
   void (*write) (struct emu_call *c, json_t *row, json_t *tags);
   const char *group_column, *group_set;
   void (*group_head) (struct emu_call *c, json_t *row);
@@ -202,9 +210,18 @@ struct emu_describe_call {
 };
 
 int emu_describe (struct emu_call *c, const struct emu_describe_kind *kind);
+/* Defines the handler NAME of the Describe operation over KIND. */
+#define EMU_DESCRIBE_HANDLER(name, kind)                                                                      \
+  static int name (struct emu_call *c)                                                                        \
+  {                                                                                                           \
+    return emu_describe (c, &(kind));                                                                         \
+  }
 
 /* EC2's id shape: prefix, '-', 8 or 17 lowercase hex digits. */
 bool emu_id_well_formed (const char *id, const char *prefix);
+/* How many lowercase hex digits follow prefix and '-' to the end of id; 0
+ * when id is not of that shape. */
+size_t emu_id_digits (const char *id, const char *prefix);
 /* Fails the call with e when some id (of n) is the column of no row;
  * 0 when every one is. */
 int emu_describe_ids_found (struct emu_call *c, const struct emu_describe_error *e, json_t *rows,

@@ -25,15 +25,22 @@
 #include "store.h"
 #include "xalloc.h"
 
-bool
-emu_id_well_formed (const char *id, const char *prefix)
+size_t
+emu_id_digits (const char *id, const char *prefix)
 {
   size_t n = strlen (prefix);
   if (strncmp (id, prefix, n) != 0 || id[n] != '-')
-    return false;
+    return 0;
   const char *hex = id + n + 1;
   size_t len = strspn (hex, "0123456789abcdef");
-  return hex[len] == '\0' && (len == 8 || len == 17);
+  return hex[len] == '\0' ? len : 0;
+}
+
+bool
+emu_id_well_formed (const char *id, const char *prefix)
+{
+  size_t len = emu_id_digits (id, prefix);
+  return len == 8 || len == 17;
 }
 
 /* Fails the call with e about the bad ids (n of them, joined). */
@@ -181,7 +188,10 @@ write_item (struct emu_call *c, const struct emu_describe_call *d, json_t *row, 
   const struct emu_describe_kind *k = d->kind;
   json_t *tags = json_object_get (d->tags, emu_row_str (row, k->tags_column ? k->tags_column : "id"));
   emu_xml_start (c, "item");
-  k->write (c, row, tags ? tags : no_tags);
+  for (const struct emu_describe_text *t = k->texts; t && t->element; t++)
+    emu_xml_text (c, t->element, emu_row_str (row, t->column));
+  if (k->write)
+    k->write (c, row, tags ? tags : no_tags);
   emu_xml_end (c);
 }
 

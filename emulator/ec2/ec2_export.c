@@ -276,20 +276,13 @@ static const struct emu_describe_kind export_tasks_kind = {
     .not_found = {"InvalidExportImageTaskId.NotFound", "The task ID '%s' does not exist", NULL,
                   EMU_REPORT_EACH_ONCE},
   }},
-  .filter_names = emu_task_filter_names,
-  .fields = emu_task_filter_fields,
+  .filter_names = emu_task_filter_names, .fields = emu_task_filter_fields,
   .query = "SELECT * FROM conversion_tasks WHERE account = ?1 AND region = ?2 AND kind = 'export-image' "
            "ORDER BY seq",
-  .page_min = 1,
-  .set = "exportImageTaskSet",
-  .write = write_export_task,
+  .page_min = 1, .set = "exportImageTaskSet", .write = write_export_task,
 };
 
-static int
-op_describe_export_image_tasks (struct emu_call *c)
-{
-  return emu_describe (c, &export_tasks_kind);
-}
+EMU_DESCRIBE_HANDLER (op_describe_export_image_tasks, export_tasks_kind)
 
 /* ---- CancelExportTask ---- */
 

@@ -817,24 +817,15 @@ static const struct emu_describe_kind images_kind = {
     .not_found = {"InvalidAMIID.NotFound", "The image id '[%s]' does not exist", NULL, EMU_REPORT_EACH_ONCE},
   }},
   .ids_exclude_paging = "imageIdsSet",
-  .filter_names = image_filters,
-  .fields = image_filter_fields,
+  .filter_names = image_filters, .fields = image_filter_fields,
   .query = IMAGE_SELECT "WHERE i.region = ?2 AND i.state <> 'deregistered' AND (i.account = ?1 OR EXISTS "
            "(SELECT 1 FROM launch_permissions p WHERE p.image_id = i.id AND p.grantee IN (?1, 'all'))) "
            "ORDER BY i.seq",
-  .read = read_image_options,
-  .check = check_image_owners,
-  .keep = keep_image,
-  .page_min = 6,
-  .set = "imagesSet",
-  .write = write_image,
+  .read = read_image_options, .check = check_image_owners, .keep = keep_image,
+  .page_min = 6, .set = "imagesSet", .write = write_image,
 };
 
-static int
-op_describe_images (struct emu_call *c)
-{
-  return emu_describe (c, &images_kind);
-}
+EMU_DESCRIBE_HANDLER (op_describe_images, images_kind)
 
 /* ---- DeregisterImage ---- */
 

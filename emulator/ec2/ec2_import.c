@@ -103,12 +103,7 @@ task_warn (const char *what, kiln_error *err)
 bool
 emu_task_id_well_formed (const char *id, const char *prefix)
 {
-  size_t n = strlen (prefix);
-  if (strncmp (id, prefix, n) != 0 || id[n] != '-')
-    return false;
-  const char *hex = id + n + 1;
-  size_t len = strspn (hex, "0123456789abcdef");
-  return hex[len] == '\0' && len == TASK_HEX_DIGITS;
+  return emu_id_digits (id, prefix) == TASK_HEX_DIGITS;
 }
 
 void
@@ -1022,15 +1017,10 @@ op_import_snapshot (struct emu_call *c)
 
 static const struct emu_describe_kind snapshot_tasks_kind = {
   IMPORT_TASKS ("import-snapshot", "import-snap"),
-  .set = "importSnapshotTaskSet",
-  .write = write_snapshot_task,
+  .set = "importSnapshotTaskSet", .write = write_snapshot_task,
 };
 
-static int
-op_describe_import_snapshot_tasks (struct emu_call *c)
-{
-  return emu_describe (c, &snapshot_tasks_kind);
-}
+EMU_DESCRIBE_HANDLER (op_describe_import_snapshot_tasks, snapshot_tasks_kind)
 
 /* ---- ImportImage ---- */
 
@@ -1105,15 +1095,10 @@ op_import_image (struct emu_call *c)
 
 static const struct emu_describe_kind image_tasks_kind = {
   IMPORT_TASKS ("import-image", "import-ami"),
-  .set = "importImageTaskSet",
-  .write = write_image_task,
+  .set = "importImageTaskSet", .write = write_image_task,
 };
 
-static int
-op_describe_import_image_tasks (struct emu_call *c)
-{
-  return emu_describe (c, &image_tasks_kind);
-}
+EMU_DESCRIBE_HANDLER (op_describe_import_image_tasks, image_tasks_kind)
 
 /* ---- CancelImportTask ---- */
 

@@ -498,25 +498,14 @@ instance_rows (struct emu_call *c, struct emu_describe_call *d, kiln_error **err
 /* Instances in reservations, in order of each reservation's first
  * instance; ids and MaxResults do not go together. */
 static const struct emu_describe_kind instances_kind = {
-  .ids = {INSTANCE_IDS},
-  .ids_exclude_paging = "instancesSet",
-  .filter_names = instance_filters,
-  .fields = instance_fields,
-  .filters_first = true,
+  .ids = {INSTANCE_IDS}, .ids_exclude_paging = "instancesSet",
+  .filter_names = instance_filters, .fields = instance_fields, .filters_first = true,
   .rows = instance_rows,
-  .page_min = 5,
-  .set = "reservationSet",
-  .write = write_instance,
-  .group_column = "reservation_id",
-  .group_set = "instancesSet",
-  .group_head = write_reservation_head,
+  .page_min = 5, .set = "reservationSet", .write = write_instance,
+  .group_column = "reservation_id", .group_set = "instancesSet", .group_head = write_reservation_head,
 };
 
-static int
-describe_instances (struct emu_call *c)
-{
-  return emu_describe (c, &instances_kind);
-}
+EMU_DESCRIBE_HANDLER (describe_instances, instances_kind)
 
 static const char *const status_filters[] = {
   "availability-zone", "instance-state-name", "instance-state-code", "instance-status.status",
@@ -578,11 +567,14 @@ xml_status_block (struct emu_call *c, const char *element, const char *status)
   emu_xml_end (c);
 }
 
+static const struct emu_describe_text status_texts[] = {
+  {"instanceId", "id"}, {"availabilityZone", "az"}, {NULL, NULL},
+};
+
+/* After status_texts. */
 static void
 write_status (struct emu_call *c, json_t *row, json_t *tags)
 {
-  emu_xml_text (c, "instanceId", emu_row_str (row, "id"));
-  emu_xml_text (c, "availabilityZone", emu_row_str (row, "az"));
   xml_state (c, "instanceState", emu_row_str (row, "state"));
   xml_status_block (c, "systemStatus", emu_row_str (row, "check_status"));
   xml_status_block (c, "instanceStatus", emu_row_str (row, "check_status"));
@@ -592,23 +584,13 @@ write_status (struct emu_call *c, json_t *row, json_t *tags)
  * paged here. */
 static const struct emu_describe_kind instance_status_kind = {
   .ids = {INSTANCE_IDS},
-  .filter_names = status_filters,
-  .fields = status_fields,
-  .filters_first = true,
-  .rows = instance_rows,
-  .untagged = true,
-  .read = read_include_all,
-  .keep = keep_status,
-  .page_min = 5,
-  .set = "instanceStatusSet",
-  .write = write_status,
+  .filter_names = status_filters, .fields = status_fields, .filters_first = true,
+  .rows = instance_rows, .untagged = true,
+  .read = read_include_all, .keep = keep_status,
+  .page_min = 5, .set = "instanceStatusSet", .texts = status_texts, .write = write_status,
 };
 
-static int
-describe_instance_status (struct emu_call *c)
-{
-  return emu_describe (c, &instance_status_kind);
-}
+EMU_DESCRIBE_HANDLER (describe_instance_status, instance_status_kind)
 
 /* ---- state changes ---- */
 

@@ -687,13 +687,14 @@ keep_key_pair (struct emu_call *c, struct emu_describe_call *d, json_t *row)
   return true;
 }
 
+static const struct emu_describe_text key_pair_texts[] = {
+  {"keyPairId", "id"}, {"keyFingerprint", "fingerprint"}, {"keyName", "name"}, {"keyType", "key_type"}, {NULL, NULL},
+};
+
+/* After key_pair_texts. */
 static void
 write_key_pair (struct emu_call *c, json_t *row, json_t *tags)
 {
-  emu_xml_text (c, "keyPairId", emu_row_str (row, "id"));
-  emu_xml_text (c, "keyFingerprint", emu_row_str (row, "fingerprint"));
-  emu_xml_text (c, "keyName", emu_row_str (row, "name"));
-  emu_xml_text (c, "keyType", emu_row_str (row, "key_type"));
   emu_xml_tag_set (c, "tagSet", tags);
   emu_xml_text (c, "publicKey", emu_row_str_or_null (row, "public_key"));
   emu_xml_time (c, "createTime", (time_t) emu_row_int (row, "created"));
@@ -708,21 +709,14 @@ static const struct emu_describe_kind key_pairs_kind = {
     {.param = "KeyName", .column = "name", .not_found = KEY_PAIR_NOT_FOUND},
     {.param = "KeyPairId", .column = "id", .not_found = KEY_PAIR_NOT_FOUND},
   },
-  .filter_names = describe_key_pairs_filters,
-  .fields = key_pair_fields,
+  .filter_names = describe_key_pairs_filters, .fields = key_pair_fields,
   .query = "SELECT id, name, fingerprint, key_type, public_key, created FROM key_pairs WHERE account = ?1 AND "
            "region = ?2 ORDER BY name",
-  .read = read_include_public,
-  .keep = keep_key_pair,
-  .set = "keySet",
-  .write = write_key_pair,
+  .read = read_include_public, .keep = keep_key_pair,
+  .set = "keySet", .texts = key_pair_texts, .write = write_key_pair,
 };
 
-static int
-op_describe_key_pairs (struct emu_call *c)
-{
-  return emu_describe (c, &key_pairs_kind);
-}
+EMU_DESCRIBE_HANDLER (op_describe_key_pairs, key_pairs_kind)
 
 /* Deleting a key pair that does not exist succeeds, as in EC2. */
 static int

@@ -93,20 +93,13 @@ static const struct emu_describe_kind regions_kind = {
     .param = "RegionName", .column = "id", .valid = region_valid,
     .malformed = {"InvalidParameterValue", "Invalid region name", NULL, EMU_REPORT_FIRST},
   }},
-  .filter_names = describe_regions_filters,
-  .fields = region_fields,
-  .rows = region_rows,
-  .untagged = true,
+  .filter_names = describe_regions_filters, .fields = region_fields,
+  .rows = region_rows, .untagged = true,
   .check = check_all_regions,
-  .set = "regionInfo",
-  .write = write_region,
+  .set = "regionInfo", .write = write_region,
 };
 
-static int
-op_describe_regions (struct emu_call *c)
-{
-  return emu_describe (c, &regions_kind);
-}
+EMU_DESCRIBE_HANDLER (op_describe_regions, regions_kind)
 
 /* ---- DescribeAvailabilityZones ---- */
 
@@ -213,20 +206,13 @@ static const struct emu_describe_kind zones_kind = {
     {.param = "ZoneId", .column = "id", .valid = zone_valid,
      .malformed = {"InvalidParameterValue", "Invalid availability zone ID: [%s]", NULL, EMU_REPORT_FIRST}},
   },
-  .filter_names = describe_azs_filters,
-  .fields = zone_fields,
-  .rows = zone_rows,
-  .untagged = true,
+  .filter_names = describe_azs_filters, .fields = zone_fields,
+  .rows = zone_rows, .untagged = true,
   .check = check_all_zones,
-  .set = "availabilityZoneInfo",
-  .write = write_zone,
+  .set = "availabilityZoneInfo", .write = write_zone,
 };
 
-static int
-op_describe_availability_zones (struct emu_call *c)
-{
-  return emu_describe (c, &zones_kind);
-}
+EMU_DESCRIBE_HANDLER (op_describe_availability_zones, zones_kind)
 
 /* ---- DescribeInstanceTypes ---- */
 
@@ -370,21 +356,13 @@ static const struct emu_describe_kind types_kind = {
     .malformed = {"InvalidInstanceType", "The following supplied instance types do not exist: [%s]", NULL,
                   EMU_REPORT_EVERY},
   }},
-  .filter_names = describe_types_filters,
-  .fields = type_fields,
-  .rows = type_rows,
-  .untagged = true,
+  .filter_names = describe_types_filters, .fields = type_fields,
+  .rows = type_rows, .untagged = true,
   .check = check_types_max_results,
-  .page_min = 5,
-  .set = "instanceTypeSet",
-  .write = write_type,
+  .page_min = 5, .set = "instanceTypeSet", .write = write_type,
 };
 
-static int
-op_describe_instance_types (struct emu_call *c)
-{
-  return emu_describe (c, &types_kind);
-}
+EMU_DESCRIBE_HANDLER (op_describe_instance_types, types_kind)
 
 const struct emu_operation emu_ec2_region_ops[] = {
   {"DescribeRegions", op_describe_regions},

@@ -134,21 +134,13 @@ static const struct emu_describe_kind snapshots_kind = {
     .not_found = {"InvalidSnapshot.NotFound", "The snapshot '%s' does not exist.", NULL, EMU_REPORT_EACH_ONCE},
   }},
   .ids_exclude_paging = "snapshotSet",
-  .filter_names = snapshot_filters,
-  .fields = snapshot_filter_fields,
+  .filter_names = snapshot_filters, .fields = snapshot_filter_fields,
   .query = "SELECT * FROM snapshots WHERE account = ?1 AND region = ?2 ORDER BY seq",
-  .check = check_snapshot_owners,
-  .keep = keep_snapshot,
-  .page_min = 5,
-  .set = "snapshotSet",
-  .write = write_snapshot,
+  .check = check_snapshot_owners, .keep = keep_snapshot,
+  .page_min = 5, .set = "snapshotSet", .write = write_snapshot,
 };
 
-static int
-op_describe_snapshots (struct emu_call *c)
-{
-  return emu_describe (c, &snapshots_kind);
-}
+EMU_DESCRIBE_HANDLER (op_describe_snapshots, snapshots_kind)
 
 /* ---- DeleteSnapshot ---- */
 

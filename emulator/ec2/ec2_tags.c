@@ -457,30 +457,17 @@ tag_fields (struct emu_call *c, json_t *row)
                     emu_row_str (row, "resource_type"));
 }
 
-static void
-write_tag (struct emu_call *c, json_t *row, json_t *tags)
-{
-  emu_xml_text (c, "resourceId", emu_row_str (row, "resource_id"));
-  emu_xml_text (c, "resourceType", emu_row_str (row, "resource_type"));
-  emu_xml_text (c, "key", emu_row_str (row, "key"));
-  emu_xml_text (c, "value", emu_row_str (row, "value"));
-}
-
-static const struct emu_describe_kind tags_kind = {
-  .filter_names = describe_tags_filters,
-  .fields = tag_fields,
-  .rows = tag_rows,
-  .tags_column = "resource_id",
-  .page_min = 5,
-  .set = "tagSet",
-  .write = write_tag,
+static const struct emu_describe_text tag_texts[] = {
+  {"resourceId", "resource_id"}, {"resourceType", "resource_type"}, {"key", "key"}, {"value", "value"}, {NULL, NULL},
 };
 
-static int
-op_describe_tags (struct emu_call *c)
-{
-  return emu_describe (c, &tags_kind);
-}
+static const struct emu_describe_kind tags_kind = {
+  .filter_names = describe_tags_filters, .fields = tag_fields,
+  .rows = tag_rows, .tags_column = "resource_id",
+  .page_min = 5, .set = "tagSet", .texts = tag_texts,
+};
+
+EMU_DESCRIBE_HANDLER (op_describe_tags, tags_kind)
 
 const struct emu_operation emu_ec2_tag_ops[] = {
   {"CreateTags", op_create_tags},
