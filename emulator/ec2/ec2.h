@@ -50,9 +50,6 @@ int emu_param_bool (struct emu_call *c, const char *name, bool def, bool *out);
 /* Whether s is one of the n strings of list (NULL entries skipped). */
 bool emu_list_contains (const char *const *list, size_t n, const char *s);
 
-/* The ids (of n) no row's "id" column holds, each once, joined by ", " for
- * an EC2 NotFound message (malloc'd); NULL when every id is there. */
-char *emu_missing_ids (json_t *rows, const char *const *ids, size_t n);
 
 /* ---- filters: Filter.N.Name, Filter.N.Value.M ---- */
 
@@ -102,6 +99,133 @@ void emu_xml_time (struct emu_call *c, const char *name, time_t t);
 /* <name><item><key>K</key><value>V</value></item>...</name>, for tags
  * (key -> value); an empty set writes nothing, as EC2 does. */
 void emu_xml_tag_set (struct emu_call *c, const char *name, json_t *tags);
+
+/* ---- the Describe pipeline (ec2_describe.c) ---- */
+
+/* Every Describe* call is one run of emu_describe over a table entry, a
+ * struct emu_describe_kind, filled by field name in the file of its
+ * resource.  The run, in this order (the order EC2 reports a request's
+ * first error by):
+ *   filters (when filters_first) - read - ids with MaxResults - malformed
+ *   ids - check - filters (otherwise) - rows - ids not found - tags -
+ *   selection (ids, keep, filters) - page - reply.
+ * The differences between resources that AWS has too (Owners, ExecutableBy,
+ * RestorableBy, IncludeAllInstances ...) live in the read/check/keep hooks;
+ * a hook fails the call itself and returns -1. */
+
+struct emu_describe_call;
+
+/* How bad ids are reported: code (NULL: no such check), the message for one
+ * id and, optionally, for several; "%s" in it stands for the id or the ids
+ * joined by ", " (the only directive: the text is no printf format). */
+enum emu_describe_report {
+  EMU_REPORT_FIRST,      /* the first bad id alone */
+  EMU_REPORT_EACH_ONCE,  /* every bad id, once, in the order asked */
+  EMU_REPORT_EVERY,      /* every bad id as often as asked */
+};
+
+struct emu_describe_error {
+  const char *code;
+  const char *one, *many;        /* many NULL: one */
+  enum emu_describe_report report;
+};
+
+/* One list of ids a call may name its resources by (PARAM.1, PARAM.2 ...);
+ * a row is named by the id its column holds. */
+struct emu_describe_ids {
+  const char *param;             /* NULL: none */
+  const char *column;
+  const char *prefix;            /* for valid: "ami", "import-snap" ... */
+  /* Whether an id is well formed; NULL with a prefix: EC2's id shape
+   * (emu_id_well_formed); NULL without one: any id is. */
+  bool (*valid) (struct emu_call *c, const struct emu_describe_ids *ids, const char *id);
+  struct emu_describe_error malformed, not_found;
+};
+
+#define EMU_DESCRIBE_ID_LISTS 2
+
+/* <element>the row's column</element> ("" when null). */
+struct emu_describe_text {
+  const char *element, *column;
+};
+
+struct emu_describe_kind {
+  /* Ids: rows named by any id of any list are selected (the union), and
+   * every id must name a row (not_found).  With ids_exclude_paging (the
+   * ids' set name in EC2's message, "instancesSet"), ids and MaxResults
+   * together fail with InvalidParameterCombination. */
+  struct emu_describe_ids ids[EMU_DESCRIBE_ID_LISTS];
+  const char *ids_exclude_paging;
+
+  /* Filters: filter_param.N.Name / .Value.M (NULL: "Filter"), the names
+   * known (as emu_filters_parse takes them) and a row's values for them (a
+   * new object, as emu_filters_match takes it; built only when a filter is
+   * given).  filters_first: parsed before anything else is checked. */
+  const char *filter_param;
+  const char *const *filter_names;
+  json_t *(*fields) (struct emu_call *c, json_t *row);
+  bool filters_first;
+
+  /* Rows: query, with ?1 the caller's account and ?2 its region, or rows
+   * (a new array; NULL with *err), in the order they are listed. */
+  const char *query;
+  json_t *(*rows) (struct emu_call *c, struct emu_describe_call *d, kiln_error **err);
+  /* Tags: resource id -> {key -> value} from emu_tags_all, looked up by a
+   * row's tags_column (NULL: "id"), unless untagged or rows set d->tags. */
+  bool untagged;
+  const char *tags_column;
+
+  /* The kind's own parameters: read before the ids are checked, check
+   * after; keep decides on a row the ids and filters selected (and may
+   * add what its writer shows). */
+  int (*read) (struct emu_call *c, struct emu_describe_call *d);
+  int (*check) (struct emu_call *c, struct emu_describe_call *d);
+  bool (*keep) (struct emu_call *c, struct emu_describe_call *d, json_t *row);
+
+  /* Paging: MaxResults (page_min..1000) and NextToken, and nextToken in
+   * the reply; page_min 0: the call does not page. */
+  long long page_min;
+
+  /* The reply: <set><item>texts write</item>...</set>, texts (ended by
+   * {NULL}) the item's first elements, each a column's text, write (may be
+   * NULL) the rest.  With group_column, rows
+   * are grouped by that column in order of first appearance, each group
+   * <item>group_head<group_set><item>write</item>...</group_set></item>
+   * (DescribeInstances' reservations). */
+  const char *set;
+  const struct emu_describe_text *texts;
+  void (*write) (struct emu_call *c, json_t *row, json_t *tags);
+  const char *group_column, *group_set;
+  void (*group_head) (struct emu_call *c, json_t *row);
+};
+
+/* One run, for the hooks. */
+struct emu_describe_call {
+  const struct emu_describe_kind *kind;
+  const char **ids[EMU_DESCRIBE_ID_LISTS];   /* borrowed values, NULL-terminated */
+  size_t n_ids[EMU_DESCRIBE_ID_LISTS];
+  struct emu_filters filters;
+  json_t *tags;
+  json_t *options;               /* what read/check took from the call, by name */
+};
+
+int emu_describe (struct emu_call *c, const struct emu_describe_kind *kind);
+/* Defines the handler NAME of the Describe operation over KIND. */
+#define EMU_DESCRIBE_HANDLER(name, kind)                                                                      \
+  static int name (struct emu_call *c)                                                                        \
+  {                                                                                                           \
+    return emu_describe (c, &(kind));                                                                         \
+  }
+
+/* EC2's id shape: prefix, '-', 8 or 17 lowercase hex digits. */
+bool emu_id_well_formed (const char *id, const char *prefix);
+/* How many lowercase hex digits follow prefix and '-' to the end of id; 0
+ * when id is not of that shape. */
+size_t emu_id_digits (const char *id, const char *prefix);
+/* Fails the call with e when some id (of n) is the column of no row;
+ * 0 when every one is. */
+int emu_describe_ids_found (struct emu_call *c, const struct emu_describe_error *e, json_t *rows,
+                            const char *column, const char *const *ids, size_t n);
 
 /* ---- tags (ec2_tags.c) ---- */
 
@@ -223,14 +347,12 @@ json_t *emu_task_by_token (struct emu_call *c, const char *kind, const char *tok
  * same client token.  NULL after failing the call. */
 json_t *emu_task_create (struct emu_call *c, const struct emu_task_spec *s);
 
-/* A Describe call over tasks of one kind: ids_param.N (ids start with
- * id_prefix), filters_param.N.Name/Value.M (task-state, tags), MaxResults,
- * NextToken; each task is written inside <item> by write. */
-struct emu_task_listing {
-  const char *kind, *id_prefix, *ids_param, *filters_param, *set_name, *malformed_code, *not_found_code;
-  void (*write) (struct emu_call *c, json_t *task, json_t *tags);
-};
-int emu_tasks_describe (struct emu_call *c, const struct emu_task_listing *l);
+/* What the Describe calls over tasks share (ec2_import.c): the filters
+ * they take (task-state, tags), each task's values for them, and the
+ * check of a task id against its kind's prefix (the describe ids' prefix). */
+extern const char *const emu_task_filter_names[];
+json_t *emu_task_filter_fields (struct emu_call *c, json_t *task);
+bool emu_task_id_valid (struct emu_call *c, const struct emu_describe_ids *ids, const char *id);
 /* <progress> while the task has one. */
 void emu_task_xml_progress (struct emu_call *c, json_t *task);
 /* Cancels an active task (state deleting; the worker ends it deleted with

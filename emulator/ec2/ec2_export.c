@@ -268,17 +268,21 @@ op_export_image (struct emu_call *c)
   return 0;
 }
 
-static const struct emu_task_listing export_listing = {
-  .kind = "export-image", .id_prefix = "export-ami", .ids_param = "ExportImageTaskId", .filters_param = "Filter",
-  .set_name = "exportImageTaskSet", .malformed_code = "InvalidExportImageTaskId.Malformed",
-  .not_found_code = "InvalidExportImageTaskId.NotFound", .write = write_export_task,
+static const struct emu_describe_kind export_tasks_kind = {
+  .ids = {{
+    .param = "ExportImageTaskId", .column = "id", .prefix = "export-ami", .valid = emu_task_id_valid,
+    .malformed = {"InvalidExportImageTaskId.Malformed", "The ID '%s' is malformed (expecting \"export-ami-...\")",
+                  NULL, EMU_REPORT_FIRST},
+    .not_found = {"InvalidExportImageTaskId.NotFound", "The task ID '%s' does not exist", NULL,
+                  EMU_REPORT_EACH_ONCE},
+  }},
+  .filter_names = emu_task_filter_names, .fields = emu_task_filter_fields,
+  .query = "SELECT * FROM conversion_tasks WHERE account = ?1 AND region = ?2 AND kind = 'export-image' "
+           "ORDER BY seq",
+  .page_min = 1, .set = "exportImageTaskSet", .write = write_export_task,
 };
 
-static int
-op_describe_export_image_tasks (struct emu_call *c)
-{
-  return emu_tasks_describe (c, &export_listing);
-}
+EMU_DESCRIBE_HANDLER (op_describe_export_image_tasks, export_tasks_kind)
 
 /* ---- CancelExportTask ---- */
 

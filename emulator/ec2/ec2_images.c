@@ -54,27 +54,7 @@
   "SELECT i.*, (SELECT group_concat (p.grantee, ' ') FROM launch_permissions p WHERE p.image_id = i.id) " \
   "AS grantees FROM images i "
 
-static void
-filters_releasep (struct emu_filters *f)
-{
-  emu_filters_release (f);
-}
-#define _cleanup_filters_ __attribute__ ((cleanup (filters_releasep)))
-
 /* ---- small checks ---- */
-
-/* EC2 ids: the prefix, '-', and 8 (older resources) or 17 lowercase hex
- * digits. */
-static bool
-id_well_formed (const char *id, const char *prefix)
-{
-  size_t n = strlen (prefix);
-  if (strncmp (id, prefix, n) != 0 || id[n] != '-')
-    return false;
-  const char *hex = id + n + 1;
-  size_t len = strspn (hex, "0123456789abcdef");
-  return hex[len] == '\0' && (len == 8 || len == 17);
-}
 
 static bool
 account_id_valid (const char *s)
@@ -183,7 +163,7 @@ image_row (struct kiln_emu *emu, const char *image_id, const char *region, kiln_
 static json_t *
 image_lookup_in (struct emu_call *c, const char *image_id, const char *region)
 {
-  if (!id_well_formed (image_id, "ami"))
+  if (!emu_id_well_formed (image_id, "ami"))
     {
       fail_malformed_image (c, image_id);
       return NULL;
@@ -409,11 +389,11 @@ image_location (json_t *img)
   return s;
 }
 
+/* The fields of one <item>. */
 static void
 write_image (struct emu_call *c, json_t *img, json_t *tags)
 {
   _cleanup_free_ char *location = image_location (img);
-  emu_xml_start (c, "item");
   emu_xml_text (c, "imageId", emu_row_str (img, "id"));
   emu_xml_text (c, "imageLocation", location);
   emu_xml_text (c, "imageState", emu_row_str (img, "state"));
@@ -444,7 +424,6 @@ write_image (struct emu_call *c, json_t *img, json_t *tags)
       emu_xml_end (c);
     }
   emu_xml_tag_set (c, "tagSet", tags);
-  emu_xml_end (c);
 }
 
 /* ---- CreateImage ---- */
@@ -481,7 +460,7 @@ op_create_image (struct emu_call *c)
   const char *location = emu_param (c, "SnapshotLocation");
   if (location && strcmp (location, "regional") != 0)
     return emu_fail_param (c, "kiln-emulator keeps snapshots in the region (SnapshotLocation '%s')", location);
-  if (!id_well_formed (instance_id, "i"))
+  if (!emu_id_well_formed (instance_id, "i"))
     return emu_fail (c, 400, "InvalidInstanceID.Malformed", "Invalid id: \"%s\" (expecting \"i-...\")",
                      instance_id);
 
@@ -639,7 +618,7 @@ op_register_image (struct emu_call *c)
   if (!root.present || root.snapshot_id == NULL)
     return emu_fail (c, 400, "InvalidBlockDeviceMapping", "The root device %s must be mapped to a snapshot "
                      "(BlockDeviceMapping.N.DeviceName %s with Ebs.SnapshotId)", root_device, root_device);
-  if (!id_well_formed (root.snapshot_id, "snap"))
+  if (!emu_id_well_formed (root.snapshot_id, "snap"))
     return emu_fail (c, 400, "InvalidSnapshotID.Malformed", "Invalid id: \"%s\" (expecting \"snap-...\")",
                      root.snapshot_id);
   _cleanup_error_ kiln_error *err = NULL;
@@ -691,7 +670,7 @@ static const char *const image_filters[] = {
  * these images never have (kernel-id, platform, product-code ...) find no
  * field and so match nothing, as on AWS for such images. */
 static json_t *
-image_filter_fields (json_t *img)
+image_filter_fields (struct emu_call *c, json_t *img)
 {
   char date[32];
   emu_format_time ((time_t) emu_row_int (img, "creation_date"), date);
@@ -756,102 +735,97 @@ resolve_owners (struct emu_call *c, const char **owners, size_t n)
   return 0;
 }
 
-/* ExecutableBy.N: images the named account may launch ("self": the caller;
- * an account id: that account, by ownership, a grant or being public;
- * "all": public images only). */
+/* ExecutableBy.N: whether the named account may launch the image ("self":
+ * the caller; an account id: that account, by ownership, a grant or being
+ * public; "all": public images only). */
 static bool
-executable_by_any (json_t *img, const char *const *users, size_t n, const char *caller)
+executable_by (json_t *img, const char *user, const char *caller)
 {
-  for (size_t i = 0; i < n; i++)
-    {
-      const char *who = strcmp (users[i], "self") == 0 ? caller : users[i];
-      if (strcmp (who, "all") == 0 ? image_public (img) : image_usable_by (img, who))
-        return true;
-    }
-  return false;
+  const char *who = strcmp (user, "self") == 0 ? caller : user;
+  return strcmp (who, "all") == 0 ? image_public (img) : image_usable_by (img, who);
 }
 
+/* IncludeDeprecated and IncludeDisabled are read (a bad value fails) and
+ * change nothing: no image here is deprecated or disabled. */
 static int
-op_describe_images (struct emu_call *c)
+read_image_options (struct emu_call *c, struct emu_describe_call *d)
 {
-  size_t n_ids = 0, n_owners = 0, n_users = 0;
-  _cleanup_free_ const char **ids = emu_param_list (c, "ImageId", &n_ids);
-  _cleanup_free_ const char **owners = emu_param_list (c, "Owner", &n_owners);
-  _cleanup_free_ const char **users = emu_param_list (c, "ExecutableBy", &n_users);
   bool ignored;
   if (emu_param_bool (c, "IncludeDeprecated", false, &ignored) < 0
       || emu_param_bool (c, "IncludeDisabled", false, &ignored) < 0)
     return -1;
-  if (n_ids > 0 && emu_param (c, "MaxResults"))
-    return emu_fail (c, 400, "InvalidParameterCombination", "The parameter imageIdsSet cannot be used with the "
-                     "parameter maxResults");
-  for (size_t i = 0; i < n_ids; i++)
-    if (!id_well_formed (ids[i], "ami"))
-      return fail_malformed_image (c, ids[i]);
+  return 0;
+}
+
+/* Owner.N (resolved: "self" as the caller, aliases as null) and
+ * ExecutableBy.N, into d->options "owners" and "users" when given. */
+static int
+check_image_owners (struct emu_call *c, struct emu_describe_call *d)
+{
+  size_t n_owners = 0, n_users = 0;
+  _cleanup_free_ const char **owners = emu_param_list (c, "Owner", &n_owners);
+  _cleanup_free_ const char **users = emu_param_list (c, "ExecutableBy", &n_users);
   if (resolve_owners (c, owners, n_owners) < 0)
     return -1;
   for (size_t i = 0; i < n_users; i++)
     if (strcmp (users[i], "self") != 0 && strcmp (users[i], "all") != 0 && !account_id_valid (users[i]))
       return emu_fail (c, 400, "InvalidUserID.Malformed", "Invalid user id: \"%s\"", users[i]);
-  _cleanup_filters_ struct emu_filters filters = {0};
-  if (emu_filters_parse (c, image_filters, &filters) < 0)
-    return -1;
-
-  _cleanup_error_ kiln_error *err = NULL;
-  _cleanup_json_ json_t *rows
-      = emu_db_query (c->emu, &err, IMAGE_SELECT "WHERE i.region = ? AND i.state <> 'deregistered' AND "
-                      "(i.account = ? OR EXISTS (SELECT 1 FROM launch_permissions p WHERE p.image_id = i.id AND "
-                      "p.grantee IN (?, 'all'))) ORDER BY i.seq", c->region, c->account, c->account);
-  if (rows == NULL)
-    return emu_fail_internal (c, err);
-
-  /* Every id asked for must be one the caller can see. */
-  if (n_ids > 0)
+  if (n_owners > 0)
     {
-      _cleanup_free_ char *missing = emu_missing_ids (rows, ids, n_ids);
-      if (missing)
-        return emu_fail (c, 400, "InvalidAMIID.NotFound", "The image id '[%s]' does not exist", missing);
+      json_t *list = json_array ();
+      for (size_t i = 0; i < n_owners; i++)
+        json_array_append_new (list, owners[i] ? json_string (owners[i]) : json_null ());
+      json_object_set_new (d->options, "owners", list);
     }
-
-  /* Tags are the caller's own: an account does not see the tags the owner
-   * of a shared image set, as on AWS. */
-  _cleanup_json_ json_t *all_tags = emu_tags_all (c);
-  if (all_tags == NULL)
-    return -1;
-  _cleanup_json_ json_t *no_tags = json_object ();
-  _cleanup_json_ json_t *selected = json_array ();
-  size_t k;
-  json_t *row;
-  json_array_foreach (rows, k, row)
+  if (n_users > 0)
     {
-      const char *id = emu_row_str (row, "id");
-      if (n_ids > 0 && !emu_list_contains (ids, n_ids, id))
-        continue;
-      if (n_owners > 0 && !emu_list_contains (owners, n_owners, emu_row_str (row, "account")))
-        continue;
-      if (n_users > 0 && !executable_by_any (row, users, n_users, c->account))
-        continue;
-      json_t *tags = json_object_get (all_tags, id);
-      _cleanup_json_ json_t *fields = image_filter_fields (row);
-      if (!emu_filters_match (&filters, fields, tags ? tags : no_tags))
-        continue;
-      json_array_append (selected, row);
+      json_t *list = json_array ();
+      for (size_t i = 0; i < n_users; i++)
+        json_array_append_new (list, json_string (users[i]));
+      json_object_set_new (d->options, "users", list);
     }
-
-  size_t start = 0, count = 0;
-  _cleanup_free_ char *next_token = NULL;
-  if (emu_page (c, json_array_size (selected), 6, &start, &count, &next_token) < 0)
-    return -1;
-  emu_xml_start (c, "imagesSet");
-  for (size_t i = start; i < start + count; i++)
-    {
-      json_t *img = json_array_get (selected, i);
-      write_image (c, img, json_object_get (all_tags, emu_row_str (img, "id")));
-    }
-  emu_xml_end (c);
-  emu_xml_text (c, "nextToken", next_token);
   return 0;
 }
+
+static bool
+keep_image (struct emu_call *c, struct emu_describe_call *d, json_t *img)
+{
+  json_t *owners = json_object_get (d->options, "owners");
+  json_t *users = json_object_get (d->options, "users");
+  size_t i;
+  json_t *v;
+  bool owner_ok = owners == NULL;
+  json_array_foreach (owners, i, v)
+    owner_ok = owner_ok || (json_is_string (v) && strcmp (json_string_value (v), emu_row_str (img, "account")) == 0);
+  if (!owner_ok)
+    return false;
+  if (users == NULL)
+    return true;
+  json_array_foreach (users, i, v)
+    if (executable_by (img, json_string_value (v), c->account))
+      return true;
+  return false;
+}
+
+/* Images the caller can see (its own, shared with it, public); ids and
+ * MaxResults do not go together.  Tags are the caller's own: an account
+ * does not see the tags the owner of a shared image set, as on AWS. */
+static const struct emu_describe_kind images_kind = {
+  .ids = {{
+    .param = "ImageId", .column = "id", .prefix = "ami",
+    .malformed = {"InvalidAMIID.Malformed", "Invalid id: \"%s\" (expecting \"ami-...\")", NULL, EMU_REPORT_FIRST},
+    .not_found = {"InvalidAMIID.NotFound", "The image id '[%s]' does not exist", NULL, EMU_REPORT_EACH_ONCE},
+  }},
+  .ids_exclude_paging = "imageIdsSet",
+  .filter_names = image_filters, .fields = image_filter_fields,
+  .query = IMAGE_SELECT "WHERE i.region = ?2 AND i.state <> 'deregistered' AND (i.account = ?1 OR EXISTS "
+           "(SELECT 1 FROM launch_permissions p WHERE p.image_id = i.id AND p.grantee IN (?1, 'all'))) "
+           "ORDER BY i.seq",
+  .read = read_image_options, .check = check_image_owners, .keep = keep_image,
+  .page_min = 6, .set = "imagesSet", .write = write_image,
+};
+
+EMU_DESCRIBE_HANDLER (op_describe_images, images_kind)
 
 /* ---- DeregisterImage ---- */
 

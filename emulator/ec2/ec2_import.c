@@ -1,8 +1,9 @@
 /* ec2_import.c - VM Import/Export's import half: ImportSnapshot,
  * ImportImage, DescribeImportSnapshotTasks, DescribeImportImageTasks and
  * CancelImportTask, plus what every VM import/export task shares (ec2.h):
- * the conversion_tasks rows, their Describe listing, and the task table
- * that runs them, in order, on one job queue (jobs.h).
+ * the conversion_tasks rows, their Describe filters and id check (the
+ * listing is emu_describe's), and the task table that runs them, in order,
+ * on one job queue (jobs.h).
  *
  * A task is a row of conversion_tasks.  The call that makes it answers at
  * once with the task "active" (statusMessage "pending"); the worker then
@@ -54,13 +55,6 @@
 /* qemu-img runs this long at most on one disk. */
 #define QEMU_IMG_TIMEOUT_MS (6 * 3600 * 1000)
 
-static void
-filters_releasep (struct emu_filters *f)
-{
-  emu_filters_release (f);
-}
-#define _cleanup_filters_ __attribute__ ((cleanup (filters_releasep)))
-
 /* ---- disk formats ---- */
 
 /* The formats ImportSnapshot and ImportImage take: the API's name (what
@@ -98,12 +92,7 @@ task_warn (const char *what, kiln_error *err)
 bool
 emu_task_id_well_formed (const char *id, const char *prefix)
 {
-  size_t n = strlen (prefix);
-  if (strncmp (id, prefix, n) != 0 || id[n] != '-')
-    return false;
-  const char *hex = id + n + 1;
-  size_t len = strspn (hex, "0123456789abcdef");
-  return hex[len] == '\0' && len == TASK_HEX_DIGITS;
+  return emu_id_digits (id, prefix) == TASK_HEX_DIGITS;
 }
 
 void
@@ -669,68 +658,20 @@ emu_task_create (struct emu_call *c, const struct emu_task_spec *s)
   return row;
 }
 
-/* ---- describing tasks (shared with ec2_export.c) ---- */
+/* ---- describing tasks (with ec2_export.c) ---- */
 
-static const char *const task_filters[] = {"task-state", "tag:*", "tag-key", "tag-value", NULL};
+const char *const emu_task_filter_names[] = {"task-state", "tag:*", "tag-key", "tag-value", NULL};
 
-int
-emu_tasks_describe (struct emu_call *c, const struct emu_task_listing *l)
+json_t *
+emu_task_filter_fields (struct emu_call *c, json_t *task)
 {
-  size_t n_ids = 0;
-  _cleanup_free_ const char **ids = emu_param_list (c, l->ids_param, &n_ids);
-  for (size_t i = 0; i < n_ids; i++)
-    if (!emu_task_id_well_formed (ids[i], l->id_prefix))
-      return emu_fail (c, 400, l->malformed_code, "The ID '%s' is malformed (expecting \"%s-...\")", ids[i],
-                       l->id_prefix);
-  _cleanup_filters_ struct emu_filters filters = {0};
-  if (emu_filters_parse_named (c, l->filters_param, task_filters, &filters) < 0)
-    return -1;
-  _cleanup_error_ kiln_error *err = NULL;
-  _cleanup_json_ json_t *rows = emu_db_query (c->emu, &err, "SELECT * FROM conversion_tasks WHERE account = ? AND "
-                                              "region = ? AND kind = ? ORDER BY seq", c->account, c->region,
-                                              l->kind);
-  if (rows == NULL)
-    return emu_fail_internal (c, err);
-  if (n_ids > 0)
-    {
-      _cleanup_free_ char *missing = emu_missing_ids (rows, ids, n_ids);
-      if (missing)
-        return emu_fail (c, 400, l->not_found_code, "The task ID '%s' does not exist", missing);
-    }
-  _cleanup_json_ json_t *all_tags = emu_tags_all (c);
-  if (all_tags == NULL)
-    return -1;
-  _cleanup_json_ json_t *no_tags = json_object ();
-  _cleanup_json_ json_t *selected = json_array ();
-  size_t k;
-  json_t *row;
-  json_array_foreach (rows, k, row)
-    {
-      const char *id = emu_row_str (row, "id");
-      if (n_ids > 0 && !emu_list_contains (ids, n_ids, id))
-        continue;
-      json_t *tags = json_object_get (all_tags, id);
-      _cleanup_json_ json_t *fields = json_object ();
-      json_object_set_new (fields, "task-state", json_string (emu_row_str (row, "state")));
-      if (emu_filters_match (&filters, fields, tags ? tags : no_tags))
-        json_array_append (selected, row);
-    }
-  size_t start = 0, count = 0;
-  _cleanup_free_ char *next_token = NULL;
-  if (emu_page (c, json_array_size (selected), 1, &start, &count, &next_token) < 0)
-    return -1;
-  emu_xml_start (c, l->set_name);
-  for (size_t i = start; i < start + count; i++)
-    {
-      json_t *task = json_array_get (selected, i);
-      json_t *tags = json_object_get (all_tags, emu_row_str (task, "id"));
-      emu_xml_start (c, "item");
-      l->write (c, task, tags ? tags : no_tags);
-      emu_xml_end (c);
-    }
-  emu_xml_end (c);
-  emu_xml_text (c, "nextToken", next_token);
-  return 0;
+  return json_pack ("{s:s}", "task-state", emu_row_str (task, "state"));
+}
+
+bool
+emu_task_id_valid (struct emu_call *c, const struct emu_describe_ids *ids, const char *id)
+{
+  return emu_task_id_well_formed (id, ids->prefix);
 }
 
 /* The progress column, when there is one (none once a task has ended). */
@@ -977,17 +918,25 @@ op_import_snapshot (struct emu_call *c)
   return 0;
 }
 
-static const struct emu_task_listing snapshot_listing = {
-  .kind = "import-snapshot", .id_prefix = "import-snap", .ids_param = "ImportTaskId", .filters_param = "Filters",
-  .set_name = "importSnapshotTaskSet", .malformed_code = "InvalidConversionTaskId.Malformed",
-  .not_found_code = "InvalidConversionTaskId", .write = write_snapshot_task,
+/* Both import task kinds: ImportTaskId.N, Filters.N, paged from 1. */
+#define IMPORT_TASKS(task_kind, id_prefix)                                                                   \
+  .ids = {{                                                                                                  \
+    .param = "ImportTaskId", .column = "id", .prefix = id_prefix, .valid = emu_task_id_valid,                \
+    .malformed = {"InvalidConversionTaskId.Malformed", "The ID '%s' is malformed (expecting \"" id_prefix     \
+                  "-...\")", NULL, EMU_REPORT_FIRST},                                                        \
+    .not_found = {"InvalidConversionTaskId", "The task ID '%s' does not exist", NULL, EMU_REPORT_EACH_ONCE}, \
+  }},                                                                                                        \
+  .filter_param = "Filters", .filter_names = emu_task_filter_names, .fields = emu_task_filter_fields,        \
+  .query = "SELECT * FROM conversion_tasks WHERE account = ?1 AND region = ?2 AND kind = '" task_kind        \
+           "' ORDER BY seq",                                                                                 \
+  .page_min = 1
+
+static const struct emu_describe_kind snapshot_tasks_kind = {
+  IMPORT_TASKS ("import-snapshot", "import-snap"),
+  .set = "importSnapshotTaskSet", .write = write_snapshot_task,
 };
 
-static int
-op_describe_import_snapshot_tasks (struct emu_call *c)
-{
-  return emu_tasks_describe (c, &snapshot_listing);
-}
+EMU_DESCRIBE_HANDLER (op_describe_import_snapshot_tasks, snapshot_tasks_kind)
 
 /* ---- ImportImage ---- */
 
@@ -1060,17 +1009,12 @@ op_import_image (struct emu_call *c)
   return 0;
 }
 
-static const struct emu_task_listing image_listing = {
-  .kind = "import-image", .id_prefix = "import-ami", .ids_param = "ImportTaskId", .filters_param = "Filters",
-  .set_name = "importImageTaskSet", .malformed_code = "InvalidConversionTaskId.Malformed",
-  .not_found_code = "InvalidConversionTaskId", .write = write_image_task,
+static const struct emu_describe_kind image_tasks_kind = {
+  IMPORT_TASKS ("import-image", "import-ami"),
+  .set = "importImageTaskSet", .write = write_image_task,
 };
 
-static int
-op_describe_import_image_tasks (struct emu_call *c)
-{
-  return emu_tasks_describe (c, &image_listing);
-}
+EMU_DESCRIBE_HANDLER (op_describe_import_image_tasks, image_tasks_kind)
 
 /* ---- CancelImportTask ---- */
 

@@ -70,29 +70,13 @@ subnet_of_zone (const char *az, char out[32])
   snprintf (out, 32, "subnet-%017d", letter > 0 && letter < 27 ? letter : 1);
 }
 
-static bool
-id_well_formed (const char *id, const char *prefix)
-{
-  size_t p = strlen (prefix);
-  if (strncmp (id, prefix, p) != 0 || id[p] != '-')
-    return false;
-  const char *hex = id + p + 1;
-  size_t n = strlen (hex);
-  if (n != 8 && n != 17)
-    return false;
-  for (size_t i = 0; i < n; i++)
-    if (!isxdigit ((unsigned char) hex[i]) || isupper ((unsigned char) hex[i]))
-      return false;
-  return true;
-}
-
 /* ---- one instance in XML ---- */
 
+/* The fields of an instance's <item>. */
 static void
-xml_instance (struct emu_call *c, json_t *row, json_t *tags)
+write_instance (struct emu_call *c, json_t *row, json_t *tags)
 {
   const char *state = emu_row_str (row, "state");
-  emu_xml_start (c, "item");
   emu_xml_text (c, "instanceId", emu_row_str (row, "id"));
   emu_xml_text (c, "imageId", emu_row_str (row, "image_id"));
   xml_state (c, "instanceState", state);
@@ -186,51 +170,54 @@ xml_instance (struct emu_call *c, json_t *row, json_t *tags)
   emu_xml_text (c, "platformDetails", "Linux/UNIX");
   emu_xml_text (c, "usageOperation", "RunInstances");
   emu_xml_text (c, "bootMode", "legacy-bios");
-  emu_xml_end (c);
 }
 
 /* ---- lookups ---- */
 
-/* The rows of the given instance ids in the caller's account and region, in
- * the order given; fails (InvalidInstanceID.Malformed / .NotFound, naming
- * every missing id as EC2 does) unless all exist. */
+static const struct emu_describe_error instance_not_found = {
+  "InvalidInstanceID.NotFound", "The instance ID '%s' does not exist", "The instance IDs '%s' do not exist",
+  EMU_REPORT_EVERY,
+};
+
+/* The rows of the instance ids (of n) in the caller's account and region
+ * that exist, in the order given (an id given twice, twice). */
+static json_t *
+instances_found (struct emu_call *c, const char *const *ids, size_t n, kiln_error **err)
+{
+  _cleanup_json_ json_t *rows = json_array ();
+  for (size_t i = 0; i < n; i++)
+    {
+      json_t *row = emu_db_query_one (c->emu, err, "SELECT * FROM instances WHERE id = ? AND account = ? AND "
+                                      "region = ?", ids[i], c->account, c->region);
+      if (row == NULL && *err)
+        return NULL;
+      if (row)
+        json_array_append_new (rows, row);
+    }
+  return json_incref (rows);
+}
+
+/* The rows of the given instance ids, as instances_found; fails
+ * (InvalidInstanceID.Malformed / .NotFound, naming every missing id as EC2
+ * does) unless all exist. */
 static json_t *
 instances_by_id (struct emu_call *c, const char **ids, size_t n)
 {
   for (size_t i = 0; i < n; i++)
-    if (!id_well_formed (ids[i], "i"))
+    if (!emu_id_well_formed (ids[i], "i"))
       {
         emu_fail (c, 400, "InvalidInstanceID.Malformed", "Invalid id: \"%s\"", ids[i]);
         return NULL;
       }
-  _cleanup_json_ json_t *rows = json_array ();
-  struct kiln_buf missing = KILN_BUF_INIT;
-  size_t n_missing = 0;
-  for (size_t i = 0; i < n; i++)
+  _cleanup_error_ kiln_error *err = NULL;
+  _cleanup_json_ json_t *rows = instances_found (c, ids, n, &err);
+  if (rows == NULL)
     {
-      _cleanup_error_ kiln_error *err = NULL;
-      json_t *row = emu_db_query_one (c->emu, &err, "SELECT * FROM instances WHERE id = ? AND account = ? AND region = ?",
-                                      ids[i], c->account, c->region);
-      if (row == NULL && err)
-        {
-          kiln_buf_release (&missing);
-          emu_fail_internal (c, err);
-          return NULL;
-        }
-      if (row == NULL)
-        {
-          kiln_buf_printf (&missing, "%s%s", n_missing++ ? ", " : "", ids[i]);
-          continue;
-        }
-      json_array_append_new (rows, row);
-    }
-  if (n_missing)
-    {
-      emu_fail (c, 400, "InvalidInstanceID.NotFound", n_missing == 1 ? "The instance ID '%s' does not exist"
-                : "The instance IDs '%s' do not exist", kiln_buf_str (&missing));
-      kiln_buf_release (&missing);
+      emu_fail_internal (c, err);
       return NULL;
     }
+  if (emu_describe_ids_found (c, &instance_not_found, rows, "id", ids, n) < 0)
+    return NULL;
   return json_incref (rows);
 }
 
@@ -263,21 +250,33 @@ check_user_data (struct emu_call *c, const char *user_data)
   return 0;
 }
 
+/* A reservation's own fields, before its instancesSet. */
+static void
+write_reservation_head (struct emu_call *c, json_t *row)
+{
+  emu_xml_text (c, "reservationId", emu_row_str (row, "reservation_id"));
+  emu_xml_text (c, "ownerId", c->account);
+  emu_xml_start (c, "groupSet");
+  emu_xml_end (c);
+}
+
+/* RunInstances' reply: one reservation, its rows. */
 static int
-reply_reservation (struct emu_call *c, const char *reservation_id, json_t *rows)
+reply_reservation (struct emu_call *c, json_t *rows)
 {
   _cleanup_json_ json_t *tags = emu_tags_all (c);
   if (tags == NULL)
     return -1;
-  emu_xml_text (c, "reservationId", reservation_id);
-  emu_xml_text (c, "ownerId", c->account);
-  emu_xml_start (c, "groupSet");
-  emu_xml_end (c);
+  write_reservation_head (c, json_array_get (rows, 0));
   emu_xml_start (c, "instancesSet");
   size_t i;
   json_t *row;
   json_array_foreach (rows, i, row)
-    xml_instance (c, row, json_object_get (tags, emu_row_str (row, "id")));
+    {
+      emu_xml_start (c, "item");
+      write_instance (c, row, json_object_get (tags, emu_row_str (row, "id")));
+      emu_xml_end (c);
+    }
   emu_xml_end (c);
   return 0;
 }
@@ -378,7 +377,7 @@ run_instances (struct emu_call *c)
           emu_db_end (c->emu, false, NULL);
           if (same == NULL)
             return emu_fail_internal (c, err);
-          return reply_reservation (c, emu_row_str (json_array_get (same, 0), "reservation_id"), same);
+          return reply_reservation (c, same);
         }
     }
   _cleanup_json_ json_t *live = emu_db_query_one (c->emu, &err, "SELECT COUNT(*) AS n FROM instances WHERE "
@@ -448,10 +447,10 @@ run_instances (struct emu_call *c)
    * done since. */
   json_array_foreach (rows, i, id)
     json_object_set_new (id, "state", json_string ("pending"));
-  return reply_reservation (c, reservation, rows);
+  return reply_reservation (c, rows);
 }
 
-/* ---- DescribeInstances ---- */
+/* ---- DescribeInstances, DescribeInstanceStatus ---- */
 
 static const char *const instance_filters[] = {
   "instance-id", "instance-state-name", "instance-state-code", "instance-type", "image-id", "reservation-id",
@@ -475,100 +474,84 @@ instance_fields (struct emu_call *c, json_t *row)
                     "architecture", "x86_64", "root-device-type", "ebs");
 }
 
-/* Instances the describe calls consider: the ids asked for (all must
- * exist), else every instance of the account and region still visible. */
+/* Instances the describe calls consider: the ids asked for (in that
+ * order, whatever their state), else every instance of the account and
+ * region still visible. */
 static json_t *
-select_instances (struct emu_call *c, const struct emu_filters *filters, json_t *tags)
+instance_rows (struct emu_call *c, struct emu_describe_call *d, kiln_error **err)
 {
-  size_t n_ids = 0;
-  _cleanup_free_ const char **ids = emu_param_list (c, "InstanceId", &n_ids);
-  _cleanup_json_ json_t *rows = NULL;
-  if (n_ids)
-    rows = instances_by_id (c, ids, n_ids);
-  else
-    {
-      _cleanup_error_ kiln_error *err = NULL;
-      char cutoff[24];
-      snprintf (cutoff, sizeof cutoff, "%lld", (long long) c->now - TERMINATED_VISIBLE_SECONDS);
-      rows = emu_db_query (c->emu, &err, "SELECT * FROM instances WHERE account = ? AND region = ? AND "
-                           "(state <> 'terminated' OR state_changed >= ?) ORDER BY seq", c->account, c->region,
-                           cutoff);
-      if (rows == NULL)
-        emu_fail_internal (c, err);
-    }
-  if (rows == NULL)
-    return NULL;
-  json_t *kept = json_array ();
-  size_t i;
-  json_t *row;
-  json_array_foreach (rows, i, row)
-    {
-      _cleanup_json_ json_t *fields = instance_fields (c, row);
-      if (emu_filters_match (filters, fields, json_object_get (tags, emu_row_str (row, "id"))))
-        json_array_append (kept, row);
-    }
-  return kept;
+  if (d->n_ids[0])
+    return instances_found (c, d->ids[0], d->n_ids[0], err);
+  char cutoff[24];
+  snprintf (cutoff, sizeof cutoff, "%lld", (long long) c->now - TERMINATED_VISIBLE_SECONDS);
+  return emu_db_query (c->emu, err, "SELECT * FROM instances WHERE account = ? AND region = ? AND "
+                       "(state <> 'terminated' OR state_changed >= ?) ORDER BY seq", c->account, c->region, cutoff);
 }
 
-static int
-describe_instances (struct emu_call *c)
-{
-  struct emu_filters filters;
-  if (emu_filters_parse (c, instance_filters, &filters) < 0)
-    return -1;
-  size_t n_ids = 0;
-  _cleanup_free_ const char **ids = emu_param_list (c, "InstanceId", &n_ids);
-  if (n_ids && emu_param (c, "MaxResults"))
-    {
-      emu_filters_release (&filters);
-      return emu_fail (c, 400, "InvalidParameterCombination", "The parameter instancesSet cannot be used with the "
-                       "parameter maxResults");
-    }
-  _cleanup_json_ json_t *tags = emu_tags_all (c);
-  _cleanup_json_ json_t *rows = tags ? select_instances (c, &filters, tags) : NULL;
-  emu_filters_release (&filters);
-  if (rows == NULL)
-    return -1;
-  size_t start, count;
-  _cleanup_free_ char *next = NULL;
-  if (emu_page (c, json_array_size (rows), 5, &start, &count, &next) < 0)
-    return -1;
+#define INSTANCE_IDS                                                                                         \
+  {                                                                                                          \
+    .param = "InstanceId", .column = "id", .prefix = "i",                                                    \
+    .malformed = {"InvalidInstanceID.Malformed", "Invalid id: \"%s\"", NULL, EMU_REPORT_FIRST},             \
+    .not_found = instance_not_found,                                                                         \
+  }
 
-  /* Reservations in order of first appearance, each with its instances. */
-  emu_xml_start (c, "reservationSet");
-  _cleanup_json_ json_t *done = json_object ();
-  for (size_t i = start; i < start + count; i++)
-    {
-      const char *res = emu_row_str (json_array_get (rows, i), "reservation_id");
-      if (json_object_get (done, res))
-        continue;
-      json_object_set_new (done, res, json_true ());
-      emu_xml_start (c, "item");
-      emu_xml_text (c, "reservationId", res);
-      emu_xml_text (c, "ownerId", c->account);
-      emu_xml_start (c, "groupSet");
-      emu_xml_end (c);
-      emu_xml_start (c, "instancesSet");
-      for (size_t k = i; k < start + count; k++)
-        {
-          json_t *row = json_array_get (rows, k);
-          if (strcmp (emu_row_str (row, "reservation_id"), res) == 0)
-            xml_instance (c, row, json_object_get (tags, emu_row_str (row, "id")));
-        }
-      emu_xml_end (c);
-      emu_xml_end (c);
-    }
-  emu_xml_end (c);
-  emu_xml_text (c, "nextToken", next);
-  return 0;
-}
+/* Instances in reservations, in order of each reservation's first
+ * instance; ids and MaxResults do not go together. */
+static const struct emu_describe_kind instances_kind = {
+  .ids = {INSTANCE_IDS}, .ids_exclude_paging = "instancesSet",
+  .filter_names = instance_filters, .fields = instance_fields, .filters_first = true,
+  .rows = instance_rows,
+  .page_min = 5, .set = "reservationSet", .write = write_instance,
+  .group_column = "reservation_id", .group_set = "instancesSet", .group_head = write_reservation_head,
+};
 
-/* ---- DescribeInstanceStatus ---- */
+EMU_DESCRIBE_HANDLER (describe_instances, instances_kind)
 
 static const char *const status_filters[] = {
   "availability-zone", "instance-state-name", "instance-state-code", "instance-status.status",
   "system-status.status", "instance-status.reachability", "system-status.reachability", NULL,
 };
+
+static int
+read_include_all (struct emu_call *c, struct emu_describe_call *d)
+{
+  bool include_all;
+  if (emu_param_bool (c, "IncludeAllInstances", false, &include_all) < 0)
+    return -1;
+  json_object_set_new (d->options, "include_all", json_boolean (include_all));
+  return 0;
+}
+
+/* Running instances (all with IncludeAllInstances), each with the outcome
+ * of its checks as check_status.  In qemu mode the checks pass once the
+ * guest agent answers; a mock instance has nothing to reach, so running is
+ * all it can be. */
+static bool
+keep_status (struct emu_call *c, struct emu_describe_call *d, json_t *row)
+{
+  const char *state = emu_row_str (row, "state");
+  if (!json_is_true (json_object_get (d->options, "include_all")) && strcmp (state, "running") != 0)
+    return false;
+  bool ok = strcmp (state, "running") == 0
+            && (c->emu->instances == EMU_INSTANCES_MOCK || emu_row_int (row, "agent_online"));
+  json_object_set_new (row, "check_status",
+                       json_string (strcmp (state, "running") != 0 ? "not-applicable" : ok ? "ok" : "initializing"));
+  return true;
+}
+
+static json_t *
+status_fields (struct emu_call *c, json_t *row)
+{
+  const char *state = emu_row_str (row, "state");
+  const char *status = emu_row_str (row, "check_status");
+  const char *reachability = strcmp (status, "ok") == 0 ? "passed" : "initializing";
+  char code[8];
+  snprintf (code, sizeof code, "%d", state_code (state));
+  return json_pack ("{s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "availability-zone", emu_row_str (row, "az"),
+                    "instance-state-name", state, "instance-state-code", code, "instance-status.status", status,
+                    "system-status.status", status, "instance-status.reachability", reachability,
+                    "system-status.reachability", reachability);
+}
 
 static void
 xml_status_block (struct emu_call *c, const char *element, const char *status)
@@ -584,72 +567,30 @@ xml_status_block (struct emu_call *c, const char *element, const char *status)
   emu_xml_end (c);
 }
 
-static int
-describe_instance_status (struct emu_call *c)
+static const struct emu_describe_text status_texts[] = {
+  {"instanceId", "id"}, {"availabilityZone", "az"}, {NULL, NULL},
+};
+
+/* After status_texts. */
+static void
+write_status (struct emu_call *c, json_t *row, json_t *tags)
 {
-  struct emu_filters filters;
-  if (emu_filters_parse (c, status_filters, &filters) < 0)
-    return -1;
-  bool include_all;
-  if (emu_param_bool (c, "IncludeAllInstances", false, &include_all) < 0)
-    {
-      emu_filters_release (&filters);
-      return -1;
-    }
-  struct emu_filters none = {0};
-  _cleanup_json_ json_t *tags = emu_tags_all (c);
-  _cleanup_json_ json_t *rows = tags ? select_instances (c, &none, tags) : NULL;
-  if (rows == NULL)
-    {
-      emu_filters_release (&filters);
-      return -1;
-    }
-  _cleanup_json_ json_t *kept = json_array ();
-  size_t i;
-  json_t *row;
-  json_array_foreach (rows, i, row)
-    {
-      const char *state = emu_row_str (row, "state");
-      if (!include_all && strcmp (state, "running") != 0)
-        continue;
-      /* In qemu mode the checks pass once the guest agent answers; a mock
-       * instance has nothing to reach, so running is all it can be. */
-      bool ok = strcmp (state, "running") == 0
-                && (c->emu->instances == EMU_INSTANCES_MOCK || emu_row_int (row, "agent_online"));
-      const char *status = strcmp (state, "running") != 0 ? "not-applicable" : ok ? "ok" : "initializing";
-      char code[8];
-      snprintf (code, sizeof code, "%d", state_code (state));
-      _cleanup_json_ json_t *fields = json_pack (
-          "{s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "availability-zone", emu_row_str (row, "az"), "instance-state-name",
-          state, "instance-state-code", code, "instance-status.status", status, "system-status.status", status,
-          "instance-status.reachability", ok ? "passed" : "initializing", "system-status.reachability",
-          ok ? "passed" : "initializing");
-      if (!emu_filters_match (&filters, fields, NULL))
-        continue;
-      json_object_set_new (row, "check_status", json_string (status));
-      json_array_append (kept, row);
-    }
-  emu_filters_release (&filters);
-  size_t start, count;
-  _cleanup_free_ char *next = NULL;
-  if (emu_page (c, json_array_size (kept), 5, &start, &count, &next) < 0)
-    return -1;
-  emu_xml_start (c, "instanceStatusSet");
-  for (size_t k = start; k < start + count; k++)
-    {
-      row = json_array_get (kept, k);
-      emu_xml_start (c, "item");
-      emu_xml_text (c, "instanceId", emu_row_str (row, "id"));
-      emu_xml_text (c, "availabilityZone", emu_row_str (row, "az"));
-      xml_state (c, "instanceState", emu_row_str (row, "state"));
-      xml_status_block (c, "systemStatus", emu_row_str (row, "check_status"));
-      xml_status_block (c, "instanceStatus", emu_row_str (row, "check_status"));
-      emu_xml_end (c);
-    }
-  emu_xml_end (c);
-  emu_xml_text (c, "nextToken", next);
-  return 0;
+  xml_state (c, "instanceState", emu_row_str (row, "state"));
+  xml_status_block (c, "systemStatus", emu_row_str (row, "check_status"));
+  xml_status_block (c, "instanceStatus", emu_row_str (row, "check_status"));
 }
+
+/* The same instances as DescribeInstances, one item each; ids may be
+ * paged here. */
+static const struct emu_describe_kind instance_status_kind = {
+  .ids = {INSTANCE_IDS},
+  .filter_names = status_filters, .fields = status_fields, .filters_first = true,
+  .rows = instance_rows, .untagged = true,
+  .read = read_include_all, .keep = keep_status,
+  .page_min = 5, .set = "instanceStatusSet", .texts = status_texts, .write = write_status,
+};
+
+EMU_DESCRIBE_HANDLER (describe_instance_status, instance_status_kind)
 
 /* ---- state changes ---- */
 

@@ -657,94 +657,66 @@ op_import_key_pair (struct emu_call *c)
   return write_tag_set (c, id);
 }
 
-static void
-filters_releasep (struct emu_filters *f)
-{
-  emu_filters_release (f);
-}
-
-static bool
-str_in (const char *s, const char **list)
-{
-  for (; list && *list; list++)
-    if (strcmp (s, *list) == 0)
-      return true;
-  return false;
-}
-
 static const char *const describe_key_pairs_filters[] = {"key-name", "key-pair-id", "fingerprint", "key-type",
                                                           "tag:*", "tag-key", NULL};
 
-static int
-op_describe_key_pairs (struct emu_call *c)
+static json_t *
+key_pair_fields (struct emu_call *c, json_t *row)
 {
-  size_t n_names = 0, n_ids = 0;
-  _cleanup_free_ const char **names = emu_param_list (c, "KeyName", &n_names);
-  _cleanup_free_ const char **ids = emu_param_list (c, "KeyPairId", &n_ids);
+  return json_pack ("{s:s, s:s, s:s, s:s}", "key-name", emu_row_str (row, "name"), "key-pair-id",
+                    emu_row_str (row, "id"), "fingerprint", emu_row_str (row, "fingerprint"), "key-type",
+                    emu_row_str (row, "key_type"));
+}
+
+static int
+read_include_public (struct emu_call *c, struct emu_describe_call *d)
+{
   bool include_public = false;
   if (emu_param_bool (c, "IncludePublicKey", false, &include_public) < 0)
     return -1;
-  __attribute__ ((cleanup (filters_releasep))) struct emu_filters filters = {0};
-  if (emu_filters_parse (c, describe_key_pairs_filters, &filters) < 0)
-    return -1;
-
-  _cleanup_error_ kiln_error *err = NULL;
-  _cleanup_json_ json_t *rows
-      = emu_db_query (c->emu, &err, "SELECT id, name, fingerprint, key_type, public_key, created FROM key_pairs "
-                      "WHERE account = ? AND region = ? ORDER BY name", c->account, c->region);
-  if (rows == NULL)
-    return emu_fail_internal (c, err);
-
-  /* Every key asked for by name or id must exist, as in EC2. */
-  size_t i;
-  json_t *row;
-  for (size_t k = 0; k < n_names + n_ids; k++)
-    {
-      bool by_name = k < n_names;
-      const char *want = by_name ? names[k] : ids[k - n_names];
-      bool found = false;
-      json_array_foreach (rows, i, row)
-        if (strcmp (emu_row_str (row, by_name ? "name" : "id"), want) == 0)
-          found = true;
-      if (!found)
-        return emu_fail (c, 400, "InvalidKeyPair.NotFound", "The key pair '%s' does not exist", want);
-    }
-
-  _cleanup_json_ json_t *all_tags = emu_tags_all (c);
-  if (all_tags == NULL)
-    return -1;
-  _cleanup_json_ json_t *no_tags = json_object ();
-
-  emu_xml_start (c, "keySet");
-  json_array_foreach (rows, i, row)
-    {
-      const char *id = emu_row_str (row, "id");
-      const char *name = emu_row_str (row, "name");
-      /* Names and ids together select their union. */
-      if ((n_names || n_ids) && !str_in (name, names) && !str_in (id, ids))
-        continue;
-      json_t *tags = json_object_get (all_tags, id);
-      if (tags == NULL)
-        tags = no_tags;
-      _cleanup_json_ json_t *fields
-          = json_pack ("{s:s, s:s, s:s, s:s}", "key-name", name, "key-pair-id", id, "fingerprint",
-                       emu_row_str (row, "fingerprint"), "key-type", emu_row_str (row, "key_type"));
-      if (!emu_filters_match (&filters, fields, tags))
-        continue;
-      emu_xml_start (c, "item");
-      emu_xml_text (c, "keyPairId", id);
-      emu_xml_text (c, "keyFingerprint", emu_row_str (row, "fingerprint"));
-      emu_xml_text (c, "keyName", name);
-      emu_xml_text (c, "keyType", emu_row_str (row, "key_type"));
-      emu_xml_tag_set (c, "tagSet", tags);
-      if (include_public)
-        emu_xml_text (c, "publicKey", emu_row_str_or_null (row, "public_key"));
-      emu_xml_time (c, "createTime", (time_t) emu_row_int (row, "created"));
-      emu_xml_end (c);
-    }
-  emu_xml_end (c);
+  json_object_set_new (d->options, "include_public", json_boolean (include_public));
   return 0;
 }
+
+/* Every key pair is listed; its public key only with IncludePublicKey. */
+static bool
+keep_key_pair (struct emu_call *c, struct emu_describe_call *d, json_t *row)
+{
+  if (!json_is_true (json_object_get (d->options, "include_public")))
+    json_object_del (row, "public_key");
+  return true;
+}
+
+static const struct emu_describe_text key_pair_texts[] = {
+  {"keyPairId", "id"}, {"keyFingerprint", "fingerprint"}, {"keyName", "name"}, {"keyType", "key_type"}, {NULL, NULL},
+};
+
+/* After key_pair_texts. */
+static void
+write_key_pair (struct emu_call *c, json_t *row, json_t *tags)
+{
+  emu_xml_tag_set (c, "tagSet", tags);
+  emu_xml_text (c, "publicKey", emu_row_str_or_null (row, "public_key"));
+  emu_xml_time (c, "createTime", (time_t) emu_row_int (row, "created"));
+}
+
+/* Key pairs by name and by id (together: their union), each of which must
+ * exist, as in EC2; no paging. */
+#define KEY_PAIR_NOT_FOUND {"InvalidKeyPair.NotFound", "The key pair '%s' does not exist", NULL, EMU_REPORT_FIRST}
+
+static const struct emu_describe_kind key_pairs_kind = {
+  .ids = {
+    {.param = "KeyName", .column = "name", .not_found = KEY_PAIR_NOT_FOUND},
+    {.param = "KeyPairId", .column = "id", .not_found = KEY_PAIR_NOT_FOUND},
+  },
+  .filter_names = describe_key_pairs_filters, .fields = key_pair_fields,
+  .query = "SELECT id, name, fingerprint, key_type, public_key, created FROM key_pairs WHERE account = ?1 AND "
+           "region = ?2 ORDER BY name",
+  .read = read_include_public, .keep = keep_key_pair,
+  .set = "keySet", .texts = key_pair_texts, .write = write_key_pair,
+};
+
+EMU_DESCRIBE_HANDLER (op_describe_key_pairs, key_pairs_kind)
 
 /* Deleting a key pair that does not exist succeeds, as in EC2. */
 static int

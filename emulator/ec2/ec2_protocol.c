@@ -199,31 +199,6 @@ emu_list_contains (const char *const *list, size_t n, const char *s)
   return false;
 }
 
-char *
-emu_missing_ids (json_t *rows, const char *const *ids, size_t n)
-{
-  struct kiln_buf missing = KILN_BUF_INIT;
-  _cleanup_json_ json_t *seen = json_object ();
-  for (size_t i = 0; i < n; i++)
-    {
-      if (json_object_get (seen, ids[i]))
-        continue;
-      json_object_set_new (seen, ids[i], json_true ());
-      bool found = false;
-      size_t k;
-      json_t *row;
-      json_array_foreach (rows, k, row)
-        if (strcmp (emu_row_str (row, "id"), ids[i]) == 0)
-          {
-            found = true;
-            break;
-          }
-      if (!found)
-        kiln_buf_printf (&missing, "%s%s", missing.len ? ", " : "", ids[i]);
-    }
-  return missing.data;
-}
-
 /* ---- filters ---- */
 
 static bool

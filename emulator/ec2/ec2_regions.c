@@ -19,6 +19,7 @@
 
 #include "buf.h"
 #include "cleanup.h"
+#include "store.h"
 #include "xalloc.h"
 
 const char *const emu_regions[] = {
@@ -36,64 +37,69 @@ emu_region_known (const char *name)
   return false;
 }
 
-static void
-filters_releasep (struct emu_filters *f)
-{
-  emu_filters_release (f);
-}
-
-#define _cleanup_filters_ __attribute__ ((cleanup (filters_releasep)))
-
-static bool
-str_in (const char *s, const char **list)
-{
-  for (; list && *list; list++)
-    if (strcmp (s, *list) == 0)
-      return true;
-  return false;
-}
-
 /* ---- DescribeRegions ---- */
 
 static const char *const describe_regions_filters[] = {"region-name", "endpoint", "opt-in-status", NULL};
 
+static bool
+region_valid (struct emu_call *c, const struct emu_describe_ids *ids, const char *name)
+{
+  return emu_region_known (name);
+}
+
+/* Every region served, as a row: id, its name. */
+static json_t *
+region_rows (struct emu_call *c, struct emu_describe_call *d, kiln_error **err)
+{
+  json_t *rows = json_array ();
+  for (const char *const *r = emu_regions; *r; r++)
+    json_array_append_new (rows, json_pack ("{s:s}", "id", *r));
+  return rows;
+}
+
+static char *
+region_endpoint (json_t *row)
+{
+  return kiln_xasprintf ("ec2.%s.amazonaws.com", emu_row_str (row, "id"));
+}
+
+static json_t *
+region_fields (struct emu_call *c, json_t *row)
+{
+  _cleanup_free_ char *endpoint = region_endpoint (row);
+  return json_pack ("{s:s, s:s, s:s}", "region-name", emu_row_str (row, "id"), "endpoint", endpoint,
+                    "opt-in-status", "opt-in-not-required");
+}
+
 /* Every region served needs no opt-in, so AllRegions changes nothing. */
 static int
-op_describe_regions (struct emu_call *c)
+check_all_regions (struct emu_call *c, struct emu_describe_call *d)
 {
-  size_t n_names = 0;
-  _cleanup_free_ const char **names = emu_param_list (c, "RegionName", &n_names);
-  for (size_t i = 0; i < n_names; i++)
-    if (!emu_region_known (names[i]))
-      return emu_fail_param (c, "Invalid region name");
   bool all = false;
-  if (emu_param_bool (c, "AllRegions", false, &all) < 0)
-    return -1;
-  _cleanup_filters_ struct emu_filters filters = {0};
-  if (emu_filters_parse (c, describe_regions_filters, &filters) < 0)
-    return -1;
-  _cleanup_json_ json_t *no_tags = json_object ();
-
-  emu_xml_start (c, "regionInfo");
-  for (const char *const *r = emu_regions; *r; r++)
-    {
-      if (n_names && !str_in (*r, names))
-        continue;
-      _cleanup_free_ char *endpoint = NULL;
-      endpoint = kiln_xasprintf ("ec2.%s.amazonaws.com", *r);
-      _cleanup_json_ json_t *fields = json_pack ("{s:s, s:s, s:s}", "region-name", *r, "endpoint", endpoint,
-                                                 "opt-in-status", "opt-in-not-required");
-      if (!emu_filters_match (&filters, fields, no_tags))
-        continue;
-      emu_xml_start (c, "item");
-      emu_xml_text (c, "regionName", *r);
-      emu_xml_text (c, "regionEndpoint", endpoint);
-      emu_xml_text (c, "optInStatus", "opt-in-not-required");
-      emu_xml_end (c);
-    }
-  emu_xml_end (c);
-  return 0;
+  return emu_param_bool (c, "AllRegions", false, &all);
 }
+
+static void
+write_region (struct emu_call *c, json_t *row, json_t *tags)
+{
+  _cleanup_free_ char *endpoint = region_endpoint (row);
+  emu_xml_text (c, "regionName", emu_row_str (row, "id"));
+  emu_xml_text (c, "regionEndpoint", endpoint);
+  emu_xml_text (c, "optInStatus", "opt-in-not-required");
+}
+
+static const struct emu_describe_kind regions_kind = {
+  .ids = {{
+    .param = "RegionName", .column = "id", .valid = region_valid,
+    .malformed = {"InvalidParameterValue", "Invalid region name", NULL, EMU_REPORT_FIRST},
+  }},
+  .filter_names = describe_regions_filters, .fields = region_fields,
+  .rows = region_rows, .untagged = true,
+  .check = check_all_regions,
+  .set = "regionInfo", .write = write_region,
+};
+
+EMU_DESCRIBE_HANDLER (op_describe_regions, regions_kind)
 
 /* ---- DescribeAvailabilityZones ---- */
 
@@ -129,68 +135,84 @@ region_short_name (const char *region)
 static const char *const describe_azs_filters[] = {"zone-name", "zone-id", "state", "region-name", "zone-type",
                                                    "group-name", "opt-in-status", "network-border-group", NULL};
 
-static int
-op_describe_availability_zones (struct emu_call *c)
+/* The zones of the caller's region as rows: name ("us-east-1a") and id
+ * ("use1-az1"). */
+static json_t *
+zone_rows (struct emu_call *c, struct emu_describe_call *d, kiln_error **err)
 {
   _cleanup_free_ char *short_name = region_short_name (c->region);
-  char zone_names[ZONES_PER_REGION][64], zone_ids[ZONES_PER_REGION][64];
+  json_t *rows = json_array ();
   for (int z = 0; z < ZONES_PER_REGION; z++)
     {
-      snprintf (zone_names[z], sizeof zone_names[z], "%s%c", c->region, 'a' + z);
-      snprintf (zone_ids[z], sizeof zone_ids[z], "%s-az%d", short_name, z + 1);
+      char name[64], id[64];
+      snprintf (name, sizeof name, "%s%c", c->region, 'a' + z);
+      snprintf (id, sizeof id, "%s-az%d", short_name, z + 1);
+      json_array_append_new (rows, json_pack ("{s:s, s:s}", "name", name, "id", id));
     }
-
-  size_t n_names = 0, n_ids = 0;
-  _cleanup_free_ const char **names = emu_param_list (c, "ZoneName", &n_names);
-  _cleanup_free_ const char **ids = emu_param_list (c, "ZoneId", &n_ids);
-  for (size_t i = 0; i < n_names + n_ids; i++)
-    {
-      bool by_name = i < n_names;
-      const char *want = by_name ? names[i] : ids[i - n_names];
-      bool found = false;
-      for (int z = 0; z < ZONES_PER_REGION; z++)
-        found = found || strcmp (want, by_name ? zone_names[z] : zone_ids[z]) == 0;
-      if (!found)
-        return emu_fail_param (c, by_name ? "Invalid availability zone: [%s]" : "Invalid availability zone ID: [%s]",
-                               want);
-    }
-  bool all = false;
-  if (emu_param_bool (c, "AllAvailabilityZones", false, &all) < 0)
-    return -1;
-  _cleanup_filters_ struct emu_filters filters = {0};
-  if (emu_filters_parse (c, describe_azs_filters, &filters) < 0)
-    return -1;
-  _cleanup_json_ json_t *no_tags = json_object ();
-
-  emu_xml_start (c, "availabilityZoneInfo");
-  for (int z = 0; z < ZONES_PER_REGION; z++)
-    {
-      /* Names and ids together select their union. */
-      if ((n_names || n_ids) && !str_in (zone_names[z], names) && !str_in (zone_ids[z], ids))
-        continue;
-      _cleanup_json_ json_t *fields
-          = json_pack ("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "zone-name", zone_names[z], "zone-id",
-                       zone_ids[z], "state", "available", "region-name", c->region, "zone-type", "availability-zone",
-                       "group-name", c->region, "opt-in-status", "opt-in-not-required", "network-border-group",
-                       c->region);
-      if (!emu_filters_match (&filters, fields, no_tags))
-        continue;
-      emu_xml_start (c, "item");
-      emu_xml_text (c, "zoneState", "available");
-      emu_xml_text (c, "optInStatus", "opt-in-not-required");
-      emu_xml_start (c, "messageSet");
-      emu_xml_end (c);
-      emu_xml_text (c, "regionName", c->region);
-      emu_xml_text (c, "zoneName", zone_names[z]);
-      emu_xml_text (c, "zoneId", zone_ids[z]);
-      emu_xml_text (c, "groupName", c->region);
-      emu_xml_text (c, "networkBorderGroup", c->region);
-      emu_xml_text (c, "zoneType", "availability-zone");
-      emu_xml_end (c);
-    }
-  emu_xml_end (c);
-  return 0;
+  return rows;
 }
+
+/* Whether a zone of the caller's region has this name (ids->column
+ * "name") or zone id ("id"). */
+static bool
+zone_valid (struct emu_call *c, const struct emu_describe_ids *ids, const char *want)
+{
+  _cleanup_json_ json_t *rows = zone_rows (c, NULL, NULL);
+  size_t i;
+  json_t *row;
+  json_array_foreach (rows, i, row)
+    if (strcmp (emu_row_str (row, ids->column), want) == 0)
+      return true;
+  return false;
+}
+
+static json_t *
+zone_fields (struct emu_call *c, json_t *row)
+{
+  return json_pack ("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "zone-name", emu_row_str (row, "name"), "zone-id",
+                    emu_row_str (row, "id"), "state", "available", "region-name", c->region, "zone-type",
+                    "availability-zone", "group-name", c->region, "opt-in-status", "opt-in-not-required",
+                    "network-border-group", c->region);
+}
+
+static int
+check_all_zones (struct emu_call *c, struct emu_describe_call *d)
+{
+  bool all = false;
+  return emu_param_bool (c, "AllAvailabilityZones", false, &all);
+}
+
+static void
+write_zone (struct emu_call *c, json_t *row, json_t *tags)
+{
+  emu_xml_text (c, "zoneState", "available");
+  emu_xml_text (c, "optInStatus", "opt-in-not-required");
+  emu_xml_start (c, "messageSet");
+  emu_xml_end (c);
+  emu_xml_text (c, "regionName", c->region);
+  emu_xml_text (c, "zoneName", emu_row_str (row, "name"));
+  emu_xml_text (c, "zoneId", emu_row_str (row, "id"));
+  emu_xml_text (c, "groupName", c->region);
+  emu_xml_text (c, "networkBorderGroup", c->region);
+  emu_xml_text (c, "zoneType", "availability-zone");
+}
+
+/* Zones by name and by zone id (together: their union); an unknown one is
+ * an invalid parameter, as EC2 answers. */
+static const struct emu_describe_kind zones_kind = {
+  .ids = {
+    {.param = "ZoneName", .column = "name", .valid = zone_valid,
+     .malformed = {"InvalidParameterValue", "Invalid availability zone: [%s]", NULL, EMU_REPORT_FIRST}},
+    {.param = "ZoneId", .column = "id", .valid = zone_valid,
+     .malformed = {"InvalidParameterValue", "Invalid availability zone ID: [%s]", NULL, EMU_REPORT_FIRST}},
+  },
+  .filter_names = describe_azs_filters, .fields = zone_fields,
+  .rows = zone_rows, .untagged = true,
+  .check = check_all_zones,
+  .set = "availabilityZoneInfo", .write = write_zone,
+};
+
+EMU_DESCRIBE_HANDLER (op_describe_availability_zones, zones_kind)
 
 /* ---- DescribeInstanceTypes ---- */
 
@@ -234,72 +256,63 @@ static const char *const describe_types_filters[] = {
   "free-tier-eligible", "burstable-performance-supported", "bare-metal", "supported-usage-class",
   "supported-root-device-type", "supported-virtualization-type", "supported-boot-mode", NULL};
 
-static int
-op_describe_instance_types (struct emu_call *c)
+static bool
+type_valid (struct emu_call *c, const struct emu_describe_ids *ids, const char *name)
 {
-  size_t n_wanted = 0;
-  _cleanup_free_ const char **wanted = emu_param_list (c, "InstanceType", &n_wanted);
-  struct kiln_buf unknown = KILN_BUF_INIT;
-  for (size_t i = 0; i < n_wanted; i++)
-    if (kiln_aws_instance_type_find (wanted[i]) == NULL)
-      kiln_buf_printf (&unknown, "%s%s", unknown.len ? ", " : "", wanted[i]);
-  if (unknown.len)
-    {
-      int r = emu_fail (c, 400, "InvalidInstanceType", "The following supplied instance types do not exist: [%s]",
-                        kiln_buf_str (&unknown));
-      kiln_buf_release (&unknown);
-      return r;
-    }
-  /* EC2 takes 5..100 here, less than the 1000 emu_page allows. */
-  long long max_results = 0;
-  if (emu_param_int (c, "MaxResults", 0, 5, 100, &max_results) < 0)
-    return -1;
-  _cleanup_filters_ struct emu_filters filters = {0};
-  if (emu_filters_parse (c, describe_types_filters, &filters) < 0)
-    return -1;
-  _cleanup_json_ json_t *no_tags = json_object ();
+  return kiln_aws_instance_type_find (name) != NULL;
+}
 
-  size_t n_types = 0;
-  while (kiln_aws_instance_types[n_types].name)
-    n_types++;
-  _cleanup_free_ const struct kiln_aws_instance_type **matched = kiln_xcalloc (n_types, sizeof *matched);
-  size_t n_matched = 0;
+/* The table's types as rows: id, the type's name. */
+static json_t *
+type_rows (struct emu_call *c, struct emu_describe_call *d, kiln_error **err)
+{
+  json_t *rows = json_array ();
   for (const struct kiln_aws_instance_type *t = kiln_aws_instance_types; t->name; t++)
+    json_array_append_new (rows, json_pack ("{s:s}", "id", t->name));
+  return rows;
+}
+
+static json_t *
+type_fields (struct emu_call *c, json_t *row)
+{
+  const struct kiln_aws_instance_type *t = kiln_aws_instance_type_find (emu_row_str (row, "id"));
+  struct type_traits tr = traits_of (t);
+  json_t *fields = json_pack (
+      "{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:[ss], s:s, s:s, s:o}", "instance-type", t->name,
+      "current-generation", "true", "processor-info.supported-architecture", "x86_64", "hypervisor", "kvm",
+      "free-tier-eligible", tr.free_tier ? "true" : "false", "burstable-performance-supported",
+      tr.burstable ? "true" : "false", "bare-metal", "false", "supported-usage-class", "on-demand", "spot",
+      "supported-root-device-type", "ebs", "supported-virtualization-type", "hvm", "supported-boot-mode",
+      tr.uefi ? json_pack ("[ss]", "legacy-bios", "uefi") : json_pack ("[s]", "legacy-bios"));
+  const struct {
+    const char *filter;
+    int value;
+  } numbers[] = {
+    {"vcpu-info.default-vcpus", t->vcpus},
+    {"vcpu-info.default-cores", tr.cores},
+    {"vcpu-info.default-threads-per-core", tr.threads_per_core},
+    {"memory-info.size-in-mib", t->memory_mib},
+  };
+  for (size_t k = 0; k < sizeof numbers / sizeof numbers[0]; k++)
     {
-      if (n_wanted && !str_in (t->name, wanted))
-        continue;
-      struct type_traits tr = traits_of (t);
-      _cleanup_json_ json_t *fields = json_pack (
-          "{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:[ss], s:s, s:s, s:o}", "instance-type", t->name,
-          "current-generation", "true", "processor-info.supported-architecture", "x86_64", "hypervisor", "kvm",
-          "free-tier-eligible", tr.free_tier ? "true" : "false", "burstable-performance-supported",
-          tr.burstable ? "true" : "false", "bare-metal", "false", "supported-usage-class", "on-demand", "spot",
-          "supported-root-device-type", "ebs", "supported-virtualization-type", "hvm", "supported-boot-mode",
-          tr.uefi ? json_pack ("[ss]", "legacy-bios", "uefi") : json_pack ("[s]", "legacy-bios"));
-      const struct {
-        const char *filter;
-        int value;
-      } numbers[] = {
-        {"vcpu-info.default-vcpus", t->vcpus},
-        {"vcpu-info.default-cores", tr.cores},
-        {"vcpu-info.default-threads-per-core", tr.threads_per_core},
-        {"memory-info.size-in-mib", t->memory_mib},
-      };
-      for (size_t k = 0; k < sizeof numbers / sizeof numbers[0]; k++)
-        {
-          char num[24];
-          snprintf (num, sizeof num, "%d", numbers[k].value);
-          json_object_set_new (fields, numbers[k].filter, json_string (num));
-        }
-      if (emu_filters_match (&filters, fields, no_tags))
-        matched[n_matched++] = t;
+      char num[24];
+      snprintf (num, sizeof num, "%d", numbers[k].value);
+      json_object_set_new (fields, numbers[k].filter, json_string (num));
     }
+  return fields;
+}
 
-  size_t start = 0, count = 0;
-  _cleanup_free_ char *next_token = NULL;
-  if (emu_page (c, n_matched, 5, &start, &count, &next_token) < 0)
-    return -1;
+/* EC2 takes 5..100 here, less than the 1000 emu_page allows. */
+static int
+check_types_max_results (struct emu_call *c, struct emu_describe_call *d)
+{
+  long long max_results = 0;
+  return emu_param_int (c, "MaxResults", 0, 5, 100, &max_results);
+}
 
+static void
+write_type (struct emu_call *c, json_t *row, json_t *tags)
+{
   static const char *const usage_classes[] = {"on-demand", "spot", NULL};
   static const char *const root_device_types[] = {"ebs", NULL};
   static const char *const virtualization_types[] = {"hvm", NULL};
@@ -307,43 +320,49 @@ op_describe_instance_types (struct emu_call *c)
   static const char *const boot_bios[] = {"legacy-bios", NULL};
   static const char *const boot_both[] = {"legacy-bios", "uefi", NULL};
 
-  emu_xml_start (c, "instanceTypeSet");
-  for (size_t i = start; i < start + count; i++)
-    {
-      const struct kiln_aws_instance_type *t = matched[i];
-      struct type_traits tr = traits_of (t);
-      emu_xml_start (c, "item");
-      emu_xml_text (c, "instanceType", t->name);
-      emu_xml_bool (c, "currentGeneration", true);
-      emu_xml_bool (c, "freeTierEligible", tr.free_tier);
-      xml_item_list (c, "supportedUsageClasses", usage_classes);
-      xml_item_list (c, "supportedRootDeviceTypes", root_device_types);
-      xml_item_list (c, "supportedVirtualizationTypes", virtualization_types);
-      emu_xml_bool (c, "bareMetal", false);
-      emu_xml_text (c, "hypervisor", "kvm");
-      emu_xml_start (c, "processorInfo");
-      xml_item_list (c, "supportedArchitectures", architectures);
-      emu_xml_end (c);
-      emu_xml_start (c, "vCpuInfo");
-      emu_xml_textf (c, "defaultVCpus", "%d", t->vcpus);
-      emu_xml_textf (c, "defaultCores", "%d", tr.cores);
-      emu_xml_textf (c, "defaultThreadsPerCore", "%d", tr.threads_per_core);
-      emu_xml_end (c);
-      emu_xml_start (c, "memoryInfo");
-      emu_xml_textf (c, "sizeInMiB", "%d", t->memory_mib);
-      emu_xml_end (c);
-      emu_xml_bool (c, "instanceStorageSupported", false);
-      emu_xml_bool (c, "hibernationSupported", false);
-      emu_xml_bool (c, "burstablePerformanceSupported", tr.burstable);
-      emu_xml_bool (c, "dedicatedHostsSupported", false);
-      emu_xml_bool (c, "autoRecoverySupported", true);
-      xml_item_list (c, "supportedBootModes", tr.uefi ? boot_both : boot_bios);
-      emu_xml_end (c);
-    }
+  const struct kiln_aws_instance_type *t = kiln_aws_instance_type_find (emu_row_str (row, "id"));
+  struct type_traits tr = traits_of (t);
+  emu_xml_text (c, "instanceType", t->name);
+  emu_xml_bool (c, "currentGeneration", true);
+  emu_xml_bool (c, "freeTierEligible", tr.free_tier);
+  xml_item_list (c, "supportedUsageClasses", usage_classes);
+  xml_item_list (c, "supportedRootDeviceTypes", root_device_types);
+  xml_item_list (c, "supportedVirtualizationTypes", virtualization_types);
+  emu_xml_bool (c, "bareMetal", false);
+  emu_xml_text (c, "hypervisor", "kvm");
+  emu_xml_start (c, "processorInfo");
+  xml_item_list (c, "supportedArchitectures", architectures);
   emu_xml_end (c);
-  emu_xml_text (c, "nextToken", next_token);
-  return 0;
+  emu_xml_start (c, "vCpuInfo");
+  emu_xml_textf (c, "defaultVCpus", "%d", t->vcpus);
+  emu_xml_textf (c, "defaultCores", "%d", tr.cores);
+  emu_xml_textf (c, "defaultThreadsPerCore", "%d", tr.threads_per_core);
+  emu_xml_end (c);
+  emu_xml_start (c, "memoryInfo");
+  emu_xml_textf (c, "sizeInMiB", "%d", t->memory_mib);
+  emu_xml_end (c);
+  emu_xml_bool (c, "instanceStorageSupported", false);
+  emu_xml_bool (c, "hibernationSupported", false);
+  emu_xml_bool (c, "burstablePerformanceSupported", tr.burstable);
+  emu_xml_bool (c, "dedicatedHostsSupported", false);
+  emu_xml_bool (c, "autoRecoverySupported", true);
+  xml_item_list (c, "supportedBootModes", tr.uefi ? boot_both : boot_bios);
 }
+
+/* Every unknown type asked for is named in one error. */
+static const struct emu_describe_kind types_kind = {
+  .ids = {{
+    .param = "InstanceType", .column = "id", .valid = type_valid,
+    .malformed = {"InvalidInstanceType", "The following supplied instance types do not exist: [%s]", NULL,
+                  EMU_REPORT_EVERY},
+  }},
+  .filter_names = describe_types_filters, .fields = type_fields,
+  .rows = type_rows, .untagged = true,
+  .check = check_types_max_results,
+  .page_min = 5, .set = "instanceTypeSet", .write = write_type,
+};
+
+EMU_DESCRIBE_HANDLER (op_describe_instance_types, types_kind)
 
 const struct emu_operation emu_ec2_region_ops[] = {
   {"DescribeRegions", op_describe_regions},

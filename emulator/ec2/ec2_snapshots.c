@@ -27,23 +27,6 @@
  * copied snapshots. */
 #define NO_VOLUME_ID "vol-ffffffff"
 
-static void
-filters_releasep (struct emu_filters *f)
-{
-  emu_filters_release (f);
-}
-#define _cleanup_filters_ __attribute__ ((cleanup (filters_releasep)))
-
-/* EC2 ids: "snap-" and 8 or 17 lowercase hex digits. */
-static bool
-snapshot_id_well_formed (const char *id)
-{
-  if (strncmp (id, "snap-", 5) != 0)
-    return false;
-  size_t len = strspn (id + 5, "0123456789abcdef");
-  return id[5 + len] == '\0' && (len == 8 || len == 17);
-}
-
 static int
 fail_malformed (struct emu_call *c, const char *id)
 {
@@ -64,7 +47,7 @@ static const char *const snapshot_filters[] = {
 };
 
 static json_t *
-snapshot_filter_fields (json_t *snap)
+snapshot_filter_fields (struct emu_call *c, json_t *snap)
 {
   char start[32];
   emu_format_time ((time_t) emu_row_int (snap, "start_time"), start);
@@ -84,11 +67,11 @@ snapshot_filter_fields (json_t *snap)
   return f;
 }
 
+/* The fields of one <item>. */
 static void
 write_snapshot (struct emu_call *c, json_t *snap, json_t *tags)
 {
   const char *volume = emu_row_str_or_null (snap, "volume_id");
-  emu_xml_start (c, "item");
   emu_xml_text (c, "snapshotId", emu_row_str (snap, "id"));
   emu_xml_text (c, "volumeId", volume ? volume : NO_VOLUME_ID);
   emu_xml_text (c, "status", emu_row_str (snap, "state"));
@@ -102,27 +85,19 @@ write_snapshot (struct emu_call *c, json_t *snap, json_t *tags)
   emu_xml_bool (c, "encrypted", false);
   emu_xml_text (c, "storageTier", "standard");
   emu_xml_tag_set (c, "tagSet", tags);
-  emu_xml_end (c);
 }
 
 /* Owner.N and RestorableBy.N narrow the caller's own snapshots (the only
  * ones it can see): Owner "self" or the caller's id keeps them, any other
  * owner (an account id, "amazon") has none to show; RestorableBy "self" or
  * the caller's id keeps them, another account or "all" has none (nothing is
- * shared). */
+ * shared).  d->options "visible": whether the caller's snapshots are. */
 static int
-op_describe_snapshots (struct emu_call *c)
+check_snapshot_owners (struct emu_call *c, struct emu_describe_call *d)
 {
-  size_t n_ids = 0, n_owners = 0, n_restorable = 0;
-  _cleanup_free_ const char **ids = emu_param_list (c, "SnapshotId", &n_ids);
+  size_t n_owners = 0, n_restorable = 0;
   _cleanup_free_ const char **owners = emu_param_list (c, "Owner", &n_owners);
   _cleanup_free_ const char **restorable = emu_param_list (c, "RestorableBy", &n_restorable);
-  if (n_ids > 0 && emu_param (c, "MaxResults"))
-    return emu_fail (c, 400, "InvalidParameterCombination", "The parameter snapshotSet cannot be used with the "
-                     "parameter maxResults");
-  for (size_t i = 0; i < n_ids; i++)
-    if (!snapshot_id_well_formed (ids[i]))
-      return fail_malformed (c, ids[i]);
   bool caller_owner = n_owners == 0, caller_restorable = n_restorable == 0;
   for (size_t i = 0; i < n_owners; i++)
     {
@@ -139,59 +114,33 @@ op_describe_snapshots (struct emu_call *c)
       else if (strcmp (restorable[i], "all") != 0 && !account_id_valid (restorable[i]))
         return emu_fail (c, 400, "InvalidUserID.Malformed", "Invalid user id: \"%s\"", restorable[i]);
     }
-  _cleanup_filters_ struct emu_filters filters = {0};
-  if (emu_filters_parse (c, snapshot_filters, &filters) < 0)
-    return -1;
-
-  _cleanup_error_ kiln_error *err = NULL;
-  _cleanup_json_ json_t *rows = emu_db_query (c->emu, &err, "SELECT * FROM snapshots WHERE account = ? AND "
-                                              "region = ? ORDER BY seq", c->account, c->region);
-  if (rows == NULL)
-    return emu_fail_internal (c, err);
-
-  /* Every id asked for must exist, whatever the other parameters select. */
-  if (n_ids > 0)
-    {
-      _cleanup_free_ char *missing = emu_missing_ids (rows, ids, n_ids);
-      if (missing)
-        return emu_fail (c, 400, "InvalidSnapshot.NotFound", "The snapshot '%s' does not exist.", missing);
-    }
-
-  _cleanup_json_ json_t *all_tags = emu_tags_all (c);
-  if (all_tags == NULL)
-    return -1;
-  _cleanup_json_ json_t *no_tags = json_object ();
-  _cleanup_json_ json_t *selected = json_array ();
-  if (caller_owner && caller_restorable)
-    {
-      size_t k;
-      json_t *row;
-      json_array_foreach (rows, k, row)
-        {
-          const char *id = emu_row_str (row, "id");
-          if (n_ids > 0 && !emu_list_contains (ids, n_ids, id))
-            continue;
-          json_t *tags = json_object_get (all_tags, id);
-          _cleanup_json_ json_t *fields = snapshot_filter_fields (row);
-          if (emu_filters_match (&filters, fields, tags ? tags : no_tags))
-            json_array_append (selected, row);
-        }
-    }
-
-  size_t start = 0, count = 0;
-  _cleanup_free_ char *next_token = NULL;
-  if (emu_page (c, json_array_size (selected), 5, &start, &count, &next_token) < 0)
-    return -1;
-  emu_xml_start (c, "snapshotSet");
-  for (size_t i = start; i < start + count; i++)
-    {
-      json_t *snap = json_array_get (selected, i);
-      write_snapshot (c, snap, json_object_get (all_tags, emu_row_str (snap, "id")));
-    }
-  emu_xml_end (c);
-  emu_xml_text (c, "nextToken", next_token);
+  json_object_set_new (d->options, "visible", json_boolean (caller_owner && caller_restorable));
   return 0;
 }
+
+static bool
+keep_snapshot (struct emu_call *c, struct emu_describe_call *d, json_t *snap)
+{
+  return json_is_true (json_object_get (d->options, "visible"));
+}
+
+/* The caller's snapshots; every id asked for must exist, whatever the
+ * other parameters select; ids and MaxResults do not go together. */
+static const struct emu_describe_kind snapshots_kind = {
+  .ids = {{
+    .param = "SnapshotId", .column = "id", .prefix = "snap",
+    .malformed = {"InvalidSnapshotID.Malformed", "Invalid id: \"%s\" (expecting \"snap-...\")", NULL,
+                  EMU_REPORT_FIRST},
+    .not_found = {"InvalidSnapshot.NotFound", "The snapshot '%s' does not exist.", NULL, EMU_REPORT_EACH_ONCE},
+  }},
+  .ids_exclude_paging = "snapshotSet",
+  .filter_names = snapshot_filters, .fields = snapshot_filter_fields,
+  .query = "SELECT * FROM snapshots WHERE account = ?1 AND region = ?2 ORDER BY seq",
+  .check = check_snapshot_owners, .keep = keep_snapshot,
+  .page_min = 5, .set = "snapshotSet", .write = write_snapshot,
+};
+
+EMU_DESCRIBE_HANDLER (op_describe_snapshots, snapshots_kind)
 
 /* ---- DeleteSnapshot ---- */
 
@@ -227,7 +176,7 @@ op_delete_snapshot (struct emu_call *c)
   const char *snapshot_id;
   if (emu_param_required (c, "SnapshotId", &snapshot_id) < 0)
     return -1;
-  if (!snapshot_id_well_formed (snapshot_id))
+  if (!emu_id_well_formed (snapshot_id, "snap"))
     return fail_malformed (c, snapshot_id);
   _cleanup_error_ kiln_error *err = NULL;
   if (emu_db_begin (c->emu, &err) < 0)

@@ -422,72 +422,52 @@ op_delete_tags (struct emu_call *c)
   return 0;
 }
 
-static void
-filters_releasep (struct emu_filters *f)
-{
-  emu_filters_release (f);
-}
-
 static const char *const describe_tags_filters[] = {"key", "value", "resource-id", "resource-type", "tag:*", NULL};
 
-static int
-op_describe_tags (struct emu_call *c)
+/* One row per tag of the account and region (SSM's parameter tags are
+ * SSM's); the tags "tag:K" filters ask about are the whole tag set of a
+ * tag's resource, made from the same rows. */
+static json_t *
+tag_rows (struct emu_call *c, struct emu_describe_call *d, kiln_error **err)
 {
-  __attribute__ ((cleanup (filters_releasep))) struct emu_filters filters = {0};
-  if (emu_filters_parse (c, describe_tags_filters, &filters) < 0)
-    return -1;
-
-  _cleanup_error_ kiln_error *err = NULL;
-  _cleanup_json_ json_t *rows
-      = emu_db_query (c->emu, &err, "SELECT resource_id, resource_type, key, value FROM tags WHERE account = ? "
-                      "AND region = ? AND resource_type <> 'Parameter' ORDER BY resource_id, key", c->account, c->region);
+  json_t *rows = emu_db_query (c->emu, err, "SELECT resource_id, resource_type, key, value FROM tags WHERE "
+                               "account = ? AND region = ? AND resource_type <> 'Parameter' ORDER BY resource_id, "
+                               "key", c->account, c->region);
   if (rows == NULL)
-    return emu_fail_internal (c, err);
-
-  /* "tag:K" filters ask about the whole tag set of a tag's resource. */
-  _cleanup_json_ json_t *by_resource = json_object ();
+    return NULL;
+  d->tags = json_object ();
   size_t i;
   json_t *row;
   json_array_foreach (rows, i, row)
     {
       const char *id = emu_row_str (row, "resource_id");
-      json_t *set = json_object_get (by_resource, id);
+      json_t *set = json_object_get (d->tags, id);
       if (set == NULL)
-        json_object_set_new (by_resource, id, set = json_object ());
+        json_object_set_new (d->tags, id, set = json_object ());
       json_object_set_new (set, emu_row_str (row, "key"), json_string (emu_row_str (row, "value")));
     }
-
-  _cleanup_json_ json_t *matched = json_array ();
-  json_array_foreach (rows, i, row)
-    {
-      _cleanup_json_ json_t *fields = json_pack ("{s:s, s:s, s:s, s:s}", "key", emu_row_str (row, "key"), "value",
-                                                 emu_row_str (row, "value"), "resource-id",
-                                                 emu_row_str (row, "resource_id"), "resource-type",
-                                                 emu_row_str (row, "resource_type"));
-      if (emu_filters_match (&filters, fields, json_object_get (by_resource, emu_row_str (row, "resource_id"))))
-        json_array_append (matched, row);
-    }
-
-  size_t start = 0, count = 0;
-  _cleanup_free_ char *next_token = NULL;
-  if (emu_page (c, json_array_size (matched), 5, &start, &count, &next_token) < 0)
-    return -1;
-
-  emu_xml_start (c, "tagSet");
-  for (size_t k = start; k < start + count; k++)
-    {
-      json_t *t = json_array_get (matched, k);
-      emu_xml_start (c, "item");
-      emu_xml_text (c, "resourceId", emu_row_str (t, "resource_id"));
-      emu_xml_text (c, "resourceType", emu_row_str (t, "resource_type"));
-      emu_xml_text (c, "key", emu_row_str (t, "key"));
-      emu_xml_text (c, "value", emu_row_str (t, "value"));
-      emu_xml_end (c);
-    }
-  emu_xml_end (c);
-  emu_xml_text (c, "nextToken", next_token);
-  return 0;
+  return rows;
 }
+
+static json_t *
+tag_fields (struct emu_call *c, json_t *row)
+{
+  return json_pack ("{s:s, s:s, s:s, s:s}", "key", emu_row_str (row, "key"), "value", emu_row_str (row, "value"),
+                    "resource-id", emu_row_str (row, "resource_id"), "resource-type",
+                    emu_row_str (row, "resource_type"));
+}
+
+static const struct emu_describe_text tag_texts[] = {
+  {"resourceId", "resource_id"}, {"resourceType", "resource_type"}, {"key", "key"}, {"value", "value"}, {NULL, NULL},
+};
+
+static const struct emu_describe_kind tags_kind = {
+  .filter_names = describe_tags_filters, .fields = tag_fields,
+  .rows = tag_rows, .tags_column = "resource_id",
+  .page_min = 5, .set = "tagSet", .texts = tag_texts,
+};
+
+EMU_DESCRIBE_HANDLER (op_describe_tags, tags_kind)
 
 const struct emu_operation emu_ec2_tag_ops[] = {
   {"CreateTags", op_create_tags},
