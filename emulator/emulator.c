@@ -1,6 +1,6 @@
 /* emulator.c - what every part of kiln-emulator shares (emulator.h): the
- * response object, error recording on a call, the clock, ids and the
- * accounts.  It depends on no service and no other part of the core, so
+ * response object, error recording on a call, the clock, ids, the regions
+ * served and the accounts.  It depends on no service and no other part of the core, so
  * everything may depend on it (dispatch.c routes requests to services). */
 #include "emulator.h"
 
@@ -142,6 +142,23 @@ emu_format_time (time_t t, char out[32])
   struct tm tm;
   gmtime_r (&t, &tm);
   strftime (out, 32, "%Y-%m-%dT%H:%M:%S.000Z", &tm);
+}
+
+/* ---- regions ---- */
+
+const char *const emu_regions[] = {
+  "us-east-1",      "us-east-2",      "us-west-1",      "us-west-2",      "ca-central-1",   "eu-west-1",
+  "eu-west-2",      "eu-west-3",      "eu-central-1",   "eu-north-1",     "ap-south-1",     "ap-southeast-1",
+  "ap-southeast-2", "ap-northeast-1", "ap-northeast-2", "ap-northeast-3", "sa-east-1",      NULL,
+};
+
+bool
+emu_region_known (const char *name)
+{
+  for (const char *const *r = emu_regions; name && *r; r++)
+    if (strcmp (*r, name) == 0)
+      return true;
+  return false;
 }
 
 /* ---- accounts ---- */

@@ -360,7 +360,7 @@ void emu_task_xml_progress (struct emu_call *c, json_t *task);
  * A task that has ended fails the call with IncorrectState. */
 int emu_task_cancel (struct emu_call *c, json_t *task, const char *reason, char **previous);
 
-/* Instance types: common/aws_instance_types.h (kiln_aws_instance_type_find),
+/* Instance types: common/aws/aws_instance_types.h (kiln_aws_instance_type_find),
  * one table with kiln's local builds; DescribeInstanceTypes is in
  * ec2_regions.c. */
 

@@ -1,14 +1,14 @@
-/* ec2_regions.c - the static geography of kiln-emulator's EC2: which
- * regions it serves, the availability zones of each, and the instance types
- * it knows (DescribeRegions, DescribeAvailabilityZones,
- * DescribeInstanceTypes).
+/* ec2_regions.c - the static geography of kiln-emulator's EC2: the regions
+ * it serves (the core's emu_regions, emulator.c), the availability zones of
+ * each, and the instance types it knows (DescribeRegions,
+ * DescribeAvailabilityZones, DescribeInstanceTypes).
  *
  * Nothing here is stored: the answers are tables.  Every region has three
  * zones, "<region>a" to "<region>c", with zone ids in EC2's scheme
  * ("use1-az1": the region's short name, then the zone's number); EC2 maps
  * letters to ids differently per account, this emulator keeps them equal
  * everywhere, which is stable and enough for callers that only need a valid
- * pair.  The instance types are common/aws_instance_types.c's table, the
+ * pair.  The instance types are common/aws/aws_instance_types.c's table, the
  * one kiln's local builds size guests by; qemu mode sizes guests from it
  * too (kiln_aws_instance_type_find). */
 #include "ec2.h"
@@ -21,21 +21,6 @@
 #include "cleanup.h"
 #include "store.h"
 #include "xalloc.h"
-
-const char *const emu_regions[] = {
-  "us-east-1",      "us-east-2",      "us-west-1",      "us-west-2",      "ca-central-1",   "eu-west-1",
-  "eu-west-2",      "eu-west-3",      "eu-central-1",   "eu-north-1",     "ap-south-1",     "ap-southeast-1",
-  "ap-southeast-2", "ap-northeast-1", "ap-northeast-2", "ap-northeast-3", "sa-east-1",      NULL,
-};
-
-bool
-emu_region_known (const char *name)
-{
-  for (const char *const *r = emu_regions; name && *r; r++)
-    if (strcmp (*r, name) == 0)
-      return true;
-  return false;
-}
 
 /* ---- DescribeRegions ---- */
 
