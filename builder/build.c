@@ -23,6 +23,8 @@
 #include "executor.h"
 #include "fsutil.h"
 #include "log.h"
+#include "output_convert.h"
+#include "process.h"
 #include "rundir.h"
 #include "xalloc.h"
 #include "clock.h"
@@ -374,8 +376,18 @@ place_file (const char *src, const char *dst, volatile sig_atomic_t *cancel, kil
     return 0;
   if (errno != EXDEV)
     return kiln_fail_errno (err, errno, "rename '%s' to '%s'", src, dst);
-  /* Another file system: qemu-img copies sparsely. */
-  return kiln_disk_convert (src, dst, "qcow2", false, cancel, err);
+  /* Another file system: a sparse copy, byte for byte (the file is in its
+   * published format, compressed or not). */
+  char *const argv[] = {(char *) "cp", (char *) "--sparse=always", (char *) "--", (char *) src, (char *) dst, NULL};
+  struct kiln_process_spec spec = {.argv = argv, .cancel = cancel, .capture_limit = 64 * 1024};
+  struct kiln_process_result res = {0};
+  int r = kiln_process_run (&spec, &res, err);
+  if (r < 0)
+    kiln_error_prefix (err, "copy '%s' to '%s'", src, dst);
+  else if (res.exit_code != 0)
+    r = kiln_fail (err, "copy '%s' to '%s': %s", src, dst, kiln_buf_str (&res.err));
+  kiln_process_result_release (&res);
+  return r;
 }
 
 static json_t *
@@ -462,10 +474,8 @@ publish (struct build *b, const char *captured, struct kiln_build_result *res, c
     r = kiln_rundir_track (b->rd, manifest_tmp, err);
   if (r < 0)
     return kiln_error_prefix (err, "publish");
-  if (b->opts->format == KILN_IMAGE_QCOW2)
-    r = place_file (captured, tmp, b->opts->cancel, err);
-  else
-    r = kiln_disk_convert (captured, tmp, kiln_image_format_name (b->opts->format), false, b->opts->cancel, err);
+  /* The image is in its published format already (output_convert.h). */
+  r = place_file (captured, tmp, b->opts->cancel, err);
   char hex[KILN_DIGEST_HEX_MAX] = "";
   if (r == 0)
     r = kiln_digest_file_hex ("SHA256", tmp, hex, err);
@@ -491,6 +501,7 @@ publish (struct build *b, const char *captured, struct kiln_build_result *res, c
                          b->opts->driver->name, "output", "path", final, "format",
                          kiln_image_format_name (b->opts->format), "sha256", hex, "size", (json_int_t) st.st_size,
                          "stages", b->stages, "startTime", started, "endTime", ended);
+  json_object_set_new (json_object_get (m, "output"), "compressed", json_boolean (b->opts->compress));
   if (b->n_dist)
     json_object_set_new (json_object_get (m, "output"), "images", images_json (b));
   manifest_add_common (b, m);
@@ -726,8 +737,9 @@ run_stages (struct build *b, struct kiln_build_result *res, kiln_error **err)
       stage_done (b, "capture", "failed", t0, NULL);
       return kiln_error_prefix (err, "capture stage");
     }
-  struct kiln_capture_spec cs = {.output = captured, .format = KILN_IMAGE_QCOW2,
-                                 .compress = b->opts->format == KILN_IMAGE_QCOW2,
+  /* A plain qcow2 of the disk's data: the fastest to write, and what the
+   * test instance boots; the published format is made beside the test. */
+  struct kiln_capture_spec cs = {.output = captured, .format = KILN_IMAGE_QCOW2, .compress = false,
                                  .image_id = cloud ? &captured : NULL, .image_region = cloud ? &image_region : NULL,
                                  .image_name = image_name,
                                  .description = home && home->description ? home->description : p->description};
@@ -741,6 +753,19 @@ run_stages (struct build *b, struct kiln_build_result *res, kiln_error **err)
       return kiln_error_prefix (err, "capture stage");
     }
   drop_instance (b);
+  /* The published format (or a compressed file), converted while the test
+   * stage runs; any ending but publishing stops it and removes its file. */
+  _cleanup_ (kiln_output_convert_abandon) struct kiln_output_convert *conversion = NULL;
+  _cleanup_free_ char *converted = NULL;
+  if (!cloud && kiln_output_convert_needed (b->opts->format, b->opts->compress))
+    {
+      converted = kiln_xasprintf ("%s/image.out.%s", b->rd->path, kiln_image_format_extension (b->opts->format));
+      if (kiln_output_convert_start (captured, converted, b->opts->format, b->opts->compress, &conversion, err) < 0)
+        {
+          stage_done (b, "capture", "failed", t0, NULL);
+          return kiln_error_prefix (err, "capture stage");
+        }
+    }
   stage_done (b, "capture", "success", t0, NULL);
 
   /* Test: test phases on a fresh instance of the new image. */
@@ -775,7 +800,22 @@ run_stages (struct build *b, struct kiln_build_result *res, kiln_error **err)
   _cleanup_free_ char *imported = NULL;
   if (b->opts->import_driver && import_image (b, captured, &imported, err) < 0)
     return -1;
-  if (publish (b, captured, res, started, err) == 0)
+  if (conversion)
+    {
+      double wait0 = kiln_monotonic_seconds ();
+      say (b, "[publish] waiting for the conversion to %s%s", b->opts->compress ? "compressed " : "",
+           kiln_image_format_name (b->opts->format));
+      int cr = kiln_output_convert_finish (conversion, b->opts->cancel, err);
+      conversion = NULL;
+      if (cr < 0 || check_cancel (b, err) < 0)
+        {
+          if (imported)
+            delete_distributed (b);
+          return kiln_error_prefix (err, "publish");
+        }
+      kiln_log_debug ("build: waited %.1f s for the output conversion", kiln_monotonic_seconds () - wait0);
+    }
+  if (publish (b, converted ? converted : captured, res, started, err) == 0)
     return 0;
   if (imported)
     delete_distributed (b);

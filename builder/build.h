@@ -35,6 +35,10 @@ struct kiln_build_opts {
   const char *output_dir;
   enum kiln_image_format format;
   bool format_chosen;        /* format was asked for (cloud drivers refuse it) */
+  /* The published file compressed (qcow2: compressed clusters; vmdk:
+   * streamOptimized); made while the test stage runs.  Default: a plain
+   * file, the fastest to write. */
+  bool compress;
   bool keep_on_failure;
   int vcpus;                 /* 0: driver default */
   uint64_t memory_mib;       /* 0: driver default */

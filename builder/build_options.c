@@ -32,6 +32,12 @@ kiln_build_check (const struct kiln_plan *plan, const struct kiln_build_opts *op
   if (cloud && !opts->network)
     return kiln_fail_invalid (err, "--no-network does not apply to the %s driver: its instances have their "
                               "cloud's network", driver->name);
+  if (cloud && opts->compress)
+    return kiln_fail_invalid (err, "--compress does not apply to the %s driver: its image is made in the cloud",
+                              driver->name);
+  if (opts->compress && opts->format != KILN_IMAGE_QCOW2 && opts->format != KILN_IMAGE_VMDK)
+    return kiln_fail_invalid (err, "--compress applies to qcow2 and vmdk images, not %s",
+                              kiln_image_format_name (opts->format));
   if (cloud && opts->format_chosen)
     return kiln_fail_invalid (err, "--format does not apply to the %s driver: its image is made in the cloud",
                               driver->name);

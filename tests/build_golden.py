@@ -81,7 +81,7 @@ def build_case(kiln, root, name):
             manifest = json.loads(proc.stdout)
             outcome["manifest"] = {
                 "name": manifest["name"], "version": manifest["version"], "driver": manifest["driver"],
-                "format": manifest["output"]["format"],
+                "format": manifest["output"]["format"], "compressed": manifest["output"]["compressed"],
                 "components": [c["name"] for c in manifest["components"]],
                 "stages": [(s["name"], s["status"]) for s in manifest["stages"]],
             }
