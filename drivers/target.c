@@ -11,8 +11,10 @@
 #include "target.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cleanup.h"
@@ -225,4 +227,35 @@ kiln_target_result_release (struct kiln_target_result *res)
 {
   kiln_buf_release (&res->out);
   kiln_buf_release (&res->err);
+}
+
+bool
+kiln_target_env_entry_valid (const char *entry)
+{
+  const char *eq = strchr (entry, '=');
+  if (eq == NULL || eq == entry)
+    return false;
+  for (const char *p = entry; p < eq; p++)
+    if (!(*p == '_' || (*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (p > entry && *p >= '0' && *p <= '9')))
+      return false;
+  return true;
+}
+
+bool
+kiln_target_stat_from_text (const char *text, struct kiln_target_stat *st)
+{
+  unsigned int raw = 0;
+  unsigned long uid = 0, gid = 0;
+  unsigned long long size = 0;
+  if (sscanf (text, "%x %lu %lu %llu", &raw, &uid, &gid, &size) != 4)
+    return false;
+  st->exists = true;
+  st->is_dir = S_ISDIR (raw);
+  st->is_file = S_ISREG (raw);
+  st->is_symlink = S_ISLNK (raw);
+  st->mode = raw & 07777;
+  st->uid = (uid_t) uid;
+  st->gid = (gid_t) gid;
+  st->size = size;
+  return true;
 }

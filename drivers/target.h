@@ -113,4 +113,14 @@ void kiln_target_result_release (struct kiln_target_result *res);
 /* The local target: this host.  Reboot is deferred (see above). */
 int kiln_target_local_open (struct kiln_target **out, kiln_error **err);
 
+/* ---- for the drivers that reach a guest through a shell ---- */
+
+/* Whether entry is "NAME=VALUE" with NAME a shell variable name (letters,
+ * digits, '_', not starting with a digit): what a driver may export to a
+ * command without quoting the name. */
+bool kiln_target_env_entry_valid (const char *entry);
+/* Reads stat(1)'s "%f %u %g %s" (raw mode in hex, uid, gid, size) into
+ * *st (exists set); false when text is not that. */
+bool kiln_target_stat_from_text (const char *text, struct kiln_target_stat *st);
+
 #endif

@@ -601,18 +601,6 @@ fetch_chunk (struct kiln_ssm_session *s, const char *file, unsigned long long in
 
 /* ---- kiln_ssm_run ---- */
 
-static bool
-valid_env_entry (const char *entry)
-{
-  const char *eq = strchr (entry, '=');
-  if (eq == NULL || eq == entry)
-    return false;
-  for (const char *p = entry; p < eq; p++)
-    if (!(*p == '_' || (*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (p > entry && *p >= '0' && *p <= '9')))
-      return false;
-  return true;
-}
-
 /* The run script: the program in the background with its streams in files
  * under dir, the watchdog beside it, then a header with the exit status and
  * sizes, and whichever streams fit inline ("--out", "--err"). */
@@ -742,7 +730,7 @@ kiln_ssm_run (struct kiln_ssm_session *s, const struct kiln_target_command *cmd,
     return kiln_fail_invalid (err, "ssm %s: run: empty command line", s->instance_id);
   const char *name = cmd->argv[0];
   for (size_t i = 0; cmd->env && cmd->env[i]; i++)
-    if (!valid_env_entry (cmd->env[i]))
+    if (!kiln_target_env_entry_valid (cmd->env[i]))
       return kiln_fail_invalid (err, "ssm %s: run '%s': environment entry '%.*s' is not NAME=VALUE with a shell "
                                 "variable name", s->instance_id, name, (int) strcspn (cmd->env[i], "="), cmd->env[i]);
 
@@ -1099,25 +1087,10 @@ kiln_ssm_stat (struct kiln_ssm_session *s, const char *path, struct kiln_target_
   kiln_buf_release (&b);
   const char *text = kiln_buf_str (&out);
   const char *line = r == 0 ? header_line (text, "stat") : NULL;
-  unsigned int raw = 0;
-  unsigned long uid = 0, gid = 0;
-  unsigned long long size = 0;
-  if (r < 0)
-    ;
-  else if (line && strncmp (line, "kiln-ssm stat missing", 21) == 0)
+  if (r == 0 && line && strncmp (line, "kiln-ssm stat missing", 21) == 0)
     st->exists = false;
-  else if (line && sscanf (line, "kiln-ssm stat %x %lu %lu %llu", &raw, &uid, &gid, &size) == 4)
-    {
-      st->exists = true;
-      st->is_dir = S_ISDIR (raw);
-      st->is_file = S_ISREG (raw);
-      st->is_symlink = S_ISLNK (raw);
-      st->mode = raw & 07777;
-      st->uid = (uid_t) uid;
-      st->gid = (gid_t) gid;
-      st->size = size;
-    }
-  else
+  else if (r == 0 && (line == NULL || strncmp (line, "kiln-ssm stat ", 14) != 0
+                      || !kiln_target_stat_from_text (line + 14, st)))
     r = kiln_error_set (err, KILN_ERR_REMOTE, 0, "unexpected output from stat(1) on the instance: '%.80s'", text);
   kiln_buf_release (&out);
   if (r < 0)

@@ -840,24 +840,10 @@ qemu_stat (struct kiln_target *t, const char *path, struct kiln_target_stat *st,
       return kiln_error_prefix (err, "stat '%s'", path);
     }
   const char *text = kiln_buf_str (&out);
-  unsigned int raw = 0;
-  unsigned long uid = 0, gid = 0;
-  unsigned long long size = 0;
   int r = 0;
   if (strcmp (text, "missing\n") == 0)
     st->exists = false;
-  else if (sscanf (text, "%x %lu %lu %llu", &raw, &uid, &gid, &size) == 4)
-    {
-      st->exists = true;
-      st->is_dir = S_ISDIR (raw);
-      st->is_file = S_ISREG (raw);
-      st->is_symlink = S_ISLNK (raw);
-      st->mode = raw & 07777;
-      st->uid = (uid_t) uid;
-      st->gid = (gid_t) gid;
-      st->size = size;
-    }
-  else
+  else if (!kiln_target_stat_from_text (text, st))
     r = kiln_fail (err, "stat '%s': unexpected output from stat(1) on the guest: '%.80s'", path, text);
   kiln_buf_release (&out);
   return r;

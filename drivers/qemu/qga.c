@@ -38,6 +38,7 @@
 #include "process.h"
 #include "qmp.h"
 #include "fsutil.h"
+#include "target.h"
 #include "xalloc.h"
 #include "clock.h"
 
@@ -563,18 +564,6 @@ kiln_qga_run_args (const struct kiln_qga_run_spec *spec)
 }
 
 static bool
-valid_env_entry (const char *entry)
-{
-  const char *eq = strchr (entry, '=');
-  if (eq == NULL || eq == entry)
-    return false;
-  for (const char *p = entry; p < eq; p++)
-    if (!(*p == '_' || (*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (p > entry && *p >= '0' && *p <= '9')))
-      return false;
-  return true;
-}
-
-static bool
 starts_with (const struct kiln_buf *b, const char *prefix)
 {
   return b->len >= strlen (prefix) && memcmp (b->data, prefix, strlen (prefix)) == 0;
@@ -588,7 +577,7 @@ kiln_qga_run (struct kiln_qga *g, const struct kiln_qga_run_spec *spec, struct k
   if (spec->argv == NULL || spec->argv[0] == NULL || spec->argv[0][0] == '\0')
     return kiln_fail_invalid (err, "run on the guest: empty command line");
   for (size_t i = 0; spec->env && spec->env[i]; i++)
-    if (!valid_env_entry (spec->env[i]))
+    if (!kiln_target_env_entry_valid (spec->env[i]))
       return kiln_fail_invalid (err, "environment entry '%s' is not NAME=VALUE with a shell variable name",
                                 spec->env[i]);
 
