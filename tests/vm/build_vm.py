@@ -145,6 +145,14 @@ def image_info(path):
                                      text=True, check=True).stdout)
 
 
+def compressed_extents(path):
+    """How many data extents of a qcow2 are compressed clusters (qemu-img
+    map gives a compressed extent no host offset)."""
+    m = json.loads(subprocess.run(["qemu-img", "map", "--output=json", path], capture_output=True, text=True,
+                                  check=True).stdout)
+    return sum(1 for e in m if e.get("data") and "offset" not in e)
+
+
 def step_results(c, phase):
     """(step name, status, outputs) of every step of phase, from the logs."""
     found = []
@@ -186,6 +194,10 @@ def case_build(c):
     info = image_info(image)
     if info.get("format") != "qcow2" or info.get("backing-filename"):
         problems.append(f"published image is not a standalone qcow2: {info}")
+    # Written plainly unless --compress asks (the fastest capture).
+    if compressed_extents(image) or manifest["output"].get("compressed") is not False:
+        problems.append(f"the image is compressed without --compress ({compressed_extents(image)} extents, "
+                        f"manifest {manifest['output'].get('compressed')})")
     # The test stage ran on a fresh instance and saw the build's files.
     test_outputs = step_results(c, "test")
     if ("Content", "success") not in [(n, st) for n, st, _ in test_outputs]:
@@ -202,6 +214,33 @@ def case_build(c):
         print(f"# parent disk {parent_bytes} bytes; root file system in the build and test instances: {sizes}")
         if len(sizes) != 2 or min(sizes) <= parent_bytes:
             problems.append(f"the root file system did not grow past the parent's {parent_bytes} bytes: {sizes}")
+    problems += c.leftovers()
+    return problems
+
+
+def case_compressed(c):
+    """--compress: the published qcow2 holds compressed clusters, made while
+    the test stage ran; the test instance booted the plain capture."""
+    recipe = c.recipe("vm-compressed", ["files.yml"])
+    t0 = time.time()
+    p = subprocess.run([c.kiln, "build", recipe, "--output", c.out, "--json", "--compress"], capture_output=True,
+                       text=True, env=c.env, timeout=1800)
+    print(f"# kiln build --compress took {time.time() - t0:.1f} s", flush=True)
+    if p.returncode != 0:
+        return [f"kiln build failed ({p.returncode}):\n{p.stderr[-4000:]}"]
+    manifest = json.loads(p.stdout)
+    image = manifest["output"]["path"]
+    problems = []
+    n = compressed_extents(image)
+    print(f"# {n} compressed extents; {os.path.getsize(image)} bytes")
+    if n == 0 or manifest["output"].get("compressed") is not True:
+        problems.append(f"no compressed clusters in {image} (manifest compressed={manifest['output'].get('compressed')})")
+    stages = {s["name"]: s["status"] for s in manifest["stages"]}
+    if stages.get("test") != "success":
+        problems.append(f"stages: {stages}")
+    check = subprocess.run(["qemu-img", "check", image], capture_output=True, text=True)
+    if check.returncode != 0:
+        problems.append(f"qemu-img check: {check.stdout}{check.stderr}")
     problems += c.leftovers()
     return problems
 
@@ -500,6 +539,7 @@ def case_bootstrap_interrupt(c):
 
 CASES = {
     "build": case_build,
+    "compressed": case_compressed,
     "failure": case_failure,
     "network": lambda c: network_case(c, True),
     "no-network": lambda c: network_case(c, False),
