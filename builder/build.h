@@ -43,6 +43,10 @@ struct kiln_build_opts {
   int vcpus;                 /* 0: driver default */
   uint64_t memory_mib;       /* 0: driver default */
   bool network;              /* give instances a network */
+  /* Local drivers: the build instance's OS shuts down before the capture,
+   * rather than its file systems frozen and the machine stopped (faster;
+   * the default where the guest's agent can freeze). */
+  bool full_shutdown;
   /* Local hypervisor drivers: --accel (auto, kvm, tcg; NULL: $KILN_ACCEL,
    * else auto) and --cpu (NULL: the accelerator's model). */
   const char *accel;

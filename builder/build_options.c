@@ -32,6 +32,9 @@ kiln_build_check (const struct kiln_plan *plan, const struct kiln_build_opts *op
   if (cloud && !opts->network)
     return kiln_fail_invalid (err, "--no-network does not apply to the %s driver: its instances have their "
                               "cloud's network", driver->name);
+  if (cloud && opts->full_shutdown)
+    return kiln_fail_invalid (err, "--full-shutdown does not apply to the %s driver: its instances stop as its "
+                              "cloud stops them", driver->name);
   if (cloud && opts->compress)
     return kiln_fail_invalid (err, "--compress does not apply to the %s driver: its image is made in the cloud",
                               driver->name);

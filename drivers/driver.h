@@ -86,6 +86,13 @@ struct kiln_instance_spec {
    * disk should go).  How kiln-emulator stops, starts and restarts
    * instances. */
   bool persistent_disk;
+  /* Local hypervisor drivers: shutdown powers the guest's OS off (its
+   * services stop as at any shutdown).  Otherwise shutdown may instead
+   * freeze the guest's file systems through its agent (a clean file-system
+   * state on disk: data synced, journals committed) and stop the machine,
+   * which is several times faster; what runs in the guest is then stopped,
+   * not shut down.  kiln-emulator's StopInstances asks for the OS's. */
+  bool full_shutdown;
   /* Cloud drivers: where to launch; NULL means the defaults AWS tools use. */
   const struct kiln_cloud_settings *cloud;
 };

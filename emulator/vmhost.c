@@ -96,6 +96,8 @@ emu_guest_up (struct emu_worker *w, bool create_only, kiln_error **err)
     .console_log = console,
     .cancel = &w->cancel,
     .persistent_disk = true,
+    /* StopInstances and CreateImage stop the OS, as on EC2. */
+    .full_shutdown = true,
   };
   const struct kiln_driver *qemu = kiln_driver_find ("qemu");
   if (qemu == NULL)

@@ -103,6 +103,7 @@ struct qemu_instance {
   pid_t pid;             /* QEMU while it runs (not yet reaped), else 0 */
   bool detach;           /* QEMU may outlive kiln (keep-on-failure) */
   bool persistent_disk;  /* the overlay is the caller's: destroy keeps it */
+  bool full_shutdown;    /* shutdown powers the OS off, never freeze and quit */
   volatile sig_atomic_t *cancel; /* the user interrupted kiln: stop waiting */
   struct kiln_qmp *qmp;
   struct kiln_qga *qga;
@@ -281,6 +282,7 @@ qemu_create (struct kiln_instance *inst, const struct kiln_instance_spec *spec, 
   q->network = spec->network;
   q->detach = spec->detach;
   q->persistent_disk = spec->persistent_disk;
+  q->full_shutdown = spec->full_shutdown;
   q->cancel = spec->cancel;
   if (kiln_accel_mode_parse (spec->accel, &q->accel_mode, err) < 0)
     return -1;
@@ -913,6 +915,43 @@ qemu_shutdown (struct kiln_instance *inst, int timeout_seconds, kiln_error **err
     }
   int timeout_ms = timeout_ms_of (timeout_seconds);
   int64_t started_at = kiln_monotonic_ms ();
+
+  /* 0. Unless the OS's own shutdown was asked for: freeze the guest's file
+   * systems (FIFREEZE: dirty data written, journals committed, each file
+   * system clean on disk as after an unmount) and stop the machine; QEMU
+   * flushes its disk as it quits.  Seconds faster than an OS shutdown under
+   * TCG.  A guest whose agent cannot freeze gets the OS shutdown. */
+  if (!q->full_shutdown && q->qga && q->qmp
+      && (kiln_qga_synced (q->qga) || kiln_qga_sync (q->qga, timeout_ms, NULL) == 0))
+    {
+      _cleanup_error_ kiln_error *freeze_err = NULL;
+      _cleanup_json_ json_t *frozen = NULL;
+      if (kiln_qga_call (q->qga, "guest-fsfreeze-freeze", NULL, &frozen, left_ms (started_at + timeout_ms),
+                         &freeze_err) == 0
+          && json_integer_value (frozen) > 0)
+        {
+          _cleanup_error_ kiln_error *quit_err = NULL;
+          if (kiln_qmp_execute (q->qmp, "quit", NULL, NULL, QMP_TIMEOUT_MS, &quit_err) == 0
+              && kiln_process_wait_exit (q->pid, QUIT_GRACE_MS, NULL) == 1)
+            {
+              q->pid = 0;
+              unlink (q->pid_path);
+              forget_connections (q);
+              kiln_log_info ("qemu: %s: %lld file systems frozen and the machine stopped in %.1f s", inst->name,
+                             (long long) json_integer_value (frozen),
+                             (double) (kiln_monotonic_ms () - started_at) / 1000.0);
+              return 0;
+            }
+          /* Frozen, but QEMU did not quit: stopping it by force is as clean
+           * for the disk. */
+          stop_qemu (q);
+          kiln_log_info ("qemu: %s: file systems frozen; QEMU stopped by force (%s)", inst->name,
+                         quit_err ? kiln_error_message (quit_err) : "it did not exit on quit");
+          return 0;
+        }
+      kiln_log_debug ("qemu: %s: freezing file systems: %s; shutting the OS down", inst->name,
+                      freeze_err ? kiln_error_message (freeze_err) : "none frozen");
+    }
 
   /* 1. Ask the guest through its agent; QEMU exits when the guest powers off. */
   _cleanup_error_ kiln_error *agent_err = NULL;

@@ -179,12 +179,17 @@ def case_build(c):
                       user_data="#!/bin/sh\nmkdir -p /etc/kiln\necho from-user-data > /etc/kiln/user-data\n")
     t0 = time.time()
     p = subprocess.run([c.kiln, "build", recipe, "--output", c.out, "--json"], capture_output=True, text=True,
-                       env=c.env, timeout=1800)
+                       env=dict(c.env, KILN_LOG="info"), timeout=1800)
     print(f"# kiln build took {time.time() - t0:.1f} s", flush=True)
     if p.returncode != 0:
         return [f"kiln build failed ({p.returncode}):\n{p.stderr[-4000:]}"]
     manifest = json.loads(p.stdout)
     problems = []
+    # By default the build instance is frozen clean and stopped, not shut
+    # down (files.yml's test phase checks the file system came back clean).
+    if "file systems frozen and the machine stopped" not in p.stderr:
+        problems.append("the build instance was not frozen and stopped: " +
+                        " | ".join(l for l in p.stderr.splitlines() if "qemu: build:" in l))
     image = manifest["output"]["path"]
     if not os.path.exists(image) or not os.path.exists(os.path.join(c.out, "vm-build-1.0.0.manifest.json")):
         problems.append("image or manifest not published")
@@ -220,17 +225,21 @@ def case_build(c):
 
 def case_compressed(c):
     """--compress: the published qcow2 holds compressed clusters, made while
-    the test stage ran; the test instance booted the plain capture."""
+    the test stage ran; the test instance booted the plain capture.  With
+    --full-shutdown, the build instance's OS powered off."""
     recipe = c.recipe("vm-compressed", ["files.yml"])
     t0 = time.time()
-    p = subprocess.run([c.kiln, "build", recipe, "--output", c.out, "--json", "--compress"], capture_output=True,
-                       text=True, env=c.env, timeout=1800)
+    p = subprocess.run([c.kiln, "build", recipe, "--output", c.out, "--json", "--compress", "--full-shutdown"],
+                       capture_output=True, text=True, env=dict(c.env, KILN_LOG="info"), timeout=1800)
     print(f"# kiln build --compress took {time.time() - t0:.1f} s", flush=True)
     if p.returncode != 0:
         return [f"kiln build failed ({p.returncode}):\n{p.stderr[-4000:]}"]
     manifest = json.loads(p.stdout)
     image = manifest["output"]["path"]
     problems = []
+    if "qemu: build: powered off" not in p.stderr:
+        problems.append("--full-shutdown: the build instance did not power off: " +
+                        " | ".join(l for l in p.stderr.splitlines() if "qemu: build:" in l))
     n = compressed_extents(image)
     print(f"# {n} compressed extents; {os.path.getsize(image)} bytes")
     if n == 0 or manifest["output"].get("compressed") is not True:
