@@ -20,6 +20,9 @@
 #include <strings.h>
 
 #include "cleanup.h"
+#include "log.h"
+#include "services.h"
+#include "store.h"
 #include "digest.h"
 #include "xalloc.h"
 
@@ -29,6 +32,7 @@
 void
 emu_auth_release (struct emu_auth *a)
 {
+  free (a->account);
   free (a->region);
   free (a->service);
   free (a->access_key_id);
@@ -56,6 +60,55 @@ is_hex64 (const char *s)
   for (const char *p = s; *p; p++)
     if (kiln_hex_digit_value (*p) < 0)
       return false;
+  return true;
+}
+
+/* The credentials an access key names: an account's own (emulator.c), or
+ * an STS session's (sts_sessions), with its token and expiry. */
+struct credentials {
+  char *account;
+  char *secret;
+  char *token;               /* NULL for an account's own key */
+  time_t expires;
+};
+
+static void
+credentials_release (struct credentials *c)
+{
+  free (c->account);
+  free (c->secret);
+  free (c->token);
+}
+
+#define _cleanup_credentials_ __attribute__ ((cleanup (credentials_release)))
+
+static bool
+credentials_find (struct kiln_emu *emu, const char *access_key_id, struct credentials *out)
+{
+  const struct emu_account *account = emu_account_by_key (emu, access_key_id);
+  if (account)
+    {
+      out->account = kiln_xstrdup (account->id);
+      out->secret = kiln_xstrdup (account->secret_access_key);
+      return true;
+    }
+  /* Sessions' keys start ASIA, as AWS's temporary keys do: nothing else
+   * costs a query. */
+  if (emu->db == NULL || strncmp (access_key_id, "ASIA", 4) != 0)
+    return false;
+  _cleanup_error_ kiln_error *err = NULL;
+  _cleanup_json_ json_t *row = emu_db_query_one (emu, &err, "SELECT account, secret, token, expires FROM "
+                                                 "sts_sessions WHERE access_key_id = ?", access_key_id);
+  if (row == NULL)
+    {
+      if (err)
+        kiln_log_warn ("emulator: look up session key %s: %s", access_key_id, kiln_error_message (err));
+      return false;
+    }
+  out->account = kiln_xstrdup (emu_row_str (row, "account"));
+  out->secret = kiln_xstrdup (emu_row_str (row, "secret"));
+  out->token = kiln_xstrdup (emu_row_str (row, "token"));
+  out->expires = (time_t) emu_row_int (row, "expires");
   return true;
 }
 
@@ -99,23 +152,38 @@ emu_auth_verify (struct kiln_emu *emu, const struct emu_request *req, time_t now
   out->presigned = auth.presigned;
   enum emu_auth_failure result = EMU_AUTH_OK;
 
-  const struct emu_account *account = emu_account_by_key (emu, auth.access_key_id);
-  if (account == NULL)
-    {
-      result = fail (message, EMU_AUTH_UNKNOWN_KEY, "The security token included in the request is invalid "
-                     "(access key '%s' is not one of kiln-emulator's accounts).", auth.access_key_id);
-      goto out;
-    }
-  /* A session token names a session STS handed out; kiln-emulator has no
-   * STS yet, so there is no session a token could name (a signed garbage
-   * token was once accepted). */
+  _cleanup_credentials_ struct credentials cred = {0};
   const char *token = emu_request_header (req, "X-Amz-Security-Token");
   if (token == NULL)
     token = emu_request_query (req, "X-Amz-Security-Token");
-  if (token)
+  if (!credentials_find (emu, auth.access_key_id, &cred))
     {
       result = fail (message, EMU_AUTH_UNKNOWN_KEY, "The security token included in the request is invalid "
-                     "(kiln-emulator has issued no session it could name).");
+                     "(access key '%s' is not one of kiln-emulator's accounts or sessions).", auth.access_key_id);
+      goto out;
+    }
+  /* A session's key is good only with its own token, and only until it
+   * expires; an account's own key takes no token (a signed garbage token
+   * was once accepted). */
+  if (cred.token == NULL && token)
+    {
+      result = fail (message, EMU_AUTH_UNKNOWN_KEY, "The security token included in the request is invalid "
+                     "(access key '%s' is an account's own, which takes no session token).", auth.access_key_id);
+      goto out;
+    }
+  if (cred.token && (token == NULL || strcmp (token, cred.token) != 0))
+    {
+      result = fail (message, EMU_AUTH_UNKNOWN_KEY, "The security token included in the request is invalid "
+                     "(%s for the session of access key '%s').", token ? "not the token" : "no token",
+                     auth.access_key_id);
+      goto out;
+    }
+  if (cred.token && now >= cred.expires)
+    {
+      char when[32];
+      emu_format_time (cred.expires, when);
+      result = fail (message, EMU_AUTH_EXPIRED_TOKEN, "The security token included in the request is expired "
+                     "(the session of access key '%s' ended at %s).", auth.access_key_id, when);
       goto out;
     }
   if (!emu_region_known (auth.region))
@@ -124,11 +192,14 @@ emu_auth_verify (struct kiln_emu *emu, const struct emu_request *req, time_t now
                      auth.region);
       goto out;
     }
-  if (strcmp (auth.service, "ec2") != 0 && strcmp (auth.service, "ssm") != 0 && strcmp (auth.service, "s3") != 0
-      && strcmp (auth.service, "ebs") != 0)
+  if (emu_service_find (auth.service) == NULL)
     {
+      struct kiln_buf names = KILN_BUF_INIT;
+      for (size_t i = 0; emu_services[i]; i++)
+        kiln_buf_printf (&names, "%s%s", i ? ", " : "", emu_services[i]->name);
       result = fail (message, EMU_AUTH_BAD_SCOPE, "Credential should be scoped to a service kiln-emulator "
-                     "serves (ec2, ssm, s3, ebs), not '%s'.", auth.service);
+                     "serves (%s), not '%s'.", kiln_buf_str (&names), auth.service);
+      kiln_buf_release (&names);
       goto out;
     }
   bool s3 = strcmp (auth.service, "s3") == 0;
@@ -194,7 +265,8 @@ emu_auth_verify (struct kiln_emu *emu, const struct emu_request *req, time_t now
         payload_hash = declared;
       if (payload_hash == NULL)
         {
-          out->account = account;
+          out->account = kiln_xstrdup (cred.account);
+          out->session = cred.token != NULL;
           goto out;
         }
       goto verify;
@@ -293,14 +365,14 @@ verify:;
     .flags = kiln_sigv4_service_flags (auth.service),
   };
   struct kiln_sigv4_result computed = {0};
-  int verified = kiln_sigv4_verify (&sreq, &auth, account->secret_access_key, &computed, &verr);
+  int verified = kiln_sigv4_verify (&sreq, &auth, cred.secret, &computed, &verr);
   if (verified < 0 && auth.presigned && verr && verr->code != KILN_ERR_INVALID)
     {
       kiln_sigv4_result_release (&computed);
       kiln_error_free (verr);
       verr = NULL;
       sreq.payload_hash = KILN_SIGV4_UNSIGNED_PAYLOAD;
-      verified = kiln_sigv4_verify (&sreq, &auth, account->secret_access_key, &computed, &verr);
+      verified = kiln_sigv4_verify (&sreq, &auth, cred.secret, &computed, &verr);
     }
   if (verified < 0)
     {
@@ -320,94 +392,12 @@ verify:;
       result = fail (message, EMU_AUTH_MISMATCH, "%s", stream_problem);
       goto out;
     }
-  out->account = account;
+  out->account = kiln_xstrdup (cred.account);
+  out->session = cred.token != NULL;
 
 out:
   kiln_sigv4_auth_release (&auth);
   return result;
-}
-
-void
-emu_auth_error (enum emu_auth_failure kind, bool json, int *status, const char **code)
-{
-  switch (kind)
-    {
-    case EMU_AUTH_MISSING:
-      *status = json ? 400 : 401;
-      *code = json ? "MissingAuthenticationTokenException" : "MissingAuthenticationToken";
-      return;
-    case EMU_AUTH_INCOMPLETE:
-    case EMU_AUTH_UNSUPPORTED:
-      *status = 400;
-      *code = json ? "IncompleteSignatureException" : "IncompleteSignature";
-      return;
-    case EMU_AUTH_UNKNOWN_KEY:
-      *status = json ? 400 : 401;
-      *code = json ? "UnrecognizedClientException" : "AuthFailure";
-      return;
-    case EMU_AUTH_MISMATCH:
-      *status = json ? 400 : 403;
-      *code = json ? "InvalidSignatureException" : "SignatureDoesNotMatch";
-      return;
-    case EMU_AUTH_EXPIRED:
-      *status = 400;
-      *code = json ? "InvalidSignatureException" : "RequestExpired";
-      return;
-    case EMU_AUTH_BAD_SCOPE:
-      *status = json ? 400 : 401;
-      *code = json ? "InvalidSignatureException" : "AuthFailure";
-      return;
-    case EMU_AUTH_BAD_PAYLOAD:
-      *status = 400;
-      *code = json ? "InvalidSignatureException" : "SignatureDoesNotMatch";
-      return;
-    case EMU_AUTH_OK:
-      break;
-    }
-  *status = 500;
-  *code = "InternalError";
-}
-
-void
-emu_auth_error_s3 (enum emu_auth_failure kind, bool presigned, int *status, const char **code)
-{
-  const char *malformed = presigned ? "AuthorizationQueryParametersError" : "AuthorizationHeaderMalformed";
-  switch (kind)
-    {
-    case EMU_AUTH_MISSING:
-      *status = 403;
-      *code = "AccessDenied";
-      return;
-    case EMU_AUTH_INCOMPLETE:
-    case EMU_AUTH_BAD_SCOPE:
-      *status = 400;
-      *code = malformed;
-      return;
-    case EMU_AUTH_UNKNOWN_KEY:
-      *status = 403;
-      *code = "InvalidAccessKeyId";
-      return;
-    case EMU_AUTH_MISMATCH:
-      *status = 403;
-      *code = "SignatureDoesNotMatch";
-      return;
-    case EMU_AUTH_EXPIRED:
-      *status = 403;
-      *code = presigned ? "AccessDenied" : "RequestTimeTooSkewed";
-      return;
-    case EMU_AUTH_BAD_PAYLOAD:
-      *status = 400;
-      *code = "XAmzContentSHA256Mismatch";
-      return;
-    case EMU_AUTH_UNSUPPORTED:
-      *status = 400;
-      *code = "InvalidRequest";
-      return;
-    case EMU_AUTH_OK:
-      break;
-    }
-  *status = 500;
-  *code = "InternalError";
 }
 
 /* ---- signed chunks ---- */
@@ -423,12 +413,12 @@ emu_auth_stream_begin (struct kiln_emu *emu, const struct emu_request *head)
   _cleanup_error_ kiln_error *err = NULL;
   if (kiln_sigv4_parse_authorization (authorization, &auth, &err) < 0)
     return NULL;
-  const struct emu_account *account = emu_account_by_key (emu, auth.access_key_id);
+  _cleanup_credentials_ struct credentials cred = {0};
   struct emu_stream_auth *s = NULL;
-  if (account)
+  if (credentials_find (emu, auth.access_key_id, &cred))
     {
       s = kiln_xcalloc (1, sizeof *s);
-      kiln_sigv4_signing_key (account->secret_access_key, auth.date, auth.region, auth.service, s->key);
+      kiln_sigv4_signing_key (cred.secret, auth.date, auth.region, auth.service, s->key);
       snprintf (s->amz_date, sizeof s->amz_date, "%s", amz_date);
       s->scope = kiln_xasprintf ("%s/%s/%s/aws4_request", auth.date, auth.region, auth.service);
       snprintf (s->previous, sizeof s->previous, "%s", auth.signature);

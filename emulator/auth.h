@@ -4,26 +4,17 @@
  * caller's account, the region and the service from the credential scope, or
  * says which way the request failed.  How a failure is spelled on the wire
  * differs by protocol (EC2's AuthFailure vs SSM's UnrecognizedClientException),
- * so the protocol maps the kind to its code (emu_auth_error). */
+ * so each service maps the kind (emulator.h) to its code (services.h,
+ * auth_error). */
 #ifndef KILN_EMULATOR_AUTH_H
 #define KILN_EMULATOR_AUTH_H
 
 #include "emulator.h"
 
-enum emu_auth_failure {
-  EMU_AUTH_OK,
-  EMU_AUTH_MISSING,        /* no Authorization header and no X-Amz-Signature */
-  EMU_AUTH_INCOMPLETE,     /* malformed Authorization, missing date or signed header */
-  EMU_AUTH_UNKNOWN_KEY,    /* the access key is nobody's */
-  EMU_AUTH_MISMATCH,       /* the signature is not the one the secret gives */
-  EMU_AUTH_EXPIRED,        /* dated too far from now, or a presigned URL past its expiry */
-  EMU_AUTH_BAD_SCOPE,      /* a region or service this emulator does not serve */
-  EMU_AUTH_BAD_PAYLOAD,    /* x-amz-content-sha256 does not match the body */
-  EMU_AUTH_UNSUPPORTED,    /* signed another way than SigV4 (SigV2: "AWS key:sig", AWSAccessKeyId=) */
-};
 
 struct emu_auth {
-  const struct emu_account *account;
+  char *account;           /* the caller's account id, once its key is known */
+  bool session;            /* temporary credentials (an STS session) */
   char *region;
   char *service;
   char *access_key_id;     /* as sent, also on failure when known */
@@ -38,12 +29,6 @@ void emu_auth_release (struct emu_auth *a);
 enum emu_auth_failure emu_auth_verify (struct kiln_emu *emu, const struct emu_request *req, time_t now,
                                        struct emu_auth *out, char **message);
 
-/* How a protocol spells a failure: json selects awsJson1_1's codes (SSM),
- * else EC2 Query's. */
-void emu_auth_error (enum emu_auth_failure kind, bool json, int *status, const char **code);
-
-/* How S3 spells a failure (its codes differ for presigned URLs). */
-void emu_auth_error_s3 (enum emu_auth_failure kind, bool presigned, int *status, const char **code);
 
 /* ---- aws-chunked bodies with signed chunks (S3) ----
  *

@@ -63,7 +63,8 @@ kiln_emu_handle (struct kiln_emu *emu, const struct emu_request *req, struct emu
     }
   else
     {
-      c.account = auth.account->id;
+      c.account = auth.account;
+      c.session = auth.session;
       c.region = auth.region;
       c.service = auth.service;
       for (size_t i = 0; emu_services[i]; i++)

@@ -84,8 +84,8 @@ static pthread_mutex_t seed_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* n random bytes: from the kernel, or from the test seed (a counter run
  * through a mixing function, so ids differ but repeat from run to run). */
-static void
-random_bytes (struct kiln_emu *emu, unsigned char *out, size_t n)
+void
+emu_random_bytes (struct kiln_emu *emu, unsigned char *out, size_t n)
 {
   if (emu->id_seed)
     {
@@ -116,7 +116,7 @@ char *
 emu_new_id (struct kiln_emu *emu, const char *prefix)
 {
   unsigned char bytes[9];
-  random_bytes (emu, bytes, sizeof bytes);
+  emu_random_bytes (emu, bytes, sizeof bytes);
   char hex[19];
   kiln_hex_encode (bytes, sizeof bytes, hex);
   hex[17] = '\0';
@@ -129,7 +129,7 @@ void
 emu_new_uuid (struct kiln_emu *emu, char out[37])
 {
   unsigned char b[16];
-  random_bytes (emu, b, sizeof b);
+  emu_random_bytes (emu, b, sizeof b);
   b[6] = (unsigned char) ((b[6] & 0x0f) | 0x40);
   b[8] = (unsigned char) ((b[8] & 0x3f) | 0x80);
   snprintf (out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1], b[2], b[3],

@@ -69,6 +69,21 @@ struct kiln_emu {
 
 struct emu_upload;
 
+/* How a request failed authentication (auth.c decides; each service names
+ * it in its own terms, services.h auth_error). */
+enum emu_auth_failure {
+  EMU_AUTH_OK,
+  EMU_AUTH_MISSING,        /* no Authorization header and no X-Amz-Signature */
+  EMU_AUTH_INCOMPLETE,     /* malformed Authorization, missing date or signed header */
+  EMU_AUTH_UNKNOWN_KEY,    /* the access key is nobody's */
+  EMU_AUTH_MISMATCH,       /* the signature is not the one the secret gives */
+  EMU_AUTH_EXPIRED,        /* dated too far from now, or a presigned URL past its expiry */
+  EMU_AUTH_BAD_SCOPE,      /* a region or service this emulator does not serve */
+  EMU_AUTH_BAD_PAYLOAD,    /* x-amz-content-sha256 does not match the body */
+  EMU_AUTH_UNSUPPORTED,    /* signed another way than SigV4 (SigV2: "AWS key:sig", AWSAccessKeyId=) */
+  EMU_AUTH_EXPIRED_TOKEN,  /* temporary credentials (an STS session) past their expiration */
+};
+
 /* What authentication needs of a body a service took as it arrived
  * (services.h, body_* slots).  A service's upload object begins with one
  * (its first member), so the core reads it without knowing the service. */
@@ -132,6 +147,7 @@ struct emu_call {
   const struct emu_request *req;
   const char *account;      /* the caller's account id */
   const char *region;       /* from the credential scope */
+  bool session;             /* signed with an STS session's temporary credentials */
   const char *service;      /* signing name: "ec2", "ssm" */
   const char *operation;    /* "RunInstances", "SendCommand" */
   char request_id[37];
@@ -201,6 +217,8 @@ time_t emu_now (struct kiln_emu *emu);
 void emu_now_text (struct kiln_emu *emu, char out[24]);
 /* "i-0123456789abcdef0": prefix, '-', 17 lowercase hex digits; malloc'd. */
 char *emu_new_id (struct kiln_emu *emu, const char *prefix);
+/* n random bytes (deterministic under a test id_seed). */
+void emu_random_bytes (struct kiln_emu *emu, unsigned char *out, size_t n);
 /* A random UUID (request ids, command ids) into out[37]. */
 void emu_new_uuid (struct kiln_emu *emu, char out[37]);
 /* ISO 8601 UTC with milliseconds, as EC2 writes times: 2026-11-24T10:00:00.000Z. */

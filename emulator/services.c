@@ -11,6 +11,7 @@
 #include "ec2.h"
 #include "s3.h"
 #include "ssm.h"
+#include "sts.h"
 
 /* The Host header without its port, lower case compared. */
 static bool
@@ -77,18 +78,75 @@ s3_claim (const struct emu_request *req)
   return emu_request_header (req, "X-Amz-Content-Sha256") ? EMU_CLAIM_SHAPE : EMU_CLAIM_FALLBACK;
 }
 
+static enum emu_claim
+sts_claim (const struct emu_request *req)
+{
+  if (host_starts (req, "sts.") && !s3_host (req))
+    return EMU_CLAIM_ENDPOINT;
+  /* The same Query shape as EC2's: STS takes it when its credential scope
+   * says sts (EC2 keeps what nothing names). */
+  return emu_request_query (req, "Action") != NULL || form_post (req) ? EMU_CLAIM_FALLBACK : EMU_CLAIM_NONE;
+}
+
+/* EC2 Query's and awsJson's names for an authentication failure. */
+static void
+auth_error_query_json (enum emu_auth_failure kind, bool json, int *status, const char **code)
+{
+  switch (kind)
+    {
+    case EMU_AUTH_MISSING:
+      *status = json ? 400 : 401;
+      *code = json ? "MissingAuthenticationTokenException" : "MissingAuthenticationToken";
+      return;
+    case EMU_AUTH_INCOMPLETE:
+    case EMU_AUTH_UNSUPPORTED:
+      *status = 400;
+      *code = json ? "IncompleteSignatureException" : "IncompleteSignature";
+      return;
+    case EMU_AUTH_UNKNOWN_KEY:
+      *status = json ? 400 : 401;
+      *code = json ? "UnrecognizedClientException" : "AuthFailure";
+      return;
+    case EMU_AUTH_MISMATCH:
+      *status = json ? 400 : 403;
+      *code = json ? "InvalidSignatureException" : "SignatureDoesNotMatch";
+      return;
+    case EMU_AUTH_EXPIRED:
+      *status = 400;
+      *code = json ? "InvalidSignatureException" : "RequestExpired";
+      return;
+    case EMU_AUTH_BAD_SCOPE:
+      *status = json ? 400 : 401;
+      *code = json ? "InvalidSignatureException" : "AuthFailure";
+      return;
+    case EMU_AUTH_BAD_PAYLOAD:
+      *status = 400;
+      *code = json ? "InvalidSignatureException" : "SignatureDoesNotMatch";
+      return;
+    case EMU_AUTH_EXPIRED_TOKEN:
+      /* EC2 says RequestExpired for temporary credentials past their time. */
+      *status = 400;
+      *code = json ? "ExpiredTokenException" : "RequestExpired";
+      return;
+    case EMU_AUTH_OK:
+      break;
+    }
+  *status = 500;
+  *code = "InternalError";
+}
+
 static void
 query_auth_error (enum emu_auth_failure kind, bool presigned, int *status, const char **code)
 {
   (void) presigned;
-  emu_auth_error (kind, false, status, code);
+  auth_error_query_json (kind, false, status, code);
 }
 
 static void
 json_auth_error (enum emu_auth_failure kind, bool presigned, int *status, const char **code)
 {
   (void) presigned;
-  emu_auth_error (kind, true, status, code);
+  auth_error_query_json (kind, true, status, code);
 }
 
 /* EBS direct answers every SigV4 failure with 403. */
@@ -96,7 +154,7 @@ static void
 ebs_auth_error (enum emu_auth_failure kind, bool presigned, int *status, const char **code)
 {
   (void) presigned;
-  emu_auth_error (kind, true, status, code);
+  auth_error_query_json (kind, true, status, code);
   *status = 403;
 }
 
@@ -136,7 +194,7 @@ static const struct emu_service s3_service = {
   .claim = s3_claim,
   .serve = emu_s3_serve,
   .error_reply = emu_s3_error_reply,
-  .auth_error = emu_auth_error_s3,
+  .auth_error = emu_s3_auth_error,
   .request_id_header = "x-amz-request-id",
   .body_streams = emu_s3_is_object_write,
   .body_begin = emu_upload_begin,
@@ -147,7 +205,17 @@ static const struct emu_service s3_service = {
   .store_object = s3_object_store_data,
 };
 
-const struct emu_service *const emu_services[] = {&ssm_service, &ec2_service, &ebs_service, &s3_service, NULL};
+static const struct emu_service sts_service = {
+  .name = "sts",
+  .claim = sts_claim,
+  .serve = emu_sts_serve,
+  .error_reply = emu_sts_error_reply,
+  .auth_error = emu_sts_auth_error,
+  .request_id_header = "x-amzn-RequestId",
+};
+
+const struct emu_service *const emu_services[] = {&ssm_service, &ec2_service, &ebs_service, &s3_service,
+                                                  &sts_service, NULL};
 
 const struct emu_service *
 emu_service_route (const struct emu_request *req, const char *scope_service)

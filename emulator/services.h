@@ -17,7 +17,6 @@
 #include <stdbool.h>
 #include <time.h>
 
-#include "auth.h"
 #include "emulator.h"
 
 /* How surely a service takes a request, weakest first. */

@@ -164,6 +164,11 @@ static const char schema[] =
     "CREATE INDEX IF NOT EXISTS conversion_tasks_scope ON conversion_tasks (account, region, kind, seq);"
     "CREATE UNIQUE INDEX IF NOT EXISTS conversion_tasks_token ON conversion_tasks (account, region, kind,"
     "  client_token) WHERE client_token IS NOT NULL;"
+    /* STS sessions (GetSessionToken): temporary credentials every service
+     * accepts until expires (seconds since the epoch), with their token. */
+    "CREATE TABLE IF NOT EXISTS sts_sessions ("
+    "  access_key_id TEXT PRIMARY KEY, secret TEXT NOT NULL, token TEXT NOT NULL, account TEXT NOT NULL,"
+    "  expires INTEGER NOT NULL, created INTEGER NOT NULL);"
     /* A counter that orders rows by creation (pagination follows it). */
     "CREATE TABLE IF NOT EXISTS sequence (id INTEGER PRIMARY KEY CHECK (id = 1), next INTEGER NOT NULL);"
     "INSERT OR IGNORE INTO sequence (id, next) VALUES (1, 1);";

@@ -13,6 +13,7 @@
 
 #include "aws_instance_types.h"
 #include "emulator.h"
+#include "query.h"
 
 /* Handler tables, one per area, each ended by {NULL, NULL}. */
 extern const struct emu_operation emu_ec2_instance_ops[];
@@ -29,27 +30,6 @@ extern const struct emu_operation emu_ec2_export_ops[];
  * c (emu_fail) in EC2's shape. */
 void emu_ec2_serve (struct emu_call *c, struct emu_response *resp);
 void emu_ec2_error_reply (struct emu_call *c, struct emu_response *resp);
-
-/* The value of a parameter, or NULL. */
-const char *emu_param (struct emu_call *c, const char *name);
-const char *emu_paramf (struct emu_call *c, const char *fmt, ...) __attribute__ ((format (printf, 2, 3)));
-/* The value, or fails with MissingParameter. */
-int emu_param_required (struct emu_call *c, const char *name, const char **out);
-/* Values of PREFIX.1, PREFIX.2, ... in index order (borrowed; the array is
- * malloc'd, NULL-terminated).  *n may be NULL. */
-const char **emu_param_list (struct emu_call *c, const char *prefix, size_t *n);
-/* The distinct N of parameters named PREFIX.N.<anything>, increasing;
- * malloc'd. */
-int *emu_param_indices (struct emu_call *c, const char *prefix, size_t *n);
-/* An integer in [min, max], def when absent. */
-int emu_param_int (struct emu_call *c, const char *name, long long def, long long min, long long max,
-                   long long *out);
-/* "true" / "false" (any case), def when absent. */
-int emu_param_bool (struct emu_call *c, const char *name, bool def, bool *out);
-
-/* Whether s is one of the n strings of list (NULL entries skipped). */
-bool emu_list_contains (const char *const *list, size_t n, const char *s);
-
 
 /* ---- filters: Filter.N.Name, Filter.N.Value.M ---- */
 
@@ -89,13 +69,6 @@ int emu_page (struct emu_call *c, size_t total, long long min_results, size_t *s
 
 /* ---- XML output ---- */
 
-void emu_xml_start (struct emu_call *c, const char *name);
-void emu_xml_end (struct emu_call *c);
-/* <name>value</name>; nothing when value is NULL. */
-void emu_xml_text (struct emu_call *c, const char *name, const char *value);
-void emu_xml_textf (struct emu_call *c, const char *name, const char *fmt, ...) __attribute__ ((format (printf, 3, 4)));
-void emu_xml_bool (struct emu_call *c, const char *name, bool value);
-void emu_xml_time (struct emu_call *c, const char *name, time_t t);
 /* <name><item><key>K</key><value>V</value></item>...</name>, for tags
  * (key -> value); an empty set writes nothing, as EC2 does. */
 void emu_xml_tag_set (struct emu_call *c, const char *name, json_t *tags);

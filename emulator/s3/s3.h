@@ -350,4 +350,7 @@ int s3_upload_verify (struct s3_call *s, enum s3_algorithm expected);
 /* Publishes the upload's temporary file as a data file (s3_data_publish). */
 int s3_upload_publish (struct s3_call *s, char id[33]);
 
+/* S3's names for an authentication failure (s3_protocol.c). */
+void emu_s3_auth_error (enum emu_auth_failure kind, bool presigned, int *status, const char **code);
+
 #endif

@@ -703,3 +703,49 @@ out:
   free (s.bucket);
   free (s.key);
 }
+
+void
+emu_s3_auth_error (enum emu_auth_failure kind, bool presigned, int *status, const char **code)
+{
+  const char *malformed = presigned ? "AuthorizationQueryParametersError" : "AuthorizationHeaderMalformed";
+  switch (kind)
+    {
+    case EMU_AUTH_MISSING:
+      *status = 403;
+      *code = "AccessDenied";
+      return;
+    case EMU_AUTH_INCOMPLETE:
+    case EMU_AUTH_BAD_SCOPE:
+      *status = 400;
+      *code = malformed;
+      return;
+    case EMU_AUTH_UNKNOWN_KEY:
+      *status = 403;
+      *code = "InvalidAccessKeyId";
+      return;
+    case EMU_AUTH_MISMATCH:
+      *status = 403;
+      *code = "SignatureDoesNotMatch";
+      return;
+    case EMU_AUTH_EXPIRED:
+      *status = 403;
+      *code = presigned ? "AccessDenied" : "RequestTimeTooSkewed";
+      return;
+    case EMU_AUTH_BAD_PAYLOAD:
+      *status = 400;
+      *code = "XAmzContentSHA256Mismatch";
+      return;
+    case EMU_AUTH_UNSUPPORTED:
+      *status = 400;
+      *code = "InvalidRequest";
+      return;
+    case EMU_AUTH_EXPIRED_TOKEN:
+      *status = 400;
+      *code = "ExpiredToken";
+      return;
+    case EMU_AUTH_OK:
+      break;
+    }
+  *status = 500;
+  *code = "InternalError";
+}

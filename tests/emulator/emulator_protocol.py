@@ -1445,6 +1445,54 @@ def sharing_cases(tap, url, home):
              lambda: targets() if "instance" in st else (_ for _ in ()).throw(Skip("no instance")))
 
 
+def sts_case(url, clis):
+    """STS GetCallerIdentity names each caller's account (its root user),
+    through boto3 and every CLI installed; an unknown key is
+    InvalidClientTokenId, as STS says it; GetSessionToken's credentials
+    work for EC2, SSM, S3 (aws-chunked bodies included) and STS."""
+    for name in ("boto3", "second"):
+        sts = boto_session(name).client("sts", endpoint_url=url, config=CLIENT_CONFIG)
+        who = sts.get_caller_identity()
+        account = ACCOUNTS[name][0]
+        expect(who["Account"] == account and who["UserId"] == account
+               and who["Arn"] == f"arn:aws:iam::{account}:root", f"{name}: {who}")
+        expect(who["ResponseMetadata"]["RequestId"], "no request id")
+    stranger = boto3.session.Session(aws_access_key_id="AKIANOBODY", aws_secret_access_key="x",
+                                     region_name=REGION).client("sts", endpoint_url=url, config=CLIENT_CONFIG)
+    code, _, status = client_error(stranger.get_caller_identity)
+    expect((code, status) == ("InvalidClientTokenId", 403), f"unknown key: {code} {status}")
+    # Temporary credentials: every service takes them with their token,
+    # none without it; a session cannot make another; root sessions last
+    # an hour at most.
+    sts = boto_session("boto3").client("sts", endpoint_url=url, config=CLIENT_CONFIG)
+    creds = sts.get_session_token(DurationSeconds=7200)["Credentials"]
+    left = (creds["Expiration"] - datetime.datetime.now(datetime.timezone.utc)).total_seconds()
+    expect(creds["AccessKeyId"].startswith("ASIA") and 3500 < left <= 3600, f"session: {creds['AccessKeyId']}, "
+           f"{left:.0f} s left")
+    temp = boto3.session.Session(aws_access_key_id=creds["AccessKeyId"],
+                                 aws_secret_access_key=creds["SecretAccessKey"],
+                                 aws_session_token=creds["SessionToken"], region_name=REGION)
+    who = temp.client("sts", endpoint_url=url, config=CLIENT_CONFIG).get_caller_identity()
+    expect(who["Account"] == ACCOUNTS["boto3"][0], f"session caller: {who}")
+    temp.client("ec2", endpoint_url=url, config=CLIENT_CONFIG).describe_regions()
+    temp.client("ssm", endpoint_url=url, config=CLIENT_CONFIG).describe_parameters()
+    s3 = temp.client("s3", endpoint_url=url, config=CLIENT_CONFIG)
+    s3.create_bucket(Bucket="sts-session-bucket")
+    s3.put_object(Bucket="sts-session-bucket", Key="k", Body=b"x" * 100000)
+    got = s3.get_object(Bucket="sts-session-bucket", Key="k")["Body"].read()
+    expect(got == b"x" * 100000, "S3 object through session credentials")
+    code, _, status = client_error(temp.client("sts", endpoint_url=url, config=CLIENT_CONFIG).get_session_token)
+    expect((code, status) == ("AccessDenied", 403), f"session making a session: {code} {status}")
+    tokenless = boto3.session.Session(aws_access_key_id=creds["AccessKeyId"],
+                                      aws_secret_access_key=creds["SecretAccessKey"], region_name=REGION)
+    code, _, status = client_error(tokenless.client("ec2", endpoint_url=url, config=CLIENT_CONFIG).describe_regions)
+    expect(code == "AuthFailure", f"session key without its token: {code} {status}")
+    for account, cli in clis:
+        who = cli("sts", "get-caller-identity")
+        expect(who["Account"] == ACCOUNTS[account][0] and who["Arn"] == f"arn:aws:iam::{ACCOUNTS[account][0]}:root",
+               f"{cli.path}: {who}")
+
+
 def pip_aws():
     """The first `aws` on PATH that is not Debian's /usr/bin/aws."""
     debian = os.path.realpath("/usr/bin/aws")
@@ -1558,6 +1606,7 @@ def main():
         home = os.path.join(work, "home")
         os.makedirs(home)
         sharing_cases(tap, b.url, home)
+        clis = []
         for label, path, account, by_env in (("debian aws (/usr/bin/aws, --endpoint-url)", "/usr/bin/aws", "debcli",
                                               False),
                                              ("pip aws (AWS_ENDPOINT_URL)", pip_aws(), "pipcli", True)):
@@ -1565,7 +1614,10 @@ def main():
             if path is None or not os.access(path, os.X_OK):
                 tap.case(f"{label}: present", lambda: (_ for _ in ()).throw(Skip("not installed")))
                 continue
-            cli_cases(tap, short, Cli(path, b.url, account, by_env, home))
+            clis.append((account, Cli(path, b.url, account, by_env, home)))
+            cli_cases(tap, short, clis[-1][1])
+        tap.case("sts: get-caller-identity (boto3 and the CLIs), get-session-token credentials on every service",
+                 sts_case, b.url, clis)
         tap.case("B is still alive after the clients", lambda: expect(b.alive(), "emulator B died"))
         tap.case("restart: SIGTERM, start again on --state-dir, parameter and instance still there",
                  restart_case, b)

@@ -11,7 +11,9 @@
  *
  * A "request" that is one line "KILN import-image NAME REGION ACCOUNT
  * private|public" instead registers a 1 GiB empty qcow2 as an AMI (as
- * `kiln-emulator import-image` does) and replies with its id.
+ * `kiln-emulator import-image` does) and replies with its id; "KILN clock
+ * +SECONDS" moves the clock on (later requests are signed and answered
+ * then: temporary credentials expire).
  *
  * NAME.resp holds, per request, "HTTP STATUS", the Content-Type, a blank line
  * and the body, separated by "%%" lines.  KILN_REGENERATE=1 rewrites the .resp
@@ -45,7 +47,7 @@
 static void
 run_one (struct kiln_emu *emu, struct request_text *r, struct kiln_buf *out)
 {
-  request_text_sign (r, FIXED_NOW, out);
+  request_text_sign (r, emu->fixed_now, out);
   struct emu_request req;
   request_text_view (r, &req);
   struct emu_response resp;
@@ -126,7 +128,14 @@ run_case (const char *dir, const char *name)
       if (!first)
         kiln_buf_puts (&out, "%%\n");
       first = false;
-      if (strncmp (one, "KILN ", 5) == 0)
+      long long advance;
+      if (sscanf (one, "KILN clock +%lld", &advance) == 1 && advance > 0)
+        {
+          /* Time passes: later requests are signed and answered then. */
+          emu.fixed_now += (time_t) advance;
+          kiln_buf_printf (&out, "CLOCK +%lld\n", advance);
+        }
+      else if (strncmp (one, "KILN ", 5) == 0)
         import_image (&emu, one + 5, &out);
       else if (request_text_parse (one, strlen (one), &req))
         run_one (&emu, &req, &out);
