@@ -174,10 +174,14 @@ write_instance (struct emu_call *c, json_t *row, json_t *tags)
 
 /* ---- lookups ---- */
 
-static const struct emu_describe_error instance_not_found = {
-  "InvalidInstanceID.NotFound", "The instance ID '%s' does not exist", "The instance IDs '%s' do not exist",
-  EMU_REPORT_EVERY,
-};
+/* A macro as well as a constant: a static initializer may not copy a
+ * const object in ISO C (clang refuses it; gcc allows it). */
+#define INSTANCE_NOT_FOUND                                                                                  \
+  {                                                                                                          \
+    "InvalidInstanceID.NotFound", "The instance ID '%s' does not exist", "The instance IDs '%s' do not exist", \
+    EMU_REPORT_EVERY,                                                                                        \
+  }
+static const struct emu_describe_error instance_not_found = INSTANCE_NOT_FOUND;
 
 /* The rows of the instance ids (of n) in the caller's account and region
  * that exist, in the order given (an id given twice, twice). */
@@ -492,7 +496,7 @@ instance_rows (struct emu_call *c, struct emu_describe_call *d, kiln_error **err
   {                                                                                                          \
     .param = "InstanceId", .column = "id", .prefix = "i",                                                    \
     .malformed = {"InvalidInstanceID.Malformed", "Invalid id: \"%s\"", NULL, EMU_REPORT_FIRST},             \
-    .not_found = instance_not_found,                                                                         \
+    .not_found = INSTANCE_NOT_FOUND,                                                                         \
   }
 
 /* Instances in reservations, in order of each reservation's first
