@@ -447,7 +447,7 @@ def sigv4_cases(tap, url):
         return send(url, base_wire(url, kind, region="xx-nowhere-1"))
 
     def wrong_service(kind):
-        return send(url, base_wire(url, kind, service="sts"))
+        return send(url, base_wire(url, kind, service="sqs"))
 
     failures = [
         ("no Authorization header, no query signature", no_auth, "missing", None),
@@ -461,7 +461,7 @@ def sigv4_cases(tap, url):
         ("dated 20 minutes ago", dated(-20), "expired", r"(?i)expired"),
         ("dated 20 minutes ahead", dated(20), "expired", None),
         ("region xx-nowhere-1 in the scope", wrong_region, "scope", r"xx-nowhere-1"),
-        ("service sts in the scope", wrong_service, "scope", r"sts"),
+        ("service sqs in the scope", wrong_service, "scope", r"sqs"),
     ]
     for kind in ("ec2", "ssm"):
         for title, make, what, msg_re in failures:
