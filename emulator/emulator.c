@@ -66,6 +66,16 @@ emu_fail_internal (struct emu_call *c, kiln_error *err)
   return emu_fail (c, 500, "InternalError", "kiln-emulator: %s", kiln_error_message (err));
 }
 
+emu_handler_fn
+emu_operation_find (const struct emu_operation *const *tables, const char *name)
+{
+  for (size_t t = 0; tables[t]; t++)
+    for (const struct emu_operation *op = tables[t]; op->name; op++)
+      if (strcmp (op->name, name) == 0)
+        return op->fn;
+  return NULL;
+}
+
 /* ---- clock and ids ---- */
 
 time_t

@@ -192,6 +192,9 @@ struct emu_operation {
 /* Each service's operations are tables of these, ended by {NULL, NULL}
  * (ec2/ec2.h, ssm/ssm.h); its serve and error reply are in its header, and
  * its entry in services.c. */
+/* The handler of operation name in tables (NULL-terminated list of
+ * {NULL, NULL}-ended tables), or NULL. */
+emu_handler_fn emu_operation_find (const struct emu_operation *const *tables, const char *name);
 
 /* ---- form encoding (EC2 Query; the core checks a query string with it) ---- */
 

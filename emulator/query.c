@@ -308,3 +308,64 @@ emu_xml_time (struct emu_call *c, const char *name, time_t t)
   emu_xml_text (c, name, s);
 }
 
+/* ---- Query replies ---- */
+
+xmlTextWriterPtr
+emu_xml_document_begin (xmlBufferPtr *buf)
+{
+  *buf = xmlBufferCreate ();
+  xmlTextWriterPtr w = xmlNewTextWriterMemory (*buf, 0);
+  xmlTextWriterStartDocument (w, "1.0", "UTF-8", NULL);
+  return w;
+}
+
+void
+emu_xml_document_finish (xmlTextWriterPtr w, xmlBufferPtr buf, struct emu_response *resp, int status,
+                         const char *content_type)
+{
+  xmlTextWriterEndDocument (w);
+  xmlFreeTextWriter (w);
+  kiln_buf_reset (&resp->body);
+  kiln_buf_append (&resp->body, xmlBufferContent (buf), (size_t) xmlBufferLength (buf));
+  xmlBufferFree (buf);
+  resp->status = status;
+  free (resp->content_type);
+  resp->content_type = kiln_xstrdup (content_type);
+}
+
+void
+emu_query_run (struct emu_call *c, struct emu_response *resp, const char *action, emu_handler_fn fn,
+               const struct emu_query_style *style)
+{
+  xmlBufferPtr buf;
+  c->xml = emu_xml_document_begin (&buf);
+  _cleanup_free_ char *root = kiln_xasprintf ("%sResponse", action);
+  xmlTextWriterStartElement (c->xml, BAD_CAST root);
+  xmlTextWriterWriteAttribute (c->xml, BAD_CAST "xmlns", BAD_CAST style->xmlns);
+  if (style->result_wrapper)
+    {
+      _cleanup_free_ char *result = kiln_xasprintf ("%sResult", action);
+      xmlTextWriterStartElement (c->xml, BAD_CAST result);
+    }
+  else
+    emu_xml_text (c, "requestId", c->request_id);
+  int r = fn (c);
+  if (r == 0 && c->error_code == NULL)
+    {
+      if (style->result_wrapper)
+        {
+          xmlTextWriterEndElement (c->xml);
+          emu_xml_start (c, "ResponseMetadata");
+          emu_xml_text (c, "RequestId", c->request_id);
+          emu_xml_end (c);
+        }
+      emu_xml_document_finish (c->xml, buf, resp, 200, style->content_type);
+      c->xml = NULL;
+      return;
+    }
+  xmlFreeTextWriter (c->xml);
+  c->xml = NULL;
+  xmlBufferFree (buf);
+  if (c->error_code == NULL)
+    emu_fail (c, 500, style->internal_code, "%s failed without saying why", action);
+}

@@ -42,4 +42,30 @@ void emu_xml_textf (struct emu_call *c, const char *name, const char *fmt, ...) 
 void emu_xml_bool (struct emu_call *c, const char *name, bool value);
 void emu_xml_time (struct emu_call *c, const char *name, time_t t);
 
+/* ---- Query replies ---- */
+
+/* How a Query service wraps an operation's output: EC2 Query writes
+ * <ActionResponse xmlns><requestId>...output; awsQuery (STS, IAM) writes
+ * <ActionResponse xmlns><ActionResult>output</ActionResult>
+ * <ResponseMetadata><RequestId>. */
+struct emu_query_style {
+  const char *xmlns;
+  bool result_wrapper;       /* awsQuery */
+  const char *content_type;
+  const char *internal_code; /* the code of a handler that failed without saying why */
+};
+
+/* Runs the operation fn with c->xml open where its output goes; on success
+ * resp holds the reply (HTTP 200), else the error stays recorded on c for
+ * the service's error_reply. */
+void emu_query_run (struct emu_call *c, struct emu_response *resp, const char *action, emu_handler_fn fn,
+                    const struct emu_query_style *style);
+
+/* An XML document written in memory: begin gives the writer (document
+ * started), finish ends it and makes it resp's body with status and
+ * content type (replacing any body), freeing the writer. */
+xmlTextWriterPtr emu_xml_document_begin (xmlBufferPtr *buf);
+void emu_xml_document_finish (xmlTextWriterPtr w, xmlBufferPtr buf, struct emu_response *resp, int status,
+                              const char *content_type);
+
 #endif

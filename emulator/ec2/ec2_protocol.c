@@ -219,22 +219,11 @@ static const struct emu_operation *const ec2_tables[] = {
   emu_ec2_keypair_ops, emu_ec2_region_ops, emu_ec2_import_ops, emu_ec2_export_ops, NULL,
 };
 
-static emu_handler_fn
-ec2_find (const char *action)
-{
-  for (size_t t = 0; ec2_tables[t]; t++)
-    for (const struct emu_operation *op = ec2_tables[t]; op->name; op++)
-      if (strcmp (op->name, action) == 0)
-        return op->fn;
-  return NULL;
-}
-
 void
 emu_ec2_error_reply (struct emu_call *c, struct emu_response *resp)
 {
-  xmlBufferPtr buf = xmlBufferCreate ();
-  xmlTextWriterPtr w = xmlNewTextWriterMemory (buf, 0);
-  xmlTextWriterStartDocument (w, "1.0", "UTF-8", NULL);
+  xmlBufferPtr buf;
+  xmlTextWriterPtr w = emu_xml_document_begin (&buf);
   xmlTextWriterStartElement (w, BAD_CAST "Response");
   xmlTextWriterStartElement (w, BAD_CAST "Errors");
   xmlTextWriterStartElement (w, BAD_CAST "Error");
@@ -244,14 +233,7 @@ emu_ec2_error_reply (struct emu_call *c, struct emu_response *resp)
   xmlTextWriterEndElement (w);
   xmlTextWriterWriteElement (w, BAD_CAST "RequestID", BAD_CAST c->request_id);
   xmlTextWriterEndElement (w);
-  xmlTextWriterEndDocument (w);
-  xmlFreeTextWriter (w);
-  kiln_buf_reset (&resp->body);
-  kiln_buf_append (&resp->body, xmlBufferContent (buf), (size_t) xmlBufferLength (buf));
-  xmlBufferFree (buf);
-  resp->status = c->error_status;
-  free (resp->content_type);
-  resp->content_type = kiln_xstrdup ("text/xml;charset=UTF-8");
+  emu_xml_document_finish (w, buf, resp, c->error_status, "text/xml;charset=UTF-8");
 }
 
 void
@@ -266,7 +248,7 @@ emu_ec2_serve (struct emu_call *c, struct emu_response *resp)
       goto out;
     }
   c->operation = action;
-  emu_handler_fn fn = ec2_find (action);
+  emu_handler_fn fn = emu_operation_find (ec2_tables, action);
   if (fn == NULL)
     {
       emu_fail (c, 400, "InvalidAction", "The action %s is not valid for this web service.", action);
@@ -284,34 +266,10 @@ emu_ec2_serve (struct emu_call *c, struct emu_response *resp)
       goto out;
     }
 
-  xmlBufferPtr buf = xmlBufferCreate ();
-  c->xml = xmlNewTextWriterMemory (buf, 0);
-  xmlTextWriterStartDocument (c->xml, "1.0", "UTF-8", NULL);
-  {
-    _cleanup_free_ char *root = NULL;
-    root = kiln_xasprintf ("%sResponse", action);
-    xmlTextWriterStartElement (c->xml, BAD_CAST root);
-  }
-  xmlTextWriterWriteAttribute (c->xml, BAD_CAST "xmlns", BAD_CAST EC2_XMLNS);
-  emu_xml_text (c, "requestId", c->request_id);
-  int r = fn (c);
-  if (r == 0 && c->error_code == NULL)
-    {
-      xmlTextWriterEndDocument (c->xml);
-      xmlFreeTextWriter (c->xml);
-      c->xml = NULL;
-      resp->status = 200;
-      resp->content_type = kiln_xstrdup ("text/xml;charset=UTF-8");
-      kiln_buf_append (&resp->body, xmlBufferContent (buf), (size_t) xmlBufferLength (buf));
-    }
-  else
-    {
-      xmlFreeTextWriter (c->xml);
-      c->xml = NULL;
-      if (c->error_code == NULL)
-        emu_fail (c, 500, "InternalError", "%s failed without saying why", action);
-    }
-  xmlBufferFree (buf);
+  static const struct emu_query_style ec2_style = {
+    .xmlns = EC2_XMLNS, .content_type = "text/xml;charset=UTF-8", .internal_code = "InternalError",
+  };
+  emu_query_run (c, resp, action, fn, &ec2_style);
 
 out:
   if (c->error_code)

@@ -18,16 +18,6 @@ static const struct emu_operation *const ssm_tables[] = {
   emu_ssm_command_ops, emu_ssm_parameter_ops, NULL,
 };
 
-static emu_handler_fn
-ssm_find (const char *operation)
-{
-  for (size_t t = 0; ssm_tables[t]; t++)
-    for (const struct emu_operation *op = ssm_tables[t]; op->name; op++)
-      if (strcmp (op->name, operation) == 0)
-        return op->fn;
-  return NULL;
-}
-
 void
 emu_ssm_error_reply (struct emu_call *c, struct emu_response *resp)
 {
@@ -57,7 +47,7 @@ emu_ssm_serve (struct emu_call *c, struct emu_response *resp)
       goto out;
     }
   c->operation = target + strlen (SSM_TARGET_PREFIX);
-  emu_handler_fn fn = ssm_find (c->operation);
+  emu_handler_fn fn = emu_operation_find (ssm_tables, c->operation);
   if (fn == NULL)
     {
       emu_fail (c, 400, "UnknownOperationException", "The operation %s is not one kiln-emulator's SSM serves.",

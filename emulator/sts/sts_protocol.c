@@ -117,21 +117,13 @@ static const struct emu_operation sts_ops[] = {
   {NULL, NULL},
 };
 
-static emu_handler_fn
-sts_find (const char *action)
-{
-  for (const struct emu_operation *op = sts_ops; op->name; op++)
-    if (strcmp (op->name, action) == 0)
-      return op->fn;
-  return NULL;
-}
+static const struct emu_operation *const sts_tables[] = {sts_ops, NULL};
 
 void
 emu_sts_error_reply (struct emu_call *c, struct emu_response *resp)
 {
-  xmlBufferPtr buf = xmlBufferCreate ();
-  xmlTextWriterPtr w = xmlNewTextWriterMemory (buf, 0);
-  xmlTextWriterStartDocument (w, "1.0", "UTF-8", NULL);
+  xmlBufferPtr buf;
+  xmlTextWriterPtr w = emu_xml_document_begin (&buf);
   xmlTextWriterStartElement (w, BAD_CAST "ErrorResponse");
   xmlTextWriterWriteAttribute (w, BAD_CAST "xmlns", BAD_CAST STS_XMLNS);
   xmlTextWriterStartElement (w, BAD_CAST "Error");
@@ -141,14 +133,7 @@ emu_sts_error_reply (struct emu_call *c, struct emu_response *resp)
   xmlTextWriterEndElement (w);
   xmlTextWriterWriteElement (w, BAD_CAST "RequestId", BAD_CAST c->request_id);
   xmlTextWriterEndElement (w);
-  xmlTextWriterEndDocument (w);
-  xmlFreeTextWriter (w);
-  kiln_buf_reset (&resp->body);
-  kiln_buf_append (&resp->body, xmlBufferContent (buf), (size_t) xmlBufferLength (buf));
-  xmlBufferFree (buf);
-  resp->status = c->error_status;
-  free (resp->content_type);
-  resp->content_type = kiln_xstrdup ("text/xml");
+  emu_xml_document_finish (w, buf, resp, c->error_status, "text/xml");
 }
 
 void
@@ -164,7 +149,7 @@ emu_sts_serve (struct emu_call *c, struct emu_response *resp)
     }
   c->operation = action;
   const char *version = emu_param (c, "Version");
-  emu_handler_fn fn = sts_find (action);
+  emu_handler_fn fn = emu_operation_find (sts_tables, action);
   if (fn == NULL || (version && strcmp (version, STS_VERSION) != 0))
     {
       emu_fail (c, 400, "InvalidAction", "Could not find operation %s for version %s.", action,
@@ -172,38 +157,10 @@ emu_sts_serve (struct emu_call *c, struct emu_response *resp)
       goto out;
     }
 
-  xmlBufferPtr buf = xmlBufferCreate ();
-  c->xml = xmlNewTextWriterMemory (buf, 0);
-  xmlTextWriterStartDocument (c->xml, "1.0", "UTF-8", NULL);
-  {
-    _cleanup_free_ char *root = kiln_xasprintf ("%sResponse", action);
-    _cleanup_free_ char *result = kiln_xasprintf ("%sResult", action);
-    xmlTextWriterStartElement (c->xml, BAD_CAST root);
-    xmlTextWriterWriteAttribute (c->xml, BAD_CAST "xmlns", BAD_CAST STS_XMLNS);
-    xmlTextWriterStartElement (c->xml, BAD_CAST result);
-  }
-  int r = fn (c);
-  if (r == 0 && c->error_code == NULL)
-    {
-      xmlTextWriterEndElement (c->xml);
-      emu_xml_start (c, "ResponseMetadata");
-      emu_xml_text (c, "RequestId", c->request_id);
-      emu_xml_end (c);
-      xmlTextWriterEndDocument (c->xml);
-      xmlFreeTextWriter (c->xml);
-      c->xml = NULL;
-      resp->status = 200;
-      resp->content_type = kiln_xstrdup ("text/xml");
-      kiln_buf_append (&resp->body, xmlBufferContent (buf), (size_t) xmlBufferLength (buf));
-    }
-  else
-    {
-      xmlFreeTextWriter (c->xml);
-      c->xml = NULL;
-      if (c->error_code == NULL)
-        emu_fail (c, 500, "InternalFailure", "%s failed without saying why", action);
-    }
-  xmlBufferFree (buf);
+  static const struct emu_query_style sts_style = {
+    .xmlns = STS_XMLNS, .result_wrapper = true, .content_type = "text/xml", .internal_code = "InternalFailure",
+  };
+  emu_query_run (c, resp, action, fn, &sts_style);
 
 out:
   if (c->error_code)
