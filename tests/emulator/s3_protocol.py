@@ -143,11 +143,12 @@ class S3Auth(S3SigV4Auth):
 
 
 def s3_sign(url, method, path, *, query="", body=b"", headers=None, key=KEY, secret=SECRET, region=REGION,
-            payload=None, host=None, sign_body=True):
+            payload=None, host=None, sign_body=True, when=None):
     """A signed S3 request: (target, headers).  path is decoded (it is
     encoded here the way SDKs do); host overrides the Host header signed and
     sent.  payload: the x-amz-content-sha256 literal, or None to sign the
-    body's hash."""
+    body's hash.  when: the signing time (a datetime in UTC; it becomes
+    X-Amz-Date), else now; botocore replaces any X-Amz-Date in headers."""
     p = urllib.parse.urlsplit(url)
     target = urllib.parse.quote(path, safe="/~") + ("?" + query if query else "")
     h = dict(headers or {})
@@ -157,7 +158,7 @@ def s3_sign(url, method, path, *, query="", body=b"", headers=None, key=KEY, sec
                      data=body if (sign_body and isinstance(body, bytes)) else b"", headers=h)
     if payload is None and not isinstance(body, bytes):
         payload = "UNSIGNED-PAYLOAD"
-    S3Auth(Credentials(key, secret), region, payload).add_auth(req)
+    S3Auth(Credentials(key, secret), region, payload, when).add_auth(req)
     hdrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in req.headers.items()}
     return target, hdrs
 
@@ -824,9 +825,15 @@ def wire_cases(tap, url, state_dir):
             headers.update(extra or {})
             # The body's length is signed: compute the body once with a
             # dummy seed (same length), sign, then build the real body.
+            # The request is signed at `now`, the time the chunks are signed
+            # with (botocore would put its own clock in X-Amz-Date, and a
+            # second ticking over since amz_date breaks every chunk's
+            # signature).
             probe = body_fn("0" * 64)
             headers["Content-Length"] = str(len(probe))
-            target, hdrs = s3_sign(url, "PUT", f"/{b}/{name}", headers=headers, payload=payload, sign_body=False)
+            target, hdrs = s3_sign(url, "PUT", f"/{b}/{name}", headers=headers, payload=payload, sign_body=False,
+                                   when=now)
+            expect(hdrs["X-Amz-Date"] == amz_date, f"signed at {hdrs['X-Amz-Date']}, chunks signed at {amz_date}")
             seed = re.search(r"Signature=([0-9a-f]{64})", hdrs["Authorization"]).group(1)
             body = body_fn(seed)
             conn = http.client.HTTPConnection(p.hostname, p.port, timeout=60)
